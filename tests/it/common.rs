@@ -1,0 +1,70 @@
+//! Shared test support: fixture paths, the oracle venv, running the binary.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The fixture folder: `SHEARS_FIXTURES`, else `../shared/fixtures` from the repository root.
+pub fn fixtures() -> PathBuf {
+    match std::env::var_os("SHEARS_FIXTURES") {
+        Some(dir) => PathBuf::from(dir),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures"),
+    }
+}
+
+/// A fixture file, or `None` when it is absent outside CI (the test then skips).
+/// Under CI (`CI` set) a missing fixture fails the test.
+pub fn fixture(relative: &str) -> Option<PathBuf> {
+    let path = fixtures().join(relative);
+    if path.exists() {
+        return Some(path);
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("fixture {} is missing (CI is set)", path.display());
+    }
+    eprintln!("skipping: fixture {} is missing", path.display());
+    None
+}
+
+/// The Python of the oracle venv the test command creates, or `None` outside CI when absent.
+pub fn oracle_python() -> Option<PathBuf> {
+    let python = match std::env::var_os("SHEARS_ORACLE_PYTHON") {
+        Some(p) => PathBuf::from(p),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"),
+    };
+    if python.exists() {
+        return Some(python);
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("oracle python {} is missing (CI is set)", python.display());
+    }
+    eprintln!("skipping: oracle python {} is missing", python.display());
+    None
+}
+
+/// Runs a Python oracle script with arguments; panics with its stderr when it fails.
+pub fn run_python(python: &Path, script: &str, args: &[&str]) -> String {
+    let out = Command::new(python)
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("start oracle python");
+    assert!(
+        out.status.success(),
+        "oracle script failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 from oracle")
+}
+
+/// The `shears` binary built for these tests.
+pub fn shears() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_shears"))
+}
+
+/// A fresh scratch folder removed when dropped.
+pub fn scratch() -> tempfile::TempDir {
+    tempfile::tempdir().expect("create temp dir")
+}

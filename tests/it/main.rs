@@ -1,0 +1,3 @@
+//! shears' integration tests: one binary, one module per area.
+
+mod common;
