@@ -4,10 +4,15 @@
 //! light indexed view ([`graph`]), so everything a pass does not understand passes through
 //! untouched and an unchanged model writes back byte-identical.
 
+pub mod analysis;
 pub mod backend;
 pub mod cli;
 pub mod eval;
+pub mod graph;
+pub mod job;
 pub mod onnx;
+pub mod passes;
+pub mod pipeline;
 pub mod progress;
 pub mod synth;
 

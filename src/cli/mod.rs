@@ -1,6 +1,15 @@
 //! The `shears` command line: one file per command, each with an `Args` struct and a `run`.
 
+mod check;
+mod common;
+mod inspect;
+mod prune;
+mod run;
+mod ui;
+
 use clap::{Parser, Subcommand};
+
+pub use ui::Ui;
 
 /// Prune exported YOLOv5 ONNX models and prove the result.
 #[derive(Debug, Parser)]
@@ -17,9 +26,24 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Check that models decode and re-encode byte-identical; print their IR version and opsets.
+    Check(check::Args),
+    /// Summarise a model: conv layers, parameters, MACs, size, sparsity, per-layer table.
+    Inspect(inspect::Args),
+    /// Prune convolution weights (magnitude, global, N:M) and write a new model.
+    Prune(prune::Args),
+    /// Run a YAML pipeline file over its models (a model zoo) and print a summary.
+    Run(run::Args),
+}
 
 /// Runs the parsed command line; `Ok` carries the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
-    match cli.command {}
+    let ui = Ui::new(cli.quiet, cli.verbose);
+    match &cli.command {
+        Command::Check(args) => check::run(args, &ui),
+        Command::Inspect(args) => inspect::run(args, &ui),
+        Command::Prune(args) => prune::run(args, &ui),
+        Command::Run(args) => run::run(args, &ui),
+    }
 }

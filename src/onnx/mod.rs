@@ -1,4 +1,17 @@
 //! ONNX model files: the protobuf schema, loading, saving and tensor access.
+//!
+//! A [`Model`] holds the decoded [`proto::ModelProto`]; tensor bytes stay in the memory-mapped
+//! file (prost decodes `bytes` fields as zero-copy [`bytes::Bytes`] slices of it).
+
+mod external;
+mod load;
+mod save;
+mod schema;
+pub mod tensor;
+
+pub use load::{Model, load, load_bytes};
+pub use save::{SaveOptions, Saved, encode, ensure_distinct_output, save, write_atomic};
+pub use schema::{SCHEMA_IR_VERSION, SchemaFinding};
 
 /// Types generated from `proto/onnx.proto`.
 #[allow(clippy::all, missing_docs)]

@@ -1,3 +1,7 @@
 //! shears' integration tests: one binary, one module per area.
 
+mod bad_input;
 mod common;
+mod onnx_io;
+mod pipeline;
+mod prune;

@@ -1,0 +1,130 @@
+//! Parameter, MAC and sparsity counts over the convolution layers, like YOLOv5's model summary.
+//!
+//! Parameters are Conv weights plus biases (an exported YOLOv5 has BN folded into its convs, so
+//! these are all its parameters). MACs are multiply-accumulates of one inference at the model's
+//! input size: `weight elements x output height x output width` per conv.
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use super::convs::conv_layers;
+use crate::graph::{GraphView, infer_shapes};
+use crate::onnx::proto::GraphProto;
+use crate::onnx::tensor;
+
+/// Fractions of zeros.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct Sparsity {
+    /// Zeros over all parameters (Conv weights and biases), as the pruning guide reports it.
+    pub global: f64,
+    /// Zeros over Conv weights only.
+    pub conv_weights: f64,
+}
+
+/// One convolution layer.
+#[derive(Debug, Clone, Serialize)]
+pub struct LayerStats {
+    pub name: String,
+    pub weight_shape: Vec<i64>,
+    pub params: u64,
+    /// `None` when the output shape could not be inferred.
+    pub macs: Option<u64>,
+    pub weight_zeros: u64,
+    pub weight_numel: u64,
+    pub bias_zeros: u64,
+}
+
+impl LayerStats {
+    /// Zeros over this layer's weight.
+    pub fn weight_sparsity(&self) -> f64 {
+        ratio(self.weight_zeros, self.weight_numel)
+    }
+}
+
+/// The whole model.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelStats {
+    pub conv_layers: usize,
+    pub params: u64,
+    /// Sum over layers; layers with unknown output shape count 0 (see `macs_complete`).
+    pub macs: u64,
+    pub macs_complete: bool,
+    pub sparsity: Sparsity,
+    pub layers: Vec<LayerStats>,
+}
+
+fn ratio(a: u64, b: u64) -> f64 {
+    if b == 0 { 0.0 } else { a as f64 / b as f64 }
+}
+
+/// Counts over every Conv of `graph`.
+pub fn model_stats(graph: &GraphProto) -> Result<ModelStats> {
+    let view = GraphView::new(graph);
+    let shapes = infer_shapes(&view);
+    let mut layers = Vec::new();
+    for conv in conv_layers(&view)? {
+        let (weight_shape, weight_values) = if conv.sparse {
+            let s = view
+                .sparse_tensor(&conv.weight)
+                .expect("conv_layers found it");
+            let values = s
+                .values
+                .as_ref()
+                .map(tensor::to_f32)
+                .transpose()?
+                .unwrap_or_default();
+            let nonzero = values.iter().filter(|v| **v != 0.0).count() as u64;
+            (s.dims.clone(), Err(nonzero))
+        } else {
+            let w = view
+                .initializer(&conv.weight)
+                .expect("conv_layers found it");
+            let values = tensor::to_f32(w).with_context(|| format!("weight of {}", conv.name))?;
+            (w.dims.clone(), Ok(values))
+        };
+        let weight_numel = tensor::numel(&weight_shape)? as u64;
+        let weight_zeros = match weight_values {
+            Ok(values) => values.iter().filter(|v| **v == 0.0).count() as u64,
+            Err(nonzero) => weight_numel - nonzero,
+        };
+        let (bias_numel, bias_zeros) = match conv.bias.as_deref().and_then(|b| view.initializer(b))
+        {
+            Some(b) => {
+                let values = tensor::to_f32(b).with_context(|| format!("bias of {}", conv.name))?;
+                (
+                    values.len() as u64,
+                    values.iter().filter(|v| **v == 0.0).count() as u64,
+                )
+            }
+            None => (0, 0),
+        };
+        let output = &view.node(conv.node).output[0];
+        let macs = shapes.get(output).filter(|s| s.len() >= 2).map(|s| {
+            weight_numel * s[2..].iter().product::<i64>().max(0) as u64 * s[0].max(1) as u64
+        });
+        layers.push(LayerStats {
+            name: conv.name,
+            weight_shape,
+            params: weight_numel + bias_numel,
+            macs,
+            weight_zeros,
+            weight_numel,
+            bias_zeros,
+        });
+    }
+    let params = layers.iter().map(|l| l.params).sum();
+    let zeros: u64 = layers.iter().map(|l| l.weight_zeros + l.bias_zeros).sum();
+    let weight_zeros = layers.iter().map(|l| l.weight_zeros).sum();
+    let weight_numel = layers.iter().map(|l| l.weight_numel).sum();
+    Ok(ModelStats {
+        conv_layers: layers.len(),
+        params,
+        macs: layers.iter().filter_map(|l| l.macs).sum(),
+        macs_complete: layers.iter().all(|l| l.macs.is_some()),
+        sparsity: Sparsity {
+            global: ratio(zeros, params),
+            conv_weights: ratio(weight_zeros, weight_numel),
+        },
+        layers,
+    })
+}

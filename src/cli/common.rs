@@ -1,0 +1,57 @@
+//! Steps several commands share: loading a model with its warnings, refusing lossy rewrites.
+
+use std::path::Path;
+
+use anyhow::{Result, bail};
+
+use super::ui::Ui;
+use crate::onnx::{self, Model};
+
+/// Loads a model and warns about anything the schema does not cover.
+pub fn load_model(path: &Path, ui: &Ui) -> Result<Model> {
+    let model = onnx::load(path)?;
+    for finding in &model.schema_findings {
+        ui.warn(format_args!("{}: {finding}", path.display()));
+    }
+    Ok(model)
+}
+
+/// Writing a model that carries what the schema does not know would lose it: refuse unless
+/// `force`.
+pub fn ensure_lossless_rewrite(model: &Model, force: bool, ui: &Ui) -> Result<()> {
+    if model.schema_findings.is_empty() {
+        return Ok(());
+    }
+    if force {
+        ui.warn(format_args!(
+            "{}: rewriting anyway (--force); what the schema does not know is lost",
+            model.path.display()
+        ));
+        return Ok(());
+    }
+    bail!(
+        "{} holds data this version of shears cannot preserve ({}); pass --force to rewrite it anyway",
+        model.path.display(),
+        model.schema_findings[0]
+    )
+}
+
+/// Thousands separators for counts in tables: 1867405 -> "1,867,405".
+pub fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Writes `value` as pretty JSON to `path`, atomically.
+pub fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
+    let mut text = serde_json::to_vec_pretty(value)?;
+    text.push(b'\n');
+    crate::onnx::write_atomic(path, &text)
+}

@@ -1,0 +1,100 @@
+//! `shears inspect MODEL`: a YOLOv5-style model summary and per-layer table, or the same as JSON.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use super::common::{grouped, load_model};
+use super::ui::Ui;
+use crate::analysis::{ModelStats, model_stats};
+
+/// Summarise a model: conv layers, parameters, MACs, size and sparsity.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// ONNX model file.
+    pub model: PathBuf,
+    /// Print a JSON document instead of tables.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The JSON document of `inspect --json`; its keys are stable.
+#[derive(Debug, Serialize)]
+pub struct InspectReport {
+    pub model: String,
+    pub file_size: u64,
+    #[serde(flatten)]
+    pub stats: ModelStats,
+}
+
+pub fn run(args: &Args, ui: &Ui) -> Result<ExitCode> {
+    let model = load_model(&args.model, ui)?;
+    let stats = model_stats(model.graph())
+        .with_context(|| format!("cannot analyse {}", args.model.display()))?;
+    let report = InspectReport {
+        model: args.model.display().to_string(),
+        file_size: model.file_size(),
+        stats,
+    };
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &report)?;
+        writeln!(out)?;
+    } else {
+        print_summary(&mut out, &report)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_summary(out: &mut impl Write, r: &InspectReport) -> Result<()> {
+    let s = &r.stats;
+    writeln!(
+        out,
+        "{}: {} conv layers, {} parameters, {:.2} GMACs{}, {:.2} MB",
+        r.model,
+        s.conv_layers,
+        grouped(s.params),
+        s.macs as f64 / 1e9,
+        if s.macs_complete {
+            ""
+        } else {
+            " (some layers unknown)"
+        },
+        r.file_size as f64 / 1e6
+    )?;
+    writeln!(
+        out,
+        "sparsity: {:.4} of parameters, {:.4} of conv weights",
+        s.sparsity.global, s.sparsity.conv_weights
+    )?;
+    writeln!(out)?;
+    let width = s
+        .layers
+        .iter()
+        .map(|l| l.name.len())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    writeln!(
+        out,
+        "{:>4}  {:<width$}  {:<14} {:>11} {:>15} {:>7}",
+        "#", "layer", "weight", "params", "MACs", "zeros"
+    )?;
+    for (i, l) in s.layers.iter().enumerate() {
+        let shape: Vec<String> = l.weight_shape.iter().map(i64::to_string).collect();
+        writeln!(
+            out,
+            "{:>4}  {:<width$}  {:<14} {:>11} {:>15} {:>6.1}%",
+            i,
+            l.name,
+            shape.join("x"),
+            grouped(l.params),
+            l.macs.map_or("?".to_string(), grouped),
+            100.0 * l.weight_sparsity()
+        )?;
+    }
+    Ok(())
+}

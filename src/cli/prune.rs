@@ -1,0 +1,153 @@
+//! `shears prune MODEL -o OUT`: run pruning passes on a model and write the result.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Result, bail};
+
+use super::common::{ensure_lossless_rewrite, grouped, load_model};
+use super::ui::Ui;
+use crate::job::{Footprint, JobOptions, JobReport, prune_to_file};
+use crate::onnx::{SaveOptions, ensure_distinct_output};
+use crate::passes::{PassConfig, PruneMagnitude, PruneNM, Scope, StoreSparse};
+
+/// Prune the convolution weights of a model and write a new model.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// ONNX model to prune (never modified).
+    pub model: PathBuf,
+    /// Where to write the pruned model.
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// Pruning method.
+    #[arg(long, value_enum, default_value_t = Method::Magnitude)]
+    pub method: Method,
+    /// Fraction of weights to remove, in [0, 1] (not with --pattern).
+    #[arg(
+        long,
+        required_unless_present = "pattern",
+        conflicts_with = "pattern",
+        allow_negative_numbers = true
+    )]
+    pub amount: Option<f64>,
+    /// Whether the fraction applies to each layer or to all selected layers together.
+    #[arg(long, value_enum, default_value_t = Scope::Layer)]
+    pub scope: Scope,
+    /// N:M semi-structured sparsity instead of a fraction, e.g. 2:4.
+    #[arg(long)]
+    pub pattern: Option<String>,
+    /// Only prune layers whose node name matches this regular expression (repeatable).
+    #[arg(long)]
+    pub include: Vec<String>,
+    /// Never prune layers whose node name matches this regular expression (repeatable).
+    #[arg(long)]
+    pub exclude: Vec<String>,
+    /// How to store pruned weights.
+    #[arg(long, value_enum, default_value_t = Storage::Dense)]
+    pub storage: Storage,
+    /// Keep tensor data in this file beside the output (automatic for models over 2 GiB).
+    #[arg(long)]
+    pub external_data: Option<String>,
+    /// Skip measuring the zstd-compressed sizes.
+    #[arg(long)]
+    pub no_zstd: bool,
+    /// Write the report as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Rewrite a model even if it holds fields this version of shears does not know (they are lost).
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Method {
+    /// Zero the weights of smallest magnitude (unstructured or N:M).
+    Magnitude,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Storage {
+    /// Pruned weights stay dense tensors with zeros.
+    Dense,
+    /// Weights that are sparse enough are stored as ONNX sparse initializers.
+    Sparse,
+}
+
+impl Args {
+    /// The passes these flags ask for.
+    pub fn passes(&self) -> Result<Vec<PassConfig>> {
+        let (include, exclude) = (self.include.clone(), self.exclude.clone());
+        let mut passes = vec![match (&self.pattern, self.amount) {
+            (Some(pattern), _) => {
+                let (n, m) = PruneNM::parse_pattern(pattern)?;
+                PassConfig::PruneNM(PruneNM {
+                    n,
+                    m,
+                    include: include.clone(),
+                    exclude: exclude.clone(),
+                })
+            }
+            (None, Some(amount)) => PassConfig::PruneMagnitude(PruneMagnitude {
+                amount,
+                scope: self.scope,
+                include: include.clone(),
+                exclude: exclude.clone(),
+            }),
+            (None, None) => bail!("give --amount or --pattern"),
+        }];
+        if self.storage == Storage::Sparse {
+            passes.push(PassConfig::StoreSparse(StoreSparse { include, exclude }));
+        }
+        for pass in &passes {
+            pass.validate()?;
+        }
+        Ok(passes)
+    }
+}
+
+pub fn run(args: &Args, ui: &Ui) -> Result<ExitCode> {
+    let passes = args.passes()?;
+    let model = load_model(&args.model, ui)?;
+    ensure_lossless_rewrite(&model, args.force, ui)?;
+    ensure_distinct_output(&args.model, &args.output)?;
+    let options = JobOptions {
+        save: SaveOptions {
+            external_data: args.external_data.clone(),
+        },
+        measure_zstd: !args.no_zstd,
+    };
+    let report = prune_to_file(model, &passes, &args.output, &options)?;
+    if let Some(path) = &args.json {
+        super::common::write_json(path, &report)?;
+    }
+    print_report(&mut std::io::stdout().lock(), &report)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_report(out: &mut impl Write, r: &JobReport) -> Result<()> {
+    for pass in &r.passes {
+        writeln!(out, "{}: {}", pass.pass, pass.summary)?;
+    }
+    let row = |out: &mut dyn Write, label: &str, f: &Footprint| -> std::io::Result<()> {
+        writeln!(
+            out,
+            "{label:<8} {:>12} {:>12} {:>9.4} {:>9.4} {:>14} {:>14}",
+            grouped(f.params),
+            grouped(f.nonzero_params),
+            f.sparsity.global,
+            f.sparsity.conv_weights,
+            grouped(f.file_bytes),
+            f.zstd_bytes.map_or("-".to_string(), grouped)
+        )
+    };
+    writeln!(
+        out,
+        "{:<8} {:>12} {:>12} {:>9} {:>9} {:>14} {:>14}",
+        "", "params", "non-zero", "sparsity", "conv w.", "file bytes", "zstd bytes"
+    )?;
+    row(out, "before", &r.before)?;
+    row(out, "after", &r.after)?;
+    writeln!(out, "wrote {}", r.output.display())?;
+    Ok(())
+}

@@ -1,0 +1,145 @@
+//! `store_sparse`: store pruned Conv weights in sparse form where the file shrinks.
+//!
+//! Before: a dense FLOAT initializer `W` with many zeros, read by a Conv. After: `W` is gone from
+//! `graph.initializer`, and a `Constant` node at the head of the graph produces `W` from its
+//! `sparse_value` attribute in COO form: `values` (FLOAT, `[nnz]`), `indices` (INT64, `[nnz]`,
+//! ascending positions in the flattened tensor, as onnx's checker requires) and the original
+//! `dims`. The output of such a Constant is a dense tensor, so shape inference and onnx's full
+//! check accept it as a Conv weight (a `sparse_initializer` would be typed as a sparse tensor,
+//! which Conv rejects). Runtimes densify it on load: outputs are unchanged.
+//!
+//! Each non-zero costs 12 bytes instead of 4, so only weights more than two thirds zero get
+//! smaller; the others stay dense.
+
+use anyhow::{Result, bail};
+use serde::{Deserialize, Serialize};
+
+use super::selection::{LayerFilter, selected_weights};
+use crate::onnx::proto::attribute_proto::AttributeType;
+use crate::onnx::proto::tensor_proto::DataType;
+use crate::onnx::proto::{AttributeProto, GraphProto, NodeProto, SparseTensorProto};
+use crate::onnx::tensor;
+
+/// Options of `store_sparse`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSparse {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub include: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
+}
+
+/// Bytes of one stored non-zero: a FLOAT value and an INT64 index.
+const SPARSE_ENTRY_BYTES: usize = 4 + 8;
+
+impl StoreSparse {
+    pub fn run(&self, graph: &mut GraphProto) -> Result<String> {
+        let filter = LayerFilter::new(&self.include, &self.exclude)?;
+        let weights = selected_weights(graph, &filter)?;
+        let mut moved = Vec::new();
+        let (mut dense_bytes, mut sparse_bytes) = (0usize, 0usize);
+        for w in &weights {
+            let t = &graph.initializer[w.initializer];
+            if t.data_type() != DataType::Float as i32 {
+                continue;
+            }
+            let nonzero: Vec<(i64, f32)> = w
+                .values
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| **v != 0.0)
+                .map(|(i, v)| (i as i64, *v))
+                .collect();
+            if nonzero.len() * SPARSE_ENTRY_BYTES >= w.values.len() * 4 {
+                continue;
+            }
+            dense_bytes += w.values.len() * 4;
+            sparse_bytes += nonzero.len() * SPARSE_ENTRY_BYTES;
+            let (indices, values): (Vec<i64>, Vec<f32>) = nonzero.into_iter().unzip();
+            let nnz = values.len() as i64;
+            let name = t.name().to_string();
+            let sparse = SparseTensorProto {
+                values: Some(tensor::from_f32(&name, &[nnz], &values)),
+                indices: Some(tensor::from_i64(
+                    &format!("{name}.indices"),
+                    &[nnz],
+                    &indices,
+                )),
+                dims: w.dims.clone(),
+            };
+            let node = NodeProto {
+                name: Some(format!("{name}.sparse")),
+                op_type: Some("Constant".to_string()),
+                output: vec![name],
+                attribute: vec![AttributeProto {
+                    name: Some("sparse_value".to_string()),
+                    r#type: Some(AttributeType::SparseTensor as i32),
+                    sparse_tensor: Some(sparse),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            };
+            moved.push((w.initializer, node));
+        }
+        let count = moved.len();
+        let mut remove: Vec<usize> = moved.iter().map(|(i, _)| *i).collect();
+        remove.sort_unstable();
+        for index in remove.into_iter().rev() {
+            graph.initializer.remove(index);
+        }
+        graph
+            .node
+            .splice(0..0, moved.into_iter().map(|(_, node)| node));
+        Ok(if count == 0 {
+            "no weight is sparse enough to be smaller in sparse form (needs more than 2/3 zeros)"
+                .to_string()
+        } else {
+            format!(
+                "stored {count} weights in sparse form ({dense_bytes} dense bytes -> {sparse_bytes})"
+            )
+        })
+    }
+}
+
+/// The dense values of a sparse tensor, whose indices are either `[nnz]` (flattened positions)
+/// or `[nnz, rank]` (coordinates).
+pub fn dense_values(s: &SparseTensorProto) -> Result<Vec<f32>> {
+    let (Some(values), Some(indices)) = (&s.values, &s.indices) else {
+        bail!("sparse tensor lacks values or indices");
+    };
+    let name = values.name();
+    let numel = tensor::numel(&s.dims)?;
+    let values = tensor::to_f32(values)?;
+    let indices = tensor::to_i64(indices)?;
+    let flat: Vec<i64> = if indices.len() == values.len() {
+        indices
+    } else if indices.len() == values.len() * s.dims.len() {
+        indices
+            .chunks_exact(s.dims.len())
+            .map(|coords| {
+                coords
+                    .iter()
+                    .zip(&s.dims)
+                    .fold(0, |acc, (c, d)| acc * d + c)
+            })
+            .collect()
+    } else {
+        bail!(
+            "sparse tensor {name:?}: {} indices for {} values",
+            indices.len(),
+            values.len()
+        );
+    };
+    let mut dense = vec![0.0; numel];
+    for (&i, v) in flat.iter().zip(values) {
+        match usize::try_from(i).ok().and_then(|i| dense.get_mut(i)) {
+            Some(slot) => *slot = v,
+            None => bail!(
+                "sparse tensor {name:?}: index {i} is outside dims {:?}",
+                s.dims
+            ),
+        }
+    }
+    Ok(dense)
+}

@@ -1,0 +1,11 @@
+//! YAML pipeline files: which models, which passes, where outputs go; run over a whole model zoo
+//! with a summary table.
+
+mod run;
+mod spec;
+mod suggest;
+mod summary;
+
+pub use run::{ModelOutcome, PipelineRun, run_pipeline};
+pub use spec::{ModelSource, PipelineSpec, load_spec, resolve as resolve_path};
+pub use summary::{summary_table, write_summary};

@@ -1,0 +1,173 @@
+//! YAML pipelines: strict parsing with located errors, model zoos, summaries, exit codes.
+
+use std::path::Path;
+
+use crate::common::{fixture, fixtures, scratch, shears};
+
+fn run_pipeline(path: &Path, extra: &[&str]) -> std::process::Output {
+    shears()
+        .arg("run")
+        .arg(path)
+        .args(extra)
+        .env("SHEARS_FIXTURES", fixtures())
+        .output()
+        .unwrap()
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn malformed_pipelines_name_file_line_and_key() {
+    let dir = scratch();
+    let d = dir.path();
+    let cases = [
+        (
+            "tab.yaml",
+            "models:\n\t- a.onnx\npasses: []\noutput: x\n",
+            "tab.yaml",
+        ),
+        (
+            "unknown_key.yaml",
+            "models: [a.onnx]\npasses:\n  - prune_magnitude: {amout: 0.3}\noutput: x\n",
+            "did you mean `amount`?",
+        ),
+        (
+            "unknown_pass.yaml",
+            "models: [a.onnx]\npasses:\n  - prune_magnitud: {amount: 0.3}\noutput: x\n",
+            "did you mean `prune_magnitude`?",
+        ),
+        (
+            "wrong_type.yaml",
+            "models: [a.onnx]\npasses:\n  - prune_magnitude: {amount: lots}\noutput: x\n",
+            "amount",
+        ),
+        (
+            "top_level.yaml",
+            "models: [a.onnx]\npasses: []\noutputs: x\n",
+            "did you mean `output`?",
+        ),
+        (
+            "bad_amount.yaml",
+            "models: [a.onnx]\npasses:\n  - prune_magnitude: {amount: 3}\noutput: x\n",
+            "outside [0, 1]",
+        ),
+    ];
+    for (name, text, needle) in cases {
+        let path = write(d, name, text);
+        let out = run_pipeline(&path, &[]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: {stderr}");
+        assert!(stderr.contains(name), "{name}: the file is named: {stderr}");
+        assert!(
+            stderr.contains(needle),
+            "{name}: expected {needle:?} in {stderr}"
+        );
+    }
+    // Type and key errors carry a line and column.
+    let out = run_pipeline(&d.join("wrong_type.yaml"), &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("line 3"), "{stderr}");
+}
+
+#[test]
+fn a_zoo_run_survives_a_failing_model_and_writes_a_summary() {
+    let Some(n) = fixture("models/yolov5n_op12.onnx") else {
+        return;
+    };
+    let Some(s) = fixture("models/yolov5s_random_op12.onnx") else {
+        return;
+    };
+    let dir = scratch();
+    let zoo = dir.path().join("zoo");
+    std::fs::create_dir(&zoo).unwrap();
+    std::fs::copy(&n, zoo.join("a_yolov5n.onnx")).unwrap();
+    std::fs::copy(&s, zoo.join("b_yolov5s.onnx")).unwrap();
+    std::fs::write(zoo.join("c_broken.onnx"), b"not a model").unwrap();
+    let pipeline = write(
+        dir.path(),
+        "zoo.yaml",
+        "models: ['zoo/*.onnx']\npasses:\n  - prune_magnitude: {amount: 0.3}\noutput: out/{stem}.onnx\nreport: out/summary\n",
+    );
+    std::fs::create_dir(dir.path().join("out")).unwrap();
+    let out = run_pipeline(&pipeline, &["--jobs", "2"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(dir.path().join("out/a_yolov5n.onnx").exists());
+    assert!(dir.path().join("out/b_yolov5s.onnx").exists());
+    assert!(!dir.path().join("out/c_broken.onnx").exists());
+    assert!(stdout.contains("FAILED"), "{stdout}");
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("out/summary.json")).unwrap(),
+    )
+    .unwrap();
+    let models = summary["models"].as_array().unwrap();
+    assert_eq!(models.len(), 3);
+    assert_eq!(models[0]["status"], "ok");
+    assert_eq!(models[0]["report"]["before"]["params"], 1_867_405);
+    assert_eq!(models[1]["report"]["before"]["params"], 7_225_885);
+    assert_eq!(models[2]["status"], "failed");
+    assert!(
+        models[2]["error"]
+            .as_str()
+            .unwrap()
+            .contains("c_broken.onnx")
+    );
+    let markdown = std::fs::read_to_string(dir.path().join("out/summary.md")).unwrap();
+    assert!(
+        markdown.contains("| a_yolov5n.onnx | prune_magnitude |"),
+        "{markdown}"
+    );
+}
+
+#[test]
+fn the_guide_pipeline_reproduces_the_guides_sparsity() {
+    if fixture("models/yolov5n_op12.onnx").is_none() {
+        return;
+    }
+    let pipeline = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/yolov5-guide-30.yaml");
+    let dir = scratch();
+    let report = dir.path().join("guide");
+    let out = run_pipeline(&pipeline, &["--report", report.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(report.with_extension("json")).unwrap())
+            .unwrap();
+    let sparsity = summary["models"][0]["report"]["after"]["sparsity"]["global"]
+        .as_f64()
+        .unwrap();
+    assert_eq!(format!("{sparsity:.3}"), "0.299");
+}
+
+#[test]
+fn outputs_that_collide_are_refused_before_any_work() {
+    let Some(n) = fixture("models/yolov5n_op12.onnx") else {
+        return;
+    };
+    let dir = scratch();
+    let pipeline = write(
+        dir.path(),
+        "collide.yaml",
+        &format!(
+            "models: ['{}', '{}']\npasses:\n  - prune_magnitude: {{amount: 0.3}}\noutput: same.onnx\n",
+            n.display(),
+            n.display()
+        ),
+    );
+    let out = run_pipeline(&pipeline, &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("would both be written"));
+    assert!(!dir.path().join("same.onnx").exists());
+}

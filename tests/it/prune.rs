@@ -1,0 +1,302 @@
+//! Unstructured pruning against the official pruned export, onnx's checker and onnxruntime.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use shears::analysis::model_stats;
+use shears::onnx::{self, tensor};
+
+use crate::common::{fixture, oracle_python, run_python, scratch, shears};
+
+fn prune(args: &[&str], model: &Path, out: &Path) -> String {
+    let result = shears()
+        .arg("prune")
+        .args(args)
+        .arg("-o")
+        .arg(out)
+        .arg(model)
+        .output()
+        .unwrap();
+    assert!(
+        result.status.success(),
+        "prune {args:?} failed: {}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    String::from_utf8(result.stdout).unwrap()
+}
+
+fn check_and_compare(models: &[&Path]) -> serde_json::Value {
+    let python = oracle_python().expect("oracle python");
+    let args: Vec<&str> = models.iter().map(|m| m.to_str().unwrap()).collect();
+    serde_json::from_str(&run_python(
+        &python,
+        include_str!("../oracles/check_and_compare.py"),
+        &args,
+    ))
+    .unwrap()
+}
+
+fn initializers(path: &Path) -> HashMap<String, shears::onnx::proto::TensorProto> {
+    let model = onnx::load(path).unwrap();
+    model
+        .graph()
+        .initializer
+        .iter()
+        .map(|t| (t.name().to_string(), t.clone()))
+        .collect()
+}
+
+#[test]
+fn layer_scope_matches_the_official_pruned_export() {
+    let (Some(dense), Some(official)) = (
+        fixture("models/yolov5n_op12.onnx"),
+        fixture("models/yolov5n_pruned30_op12.onnx"),
+    ) else {
+        return;
+    };
+    let Some(sparsity_oracle) = fixture("oracles/yolov5n_pruned30_sparsity.json") else {
+        return;
+    };
+    let dir = scratch();
+    let out = dir.path().join("pruned.onnx");
+    let stdout = prune(&["--amount", "0.3", "--scope", "layer"], &dense, &out);
+    assert!(
+        stdout.contains("0.2991"),
+        "reported global sparsity: {stdout}"
+    );
+
+    let ours = initializers(&out);
+    let theirs = initializers(&official);
+    assert_eq!(ours.len(), theirs.len());
+    let oracle: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(sparsity_oracle).unwrap()).unwrap();
+    let mut conv_weights = 0;
+    for (name, t) in &theirs {
+        let mine = &ours[name];
+        if !(name.ends_with(".weight") && t.dims.len() == 4) {
+            assert!(mine == t, "{name} must stay bit-identical");
+            continue;
+        }
+        conv_weights += 1;
+        let (a, b) = (tensor::to_f32(mine).unwrap(), tensor::to_f32(t).unwrap());
+        let zeros = |v: &[f32]| v.iter().filter(|x| **x == 0.0).count();
+        assert_eq!(zeros(&a), zeros(&b), "{name}: zero count");
+        // Where the two differ, both values must tie in magnitude with this layer's threshold:
+        // the largest magnitude zeroed by the official export.
+        let original = tensor::to_f32(&initializers(&dense)[name]).unwrap();
+        let threshold = original
+            .iter()
+            .zip(&b)
+            .filter(|(_, p)| **p == 0.0)
+            .map(|(o, _)| o.abs())
+            .fold(0.0, f32::max);
+        for i in 0..a.len() {
+            if (a[i] == 0.0) != (b[i] == 0.0) {
+                assert_eq!(
+                    original[i].abs(),
+                    threshold,
+                    "{name}[{i}] differs away from the threshold"
+                );
+            } else {
+                assert_eq!(a[i].to_bits(), b[i].to_bits(), "{name}[{i}]");
+            }
+        }
+    }
+    assert_eq!(conv_weights, 60);
+    // The guide's own per-layer zero counts and global sparsity (zeros over all parameters).
+    for (layer, counts) in oracle["conv_zero_counts"].as_object().unwrap() {
+        let values = tensor::to_f32(&ours[&format!("{layer}.weight")]).unwrap();
+        assert_eq!(
+            values.iter().filter(|x| **x == 0.0).count() as u64,
+            counts[0].as_u64().unwrap(),
+            "{layer}"
+        );
+        assert_eq!(values.len() as u64, counts[1].as_u64().unwrap(), "{layer}");
+    }
+    let stats = model_stats(onnx::load(&out).unwrap().graph()).unwrap();
+    let expected = oracle["global_sparsity"].as_f64().unwrap();
+    // The guide divides in float32 (a torch tensor), so its figure carries float32 rounding.
+    assert!(
+        (stats.sparsity.global - expected).abs() < 1e-7,
+        "{} vs {expected}",
+        stats.sparsity.global
+    );
+}
+
+#[test]
+fn pruned_outputs_pass_the_checker_and_run_in_onnxruntime() {
+    let Some(dense) = fixture("models/yolov5n_op17_sim.onnx") else {
+        return;
+    };
+    if oracle_python().is_none() {
+        return;
+    }
+    let dir = scratch();
+    let layer = dir.path().join("layer.onnx");
+    let global = dir.path().join("global.onnx");
+    let nm = dir.path().join("nm.onnx");
+    prune(&["--amount", "0.3"], &dense, &layer);
+    let stdout = prune(
+        &[
+            "--amount",
+            "0.5",
+            "--scope",
+            "global",
+            "--exclude",
+            "model\\.24",
+        ],
+        &dense,
+        &global,
+    );
+    assert!(stdout.contains("global scope"), "{stdout}");
+    prune(
+        &["--pattern", "2:4", "--exclude", "^/model\\.0/"],
+        &dense,
+        &nm,
+    );
+
+    let report = check_and_compare(&[&dense, &layer, &global, &nm]);
+    for i in 0..4 {
+        assert_eq!(
+            report["shapes"][i],
+            serde_json::json!([1, 25200, 85]),
+            "{report}"
+        );
+        assert_eq!(report["finite"][i], true, "{report}");
+    }
+    // Pruning changes outputs, but a 30% layer-wise cut keeps them in the same range.
+    assert!(report["max_abs_diff"][1].as_f64().unwrap() > 0.0);
+
+    let global_stats = model_stats(onnx::load(&global).unwrap().graph()).unwrap();
+    let head: Vec<_> = global_stats
+        .layers
+        .iter()
+        .filter(|l| l.name.contains("model.24"))
+        .collect();
+    assert!(
+        head.iter().all(|l| l.weight_zeros == 0),
+        "the excluded Detect head stays dense"
+    );
+    let nm_stats = model_stats(onnx::load(&nm).unwrap().graph()).unwrap();
+    let first = &nm_stats.layers[0];
+    assert_eq!(first.weight_zeros, 0, "layer 0 is excluded");
+    assert!(
+        nm_stats.layers[1..]
+            .iter()
+            .all(|l| (l.weight_sparsity() - 0.5).abs() < 0.01)
+    );
+}
+
+#[test]
+fn sparse_storage_shrinks_the_file_and_keeps_outputs() {
+    let Some(dense) = fixture("models/yolov5n_op12.onnx") else {
+        return;
+    };
+    if oracle_python().is_none() {
+        return;
+    }
+    let dir = scratch();
+    let zeros = dir.path().join("dense.onnx");
+    let sparse = dir.path().join("sparse.onnx");
+    prune(&["--amount", "0.8", "--scope", "global"], &dense, &zeros);
+    let stdout = prune(
+        &[
+            "--amount",
+            "0.8",
+            "--scope",
+            "global",
+            "--storage",
+            "sparse",
+        ],
+        &dense,
+        &sparse,
+    );
+    assert!(stdout.contains("in sparse form"), "{stdout}");
+    let (dense_size, sparse_size) = (
+        std::fs::metadata(&zeros).unwrap().len(),
+        std::fs::metadata(&sparse).unwrap().len(),
+    );
+    assert!(sparse_size < dense_size, "{sparse_size} >= {dense_size}");
+
+    let loaded = onnx::load(&sparse).unwrap();
+    assert!(loaded.graph().node.iter().any(
+        |n| n.op_type() == "Constant" && n.attribute.iter().any(|a| a.name() == "sparse_value")
+    ));
+    let report = check_and_compare(&[&zeros, &sparse]);
+    assert_eq!(
+        report["max_abs_diff"][1], 0.0,
+        "sparse storage changes no output: {report}"
+    );
+
+    let mut densified = loaded.proto.clone();
+    shears::passes::densify_sparse(&mut densified).unwrap();
+    let reference = onnx::load(&zeros).unwrap();
+    let values = |m: &shears::onnx::proto::ModelProto| -> HashMap<String, Vec<f32>> {
+        m.graph
+            .as_ref()
+            .unwrap()
+            .initializer
+            .iter()
+            .filter_map(|t| Some((t.name().to_string(), tensor::to_f32(t).ok()?)))
+            .collect()
+    };
+    assert_eq!(values(&densified), values(&reference.proto));
+}
+
+#[test]
+fn outputs_record_provenance_and_are_deterministic() {
+    let Some(dense) = fixture("models/yolov5n_op12.onnx") else {
+        return;
+    };
+    let dir = scratch();
+    let (a, b) = (dir.path().join("a.onnx"), dir.path().join("b.onnx"));
+    prune(&["--amount", "0.3", "--no-zstd"], &dense, &a);
+    prune(&["--amount", "0.3", "--no-zstd"], &dense, &b);
+    assert!(std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap());
+    let model = onnx::load(&a).unwrap();
+    let props: HashMap<_, _> = model
+        .proto
+        .metadata_props
+        .iter()
+        .map(|p| (p.key(), p.value()))
+        .collect();
+    assert!(props.contains_key("names"), "existing metadata kept");
+    let passes: serde_json::Value = serde_json::from_str(props["shears.passes"]).unwrap();
+    assert_eq!(passes[0]["tool"], "shears");
+    assert_eq!(passes[0]["pass"], "prune_magnitude");
+    assert_eq!(passes[0]["options"]["amount"], 0.3);
+    assert_eq!(passes[0]["options"]["scope"], "layer");
+}
+
+#[test]
+fn inspect_counts_parameters_like_yolov5() {
+    for (name, params) in [
+        ("models/yolov5n_op12.onnx", 1_867_405u64),
+        ("models/yolov5n_op17_sim.onnx", 1_867_405),
+        ("models/yolov5s_random_op12.onnx", 7_225_885),
+    ] {
+        let Some(path) = fixture(name) else { return };
+        let out = shears()
+            .args(["inspect", "--json"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["params"], params, "{name}");
+        assert_eq!(report["conv_layers"], 60);
+        assert!(
+            report["sparsity"]["global"].as_f64().unwrap() < 1e-5,
+            "dense (one parameter of yolov5n is 0)"
+        );
+        assert_eq!(report["layers"].as_array().unwrap().len(), 60);
+        assert_eq!(
+            report["macs_complete"], true,
+            "{name}: every conv's output shape inferred"
+        );
+        // YOLOv5 reports 4.5 GFLOPs (yolov5n) and 16.4 GFLOPs (yolov5s) fused at 640: 2 FLOPs per MAC.
+        let gflops = 2.0 * report["macs"].as_f64().unwrap() / 1e9;
+        let expected = if params > 2_000_000 { 16.4 } else { 4.5 };
+        assert!((gflops - expected).abs() < 0.05, "{name}: {gflops} GFLOPs");
+    }
+}
