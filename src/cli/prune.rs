@@ -117,7 +117,10 @@ pub fn run(args: &Args, ui: &Ui) -> Result<ExitCode> {
         },
         measure_zstd: !args.no_zstd,
     };
-    let report = prune_to_file(model, &passes, &args.output, &options)?;
+    ui.progress().start("pruning", None);
+    let report = prune_to_file(model, &passes, &args.output, &options);
+    ui.progress().finish();
+    let report = report?;
     if let Some(path) = &args.json {
         super::common::write_json(path, &report)?;
     }

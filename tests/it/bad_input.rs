@@ -27,10 +27,12 @@ fn fails(dir: &Path, args: &[&str], needle: &str) {
         stderr.contains(needle),
         "{args:?}: expected {needle:?} in: {stderr}"
     );
-    let first_line = stderr.lines().next().unwrap_or_default();
-    assert!(first_line.starts_with("error: "), "{stderr}");
+    let error_line = stderr
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .unwrap_or_else(|| panic!("no error line: {stderr}"));
     assert_eq!(
-        stderr.matches(first_line).count(),
+        stderr.matches(error_line).count(),
         1,
         "the error is printed once: {stderr}"
     );
