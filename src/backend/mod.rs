@@ -71,7 +71,9 @@ impl BackendSpec {
     /// Checks that `engine` can run on `device` (tract runs on the CPU only).
     pub fn new(engine: Engine, device: Device) -> anyhow::Result<Self> {
         if engine == Engine::Tract && device != Device::Cpu {
-            bail!("the tract backend runs on the CPU only; use `--backend ort` for `--device {device}`");
+            bail!(
+                "the tract backend runs on the CPU only; use `--backend ort` for `--device {device}`"
+            );
         }
         Ok(Self {
             engine,

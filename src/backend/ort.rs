@@ -161,8 +161,8 @@ fn read_version(path: &Path) -> anyhow::Result<(libloading::Library, String)> {
     let version = {
         type GetApiBase = unsafe extern "system" fn() -> *const ::ort::sys::OrtApiBase;
         // SAFETY: `OrtGetApiBase` has this signature in every ONNX Runtime release.
-        let get_api_base = unsafe { library.get::<GetApiBase>(b"OrtGetApiBase") }
-            .with_context(|| {
+        let get_api_base =
+            unsafe { library.get::<GetApiBase>(b"OrtGetApiBase") }.with_context(|| {
                 format!(
                     "{} is not an ONNX Runtime library (no OrtGetApiBase)",
                     path.display()
@@ -177,7 +177,9 @@ fn read_version(path: &Path) -> anyhow::Result<(libloading::Library, String)> {
         if raw.is_null() {
             bail!("{}: ONNX Runtime reports no version", path.display());
         }
-        unsafe { CStr::from_ptr(raw) }.to_string_lossy().into_owned()
+        unsafe { CStr::from_ptr(raw) }
+            .to_string_lossy()
+            .into_owned()
     };
     Ok((library, version))
 }
@@ -265,7 +267,11 @@ impl OrtBackend {
         })
     }
 
-    fn outputs(&mut self, input: ArrayView4<'_, f32>, count: usize) -> anyhow::Result<Vec<ArrayD<f32>>> {
+    fn outputs(
+        &mut self,
+        input: ArrayView4<'_, f32>,
+        count: usize,
+    ) -> anyhow::Result<Vec<ArrayD<f32>>> {
         check_input(self.input_shape, &input)?;
         let input = input.as_standard_layout();
         let tensor = TensorRef::from_array_view(&input)?;

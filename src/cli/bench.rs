@@ -106,8 +106,8 @@ pub fn run(args: &Args, quiet: bool) -> anyhow::Result<ExitCode> {
                 model.display()
             );
         }
-        let result = bench_model(&spec, model, args, progress)
-            .unwrap_or_else(|err| failed(model, &err));
+        let result =
+            bench_model(&spec, model, args, progress).unwrap_or_else(|err| failed(model, &err));
         results.push(result);
     }
     let baseline = results[0].timing.as_ref().map(|t| t.median_ms);
@@ -132,7 +132,10 @@ pub fn run(args: &Args, quiet: bool) -> anyhow::Result<ExitCode> {
     }
     let failures = report.models.iter().filter(|m| m.error.is_some()).count();
     if failures > 0 {
-        bail!("{failures} of {} models could not be timed", report.models.len());
+        bail!(
+            "{failures} of {} models could not be timed",
+            report.models.len()
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -208,8 +211,8 @@ fn print_table(report: &Report, args: &Args) -> anyhow::Result<()> {
     writeln!(out)?;
     for m in &report.models {
         let name = m.model.display().to_string();
-        match (&m.timing, &m.error) {
-            (Some(t), _) => {
+        match &m.timing {
+            Some(t) => {
                 write!(
                     out,
                     "{name:<name_width$}  {:<22} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
@@ -225,11 +228,7 @@ fn print_table(report: &Report, args: &Args) -> anyhow::Result<()> {
                 }
                 writeln!(out)?;
             }
-            (None, error) => writeln!(
-                out,
-                "{name:<name_width$}  failed: {}",
-                error.as_deref().unwrap_or("unknown error")
-            )?,
+            None => writeln!(out, "{name:<name_width$}  failed (error above)")?,
         }
     }
     writeln!(
