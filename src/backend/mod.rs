@@ -1,9 +1,10 @@
 //! Inference backends: one session built once from serialized ONNX bytes, then run many times on
 //! batch-1 float32 NCHW inputs.
 //!
-//! Two engines sit behind [`Backend`]: tract (pure Rust, CPU, [`tract`]) and ONNX Runtime loaded at
-//! run time from the `onnxruntime` Python wheel ([`ort`]), on the CPU or on CUDA. Sessions take
-//! the model as bytes, never as a path, so a model edited in memory runs without being written.
+//! Two engines sit behind [`Backend`]: tract (pure Rust, CPU, one thread; `tract.rs`) and ONNX
+//! Runtime loaded at run time from the `onnxruntime` Python wheel, on the CPU or on CUDA (`ort.rs`,
+//! which documents where the library is looked for). Sessions take the model as bytes, never as a
+//! path, so a model edited in memory runs without being written. [`open`] builds one.
 //!
 //! Precondition shared by both engines: the model holds no sparse initializers (tract cannot read
 //! them); shears densifies them before building a session.

@@ -105,6 +105,7 @@ fn find_library() -> anyhow::Result<PathBuf> {
     {
         starts.push(dir);
     }
+    starts.dedup();
     let found = starts
         .iter()
         .flat_map(|start| start.ancestors())
@@ -237,7 +238,7 @@ impl OrtBackend {
         let builder = Session::builder(&runtime.env)?
             .with_intra_threads(spec.threads())
             .map_err(builder_err)?;
-        let (builder, provider) = match spec.device() {
+        let (mut builder, provider) = match spec.device() {
             // Never let ONNX Runtime pick another device on its own.
             Device::Cpu => (
                 builder
@@ -247,17 +248,15 @@ impl OrtBackend {
             ),
             Device::Cuda(device) => (use_cuda(builder, device, runtime)?, ep::CUDA::NAME),
         };
-        let mut builder = builder;
         let session = builder.commit_from_memory(model_bytes).with_context(|| {
-            let where_ = match spec.device() {
-                Device::Cpu => String::new(),
+            let placement = match spec.device() {
+                Device::Cpu => "",
                 Device::Cuda(_) => {
                     " with every node on CUDA (the CPU fallback is disabled so that a CUDA run \
                      never silently runs on the CPU)"
-                        .to_string()
                 }
             };
-            format!("ONNX Runtime could not build a session from the model{where_}")
+            format!("ONNX Runtime could not build a session from the model{placement}")
         })?;
         let input_shape = input_shape(&session)?;
         Ok(Self {

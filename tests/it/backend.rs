@@ -228,6 +228,27 @@ fn missing_onnxruntime_library_exits_2() {
 }
 
 #[test]
+fn non_onnxruntime_library_exits_2() {
+    let dir = common::scratch();
+    let model = dir.path().join("model.onnx");
+    std::fs::write(&model, b"unused: the library is loaded first").unwrap();
+    let fake = dir.path().join("libonnxruntime.so.1.31.1");
+    std::fs::write(&fake, b"not a shared library").unwrap();
+    let out = common::shears()
+        .args(["bench", "--backend", "ort", "--runs", "1"])
+        .arg(&model)
+        .env("ORT_DYLIB_PATH", &fake)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!("could not load ONNX Runtime from {}", fake.display())),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn tract_on_cuda_is_rejected() {
     let out = common::shears()
         .args(["bench", "model.onnx", "--device", "cuda"])
