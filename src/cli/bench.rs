@@ -110,7 +110,10 @@ pub fn run(args: &Args, quiet: bool) -> anyhow::Result<ExitCode> {
             bench_model(&spec, model, args, progress).unwrap_or_else(|err| failed(model, &err));
         results.push(result);
     }
-    let baseline = results[0].timing.as_ref().map(|t| t.median_ms);
+    let baseline = results
+        .first()
+        .and_then(|first| first.timing.as_ref())
+        .map(|t| t.median_ms);
     for result in &mut results {
         result.latency_ratio = baseline
             .zip(result.timing.as_ref())
