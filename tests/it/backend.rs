@@ -243,7 +243,10 @@ fn non_onnxruntime_library_exits_2() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
-        stderr.contains(&format!("could not load ONNX Runtime from {}", fake.display())),
+        stderr.contains(&format!(
+            "could not load ONNX Runtime from {}",
+            fake.display()
+        )),
         "{stderr}"
     );
 }
