@@ -1,1 +1,288 @@
-//! (placeholder module; being written)
+//! Inference backends: one session built once from serialized ONNX bytes, then run many times on
+//! batch-1 float32 NCHW inputs.
+//!
+//! Two engines sit behind [`Backend`]: tract (pure Rust, CPU, one thread; `tract.rs`) and ONNX
+//! Runtime loaded at run time from the `onnxruntime` Python wheel, on the CPU or on CUDA (`ort.rs`,
+//! which documents where the library is looked for). Sessions take the model as bytes, never as a
+//! path, so a model edited in memory runs without being written. [`open`] builds one.
+//!
+//! Precondition shared by both engines: the model holds no sparse initializers (tract cannot read
+//! them); shears densifies them before building a session.
+
+pub mod bench;
+mod ort;
+mod tract;
+
+use std::borrow::Cow;
+use std::fmt;
+use std::str::FromStr;
+
+use anyhow::{Context, bail};
+use ndarray::{ArrayD, ArrayView4};
+
+use crate::onnx::Model;
+use crate::passes::densify_sparse;
+
+/// One inference session. `Send`, so a session can live on the thread that runs inference while
+/// other threads preprocess.
+pub trait Backend: Send {
+    /// The engine: `"tract"` or `"ort"`.
+    fn name(&self) -> &'static str;
+
+    /// The execution provider that runs the graph: `"tract"`, `"CPUExecutionProvider"` or
+    /// `"CUDAExecutionProvider"`. A CUDA session runs every node on CUDA (building it fails
+    /// otherwise), so this never names a provider that did not run.
+    fn provider(&self) -> &str;
+
+    /// The shape the first input must have, `[1, C, H, W]`.
+    fn input_shape(&self) -> [usize; 4];
+
+    /// Runs the model on `input` (shape [`Backend::input_shape`]) and returns its first output.
+    fn run(&mut self, input: ArrayView4<'_, f32>) -> anyhow::Result<ArrayD<f32>>;
+
+    /// Runs the model on `input` and returns every output, in graph order.
+    fn run_all(&mut self, input: ArrayView4<'_, f32>) -> anyhow::Result<Vec<ArrayD<f32>>>;
+}
+
+/// The inference engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Engine {
+    /// tract-onnx, CPU only.
+    #[default]
+    Tract,
+    /// ONNX Runtime through the `ort` crate.
+    Ort,
+}
+
+/// Where the graph runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Device {
+    /// The CPU.
+    #[default]
+    Cpu,
+    /// The CUDA device with this index (ONNX Runtime only).
+    Cuda(u32),
+}
+
+/// What [`open`] builds: an engine, a device, and the number of intra-op threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BackendSpec {
+    engine: Engine,
+    device: Device,
+    threads: Option<usize>,
+}
+
+impl BackendSpec {
+    /// Checks that `engine` can run on `device` (tract runs on the CPU only).
+    pub fn new(engine: Engine, device: Device) -> anyhow::Result<Self> {
+        if engine == Engine::Tract && device != Device::Cpu {
+            bail!(
+                "the tract backend runs on the CPU only; use `--backend ort` for `--device {device}`"
+            );
+        }
+        Ok(Self {
+            engine,
+            device,
+            threads: None,
+        })
+    }
+
+    /// Parses the CLI spellings: `backend` is `tract` or `ort`, `device` is `cpu`, `cuda` or
+    /// `cuda:N`.
+    pub fn parse(backend: &str, device: &str) -> anyhow::Result<Self> {
+        Self::new(backend.parse()?, device.parse()?)
+    }
+
+    /// Sets the number of intra-op threads ONNX Runtime uses (default: the number of cores the
+    /// process may use). tract always runs on one thread.
+    pub fn with_threads(mut self, threads: usize) -> Self {
+        self.threads = Some(threads.max(1));
+        self
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> Engine {
+        self.engine
+    }
+
+    /// The device.
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    /// The intra-op thread count ONNX Runtime will use.
+    pub fn threads(&self) -> usize {
+        self.threads.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        })
+    }
+}
+
+impl fmt::Display for BackendSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} on {}", self.engine, self.device)
+    }
+}
+
+impl FromStr for Engine {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        match s {
+            "tract" => Ok(Self::Tract),
+            "ort" | "onnxruntime" => Ok(Self::Ort),
+            _ => bail!("unknown backend `{s}`: expected `tract` or `ort`"),
+        }
+    }
+}
+
+impl fmt::Display for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Tract => "tract",
+            Self::Ort => "ort",
+        })
+    }
+}
+
+impl FromStr for Device {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        match s {
+            "cpu" => Ok(Self::Cpu),
+            "cuda" => Ok(Self::Cuda(0)),
+            _ => match s.strip_prefix("cuda:") {
+                Some(index) => index.parse().map(Self::Cuda).with_context(|| {
+                    format!("bad device `{s}`: the CUDA device index must be a number")
+                }),
+                None => bail!("unknown device `{s}`: expected `cpu`, `cuda` or `cuda:N`"),
+            },
+        }
+    }
+}
+
+impl fmt::Display for Device {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Cpu => f.write_str("cpu"),
+            Self::Cuda(index) => write!(f, "cuda:{index}"),
+        }
+    }
+}
+
+/// Builds a session for `spec` from a serialized ONNX `ModelProto`.
+///
+/// The model must have one float32 input of rank 4 whose dimensions are fixed except perhaps the
+/// batch (set to 1), and no sparse initializers.
+pub fn open(spec: &BackendSpec, model_bytes: &[u8]) -> anyhow::Result<Box<dyn Backend>> {
+    match spec.engine {
+        Engine::Tract => Ok(Box::new(tract::TractBackend::new(model_bytes)?)),
+        Engine::Ort => Ok(Box::new(ort::OrtBackend::new(spec, model_bytes)?)),
+    }
+}
+
+/// The bytes to give [`open`] for a loaded model: the file's own bytes when they can run as they
+/// are, otherwise the model re-encoded with external data inlined and, for tract (which reads
+/// only dense tensors), sparse-stored weights densified.
+pub fn runnable_bytes(model: &Model, engine: Engine) -> anyhow::Result<Cow<'_, [u8]>> {
+    let has_sparse = {
+        let graph = model.graph();
+        !graph.sparse_initializer.is_empty()
+            || graph
+                .node
+                .iter()
+                .any(|n| n.attribute.iter().any(|a| a.sparse_tensor.is_some()))
+    };
+    let densify = engine == Engine::Tract && has_sparse;
+    if !densify && !model.had_external_data {
+        return Ok(Cow::Borrowed(&model.bytes[..]));
+    }
+    let mut proto = model.proto.clone();
+    if densify {
+        densify_sparse(&mut proto)?;
+    }
+    Ok(Cow::Owned(crate::onnx::encode(&proto)))
+}
+
+/// The batch-1 input shape from a model's declared input dimensions (`None` = not fixed).
+fn batch1_shape(input: &str, dims: &[Option<usize>]) -> anyhow::Result<[usize; 4]> {
+    let [batch, rest @ ..] = dims else {
+        bail!("input `{input}` has no dimensions; expected [1, C, H, W]");
+    };
+    if dims.len() != 4 {
+        bail!(
+            "input `{input}` has rank {}; expected a rank-4 NCHW image tensor",
+            dims.len()
+        );
+    }
+    if batch.is_some_and(|b| b != 1) {
+        bail!(
+            "input `{input}` has batch size {}; shears runs batch 1",
+            batch.unwrap_or(0)
+        );
+    }
+    let mut shape = [1; 4];
+    for (axis, dim) in rest.iter().enumerate() {
+        shape[axis + 1] = dim.with_context(|| {
+            format!(
+                "input `{input}` has a dynamic dimension {} (axis {}); export the model with a fixed image size",
+                ["C", "H", "W"][axis],
+                axis + 1
+            )
+        })?;
+    }
+    Ok(shape)
+}
+
+/// Fails unless `input` has the shape the session was built for.
+fn check_input(expected: [usize; 4], input: &ArrayView4<'_, f32>) -> anyhow::Result<()> {
+    if input.shape() != expected {
+        bail!(
+            "input has shape {:?}; the model expects {expected:?}",
+            input.shape()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_cli_spellings() {
+        let spec = BackendSpec::parse("ort", "cuda:1").unwrap();
+        assert_eq!(spec.engine(), Engine::Ort);
+        assert_eq!(spec.device(), Device::Cuda(1));
+        assert_eq!(
+            BackendSpec::parse("ort", "cuda").unwrap().device(),
+            Device::Cuda(0)
+        );
+        assert_eq!(
+            BackendSpec::parse("tract", "cpu").unwrap(),
+            BackendSpec::default()
+        );
+        assert_eq!(spec.to_string(), "ort on cuda:1");
+    }
+
+    #[test]
+    fn rejects_bad_specs() {
+        let err = BackendSpec::parse("tract", "cuda").unwrap_err().to_string();
+        assert!(err.contains("CPU only"), "{err}");
+        assert!(BackendSpec::parse("torch", "cpu").is_err());
+        assert!(BackendSpec::parse("ort", "gpu").is_err());
+        assert!(BackendSpec::parse("ort", "cuda:x").is_err());
+        assert!(BackendSpec::parse("ort", "cuda:-1").is_err());
+    }
+
+    #[test]
+    fn batch1_shape_fixes_batch_and_rejects_dynamic_sizes() {
+        let s = batch1_shape("images", &[None, Some(3), Some(640), Some(480)]).unwrap();
+        assert_eq!(s, [1, 3, 640, 480]);
+        let err = batch1_shape("images", &[Some(1), Some(3), None, Some(640)]).unwrap_err();
+        assert!(err.to_string().contains("dynamic dimension H"), "{err}");
+        assert!(batch1_shape("images", &[Some(2), Some(3), Some(8), Some(8)]).is_err());
+        assert!(batch1_shape("images", &[Some(1), Some(3)]).is_err());
+    }
+}

@@ -1,5 +1,6 @@
 //! The `shears` command line: one file per command, each with an `Args` struct and a `run`.
 
+mod bench;
 mod check;
 mod common;
 mod inspect;
@@ -35,6 +36,8 @@ pub enum Command {
     Prune(prune::Args),
     /// Run a YAML pipeline file over its models (a model zoo) and print a summary.
     Run(run::Args),
+    /// Time inference of one or more models on one backend, side by side.
+    Bench(bench::Args),
 }
 
 /// Runs the parsed command line; `Ok` carries the process exit code.
@@ -45,5 +48,6 @@ pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Inspect(args) => inspect::run(args, &ui),
         Command::Prune(args) => prune::run(args, &ui),
         Command::Run(args) => run::run(args, &ui),
+        Command::Bench(args) => bench::run(args, &ui),
     }
 }

@@ -1,5 +1,6 @@
 //! shears' integration tests: one binary, one module per area.
 
+mod backend;
 mod bad_input;
 mod common;
 mod onnx_io;

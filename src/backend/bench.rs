@@ -1,0 +1,109 @@
+//! Latency measurement of a [`Backend`]: warm-up runs, then timed runs on one fixed input.
+
+use std::time::Instant;
+
+use ndarray::{Array4, ArrayView4};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+use super::Backend;
+use crate::progress::Progress;
+
+/// Latency statistics of the timed runs, in milliseconds per inference.
+#[derive(Debug, Clone, Serialize)]
+pub struct Timing {
+    /// Number of timed runs.
+    pub runs: usize,
+    /// Number of untimed warm-up runs before them.
+    pub warmup: usize,
+    pub median_ms: f64,
+    pub mean_ms: f64,
+    pub min_ms: f64,
+    pub max_ms: f64,
+    /// 10th and 90th percentiles (linear interpolation between order statistics).
+    pub p10_ms: f64,
+    pub p90_ms: f64,
+}
+
+/// A batch-1 input of `shape` with values uniform in [0, 1), the same for the same seed.
+pub fn random_input(shape: [usize; 4], seed: u64) -> Array4<f32> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    Array4::from_shape_simple_fn(shape, || rng.random::<f32>())
+}
+
+/// Runs `backend` on `input` `warmup` times untimed, then `runs` (at least 1) times timed, each
+/// inference timed on its own. Reports one step per run to `progress`.
+pub fn time_runs(
+    backend: &mut dyn Backend,
+    input: ArrayView4<'_, f32>,
+    warmup: usize,
+    runs: usize,
+    progress: &dyn Progress,
+) -> anyhow::Result<Timing> {
+    anyhow::ensure!(runs >= 1, "at least one timed run is needed");
+    progress.start("warm-up", Some(warmup as u64));
+    for _ in 0..warmup {
+        backend.run(input.view())?;
+        progress.advance(1);
+    }
+    progress.finish();
+    progress.start("timed runs", Some(runs as u64));
+    let mut samples = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let start = Instant::now();
+        backend.run(input.view())?;
+        samples.push(start.elapsed().as_secs_f64() * 1e3);
+        progress.advance(1);
+    }
+    progress.finish();
+    Ok(summarize(samples, warmup))
+}
+
+/// Order statistics of the samples (milliseconds); `samples` must not be empty.
+fn summarize(mut samples: Vec<f64>, warmup: usize) -> Timing {
+    samples.sort_by(f64::total_cmp);
+    Timing {
+        runs: samples.len(),
+        warmup,
+        median_ms: quantile(&samples, 0.5),
+        mean_ms: samples.iter().sum::<f64>() / samples.len() as f64,
+        min_ms: samples[0],
+        max_ms: samples[samples.len() - 1],
+        p10_ms: quantile(&samples, 0.1),
+        p90_ms: quantile(&samples, 0.9),
+    }
+}
+
+/// The `q` quantile of sorted, non-empty `sorted`, interpolating linearly between the order
+/// statistics at positions `q * (n - 1)` (numpy's default).
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    let position = q * (sorted.len() - 1) as f64;
+    let below = position.floor() as usize;
+    let above = position.ceil() as usize;
+    sorted[below] + (sorted[above] - sorted[below]) * (position - below as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_match_numpy() {
+        // numpy.percentile([1, 2, 3, 4, 10], [10, 50, 90]) == [1.4, 3.0, 7.6]
+        let t = summarize(vec![4.0, 1.0, 10.0, 3.0, 2.0], 0);
+        assert!((t.p10_ms - 1.4).abs() < 1e-12);
+        assert_eq!(t.median_ms, 3.0);
+        assert!((t.p90_ms - 7.6).abs() < 1e-12);
+        assert_eq!((t.min_ms, t.max_ms, t.mean_ms), (1.0, 10.0, 4.0));
+        assert_eq!(summarize(vec![7.0], 2).p90_ms, 7.0);
+    }
+
+    #[test]
+    fn random_input_is_seeded() {
+        let a = random_input([1, 3, 4, 5], 7);
+        assert_eq!(a, random_input([1, 3, 4, 5], 7));
+        assert_ne!(a, random_input([1, 3, 4, 5], 8));
+        assert!(a.iter().all(|v| (0.0..1.0).contains(v)));
+    }
+}

@@ -1,0 +1,122 @@
+//! The tract backend: pure Rust, CPU, one thread.
+//!
+//! Precondition: the model bytes hold no sparse initializers (tract-onnx does not read
+//! `GraphProto.sparse_initializer`); shears densifies them before building a session.
+
+use anyhow::{Context, bail};
+use ndarray::{ArrayD, ArrayView4};
+use tract_onnx::pb::{self, tensor_proto, tensor_shape_proto::dimension, type_proto};
+use tract_onnx::prelude::*;
+
+use super::{Backend, batch1_shape, check_input};
+
+/// An optimised tract plan with its input shape fixed to batch 1.
+pub(super) struct TractBackend {
+    state: TypedSimpleState,
+    input_shape: [usize; 4],
+}
+
+impl TractBackend {
+    /// Parses the model, fixes the first input to its declared shape with batch 1 (other
+    /// dimensions must be fixed), optimises it and builds the plan.
+    pub(super) fn new(model_bytes: &[u8]) -> anyhow::Result<Self> {
+        let onnx = tract_onnx::onnx();
+        let proto = onnx
+            .proto_model_for_read(&mut &model_bytes[..])
+            .context("tract could not decode the ONNX model")?;
+        let mut model = onnx
+            .model_for_proto_model(&proto)
+            .context("tract could not read the ONNX model")?;
+        let inputs = model.input_outlets()?.len();
+        if inputs != 1 {
+            bail!("the model has {inputs} inputs; shears runs single-input image models");
+        }
+        let name = model.node(model.input_outlets()?[0].node).name.clone();
+        let dims = declared_dims(&proto, &name)?;
+        let input_shape = batch1_shape(&name, &dims)?;
+        model.set_input_fact(0, f32::fact(input_shape).into())?;
+        let plan = model
+            .into_optimized()
+            .context("tract could not optimise the model")?
+            .into_runnable()
+            .context("tract could not plan the model")?;
+        let state = plan.spawn()?;
+        Ok(Self { state, input_shape })
+    }
+
+    fn outputs(&mut self, input: ArrayView4<'_, f32>) -> anyhow::Result<TVec<TValue>> {
+        check_input(self.input_shape, &input)?;
+        let tensor: Tensor = input.to_owned().into();
+        self.state
+            .run(tvec!(tensor.into_tvalue()))
+            .context("tract inference failed")
+    }
+}
+
+/// The declared dimensions of float32 graph input `name` (`None` where not a fixed size).
+fn declared_dims(proto: &pb::ModelProto, name: &str) -> anyhow::Result<Vec<Option<usize>>> {
+    let value_info = proto
+        .graph
+        .as_ref()
+        .and_then(|graph| graph.input.iter().find(|input| input.name == name))
+        .with_context(|| format!("graph input `{name}` is not declared"))?;
+    let Some(type_proto::Value::TensorType(tensor)) =
+        value_info.r#type.as_ref().and_then(|t| t.value.as_ref())
+    else {
+        bail!("input `{name}` is not a tensor");
+    };
+    if tensor.elem_type != tensor_proto::DataType::Float as i32 {
+        bail!(
+            "input `{name}` has element type {}; shears feeds float32",
+            tensor.elem_type
+        );
+    }
+    let shape = tensor
+        .shape
+        .as_ref()
+        .with_context(|| format!("input `{name}` has no declared shape; expected [1, C, H, W]"))?;
+    Ok(shape
+        .dim
+        .iter()
+        .map(|dim| match dim.value {
+            Some(dimension::Value::DimValue(size)) => usize::try_from(size).ok(),
+            _ => None,
+        })
+        .collect())
+}
+
+/// An output as an owned float32 array; `index` names it in errors.
+fn to_array(value: TValue, index: usize) -> anyhow::Result<ArrayD<f32>> {
+    value
+        .into_tensor()
+        .into_plain_array::<f32>()
+        .with_context(|| format!("output {index} is not a float32 tensor"))
+}
+
+impl Backend for TractBackend {
+    fn name(&self) -> &'static str {
+        "tract"
+    }
+
+    fn provider(&self) -> &str {
+        "tract"
+    }
+
+    fn input_shape(&self) -> [usize; 4] {
+        self.input_shape
+    }
+
+    fn run(&mut self, input: ArrayView4<'_, f32>) -> anyhow::Result<ArrayD<f32>> {
+        let first = self.outputs(input)?.into_iter().next();
+        to_array(first.context("the model has no outputs")?, 0)
+    }
+
+    fn run_all(&mut self, input: ArrayView4<'_, f32>) -> anyhow::Result<Vec<ArrayD<f32>>> {
+        let outputs = self.outputs(input)?;
+        outputs
+            .into_iter()
+            .enumerate()
+            .map(|(index, value)| to_array(value, index))
+            .collect()
+    }
+}

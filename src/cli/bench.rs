@@ -1,0 +1,247 @@
+//! `shears bench`: inference latency of one or more models on one backend, side by side.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use serde::Serialize;
+
+use super::common::{load_model, write_json};
+use super::ui::Ui;
+use crate::backend::bench::{Timing, random_input, time_runs};
+use crate::backend::{self, BackendSpec, Device, Engine};
+use crate::progress::Progress;
+
+/// The backend flags, shared by the commands that run models.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BackendArgs {
+    /// Inference engine: `tract` (pure Rust, CPU) or `ort` (ONNX Runtime).
+    #[arg(long, value_name = "tract|ort", default_value = "tract")]
+    pub backend: Engine,
+    /// Device: `cpu`, `cuda` or `cuda:N` (CUDA needs `--backend ort`).
+    #[arg(long, value_name = "cpu|cuda|cuda:N", default_value = "cpu")]
+    pub device: Device,
+    /// ONNX Runtime intra-op threads [default: number of cores].
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+}
+
+impl BackendArgs {
+    /// The validated backend specification.
+    pub fn spec(&self) -> anyhow::Result<BackendSpec> {
+        let spec = BackendSpec::new(self.backend, self.device)?;
+        Ok(match self.threads {
+            Some(threads) => spec.with_threads(threads),
+            None => spec,
+        })
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// ONNX models to time; ratios are against the first.
+    #[arg(required = true, value_name = "MODEL")]
+    pub models: Vec<PathBuf>,
+    #[command(flatten)]
+    pub backend: BackendArgs,
+    /// Timed inferences per model.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..))]
+    pub runs: u64,
+    /// Untimed warm-up inferences per model, before the timed ones.
+    #[arg(long, default_value_t = 5)]
+    pub warmup: u64,
+    /// Seed of the random input (uniform in [0, 1), the model's input shape, batch 1).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Also write the results as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+}
+
+/// The JSON report.
+#[derive(Debug, Serialize)]
+struct Report {
+    backend: String,
+    device: String,
+    /// Threads per inference (tract always runs on one).
+    threads: usize,
+    seed: u64,
+    models: Vec<ModelResult>,
+}
+
+/// One model's result; `error` is set when it could not be timed.
+#[derive(Debug, Serialize)]
+struct ModelResult {
+    model: PathBuf,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    provider: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    input_shape: Option<[usize; 4]>,
+    /// Time to build the session, in milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    session_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timing: Option<Timing>,
+    /// Median latency over the first model's median.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    latency_ratio: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+/// Times every model, prints the table, writes the JSON; a model that fails is reported and the
+/// others still run (exit code 2 at the end).
+pub fn run(args: &Args, ui: &Ui) -> anyhow::Result<ExitCode> {
+    let spec = args.backend.spec()?;
+    let progress = ui.progress();
+    let mut results = Vec::with_capacity(args.models.len());
+    for (index, model) in args.models.iter().enumerate() {
+        ui.info(format_args!(
+            "[{}/{}] {} on {spec}",
+            index + 1,
+            args.models.len(),
+            model.display()
+        ));
+        let result =
+            bench_model(&spec, model, args, ui, progress).unwrap_or_else(|err| failed(model, &err));
+        results.push(result);
+    }
+    let baseline = results
+        .first()
+        .and_then(|first| first.timing.as_ref())
+        .map(|t| t.median_ms);
+    for result in &mut results {
+        result.latency_ratio = baseline
+            .zip(result.timing.as_ref())
+            .map(|(base, t)| t.median_ms / base);
+    }
+    let report = Report {
+        backend: spec.engine().to_string(),
+        device: spec.device().to_string(),
+        threads: match spec.engine() {
+            Engine::Ort => spec.threads(),
+            Engine::Tract => 1,
+        },
+        seed: args.seed,
+        models: results,
+    };
+    print_table(&report, args)?;
+    if let Some(path) = &args.json {
+        write_json(path, &report)?;
+    }
+    let failures = report.models.iter().filter(|m| m.error.is_some()).count();
+    if failures > 0 {
+        bail!(
+            "{failures} of {} models could not be timed",
+            report.models.len()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bench_model(
+    spec: &BackendSpec,
+    model: &Path,
+    args: &Args,
+    ui: &Ui,
+    progress: &dyn Progress,
+) -> anyhow::Result<ModelResult> {
+    let loaded = load_model(model, ui)?;
+    let bytes = backend::runnable_bytes(&loaded, spec.engine())?;
+    let start = Instant::now();
+    let mut session = backend::open(spec, &bytes).with_context(|| model.display().to_string())?;
+    let session_ms = start.elapsed().as_secs_f64() * 1e3;
+    let input = random_input(session.input_shape(), args.seed);
+    let timing = time_runs(
+        session.as_mut(),
+        input.view(),
+        usize::try_from(args.warmup)?,
+        usize::try_from(args.runs)?,
+        progress,
+    )
+    .with_context(|| model.display().to_string())?;
+    Ok(ModelResult {
+        model: model.to_path_buf(),
+        provider: Some(session.provider().to_string()),
+        input_shape: Some(session.input_shape()),
+        session_ms: Some(session_ms),
+        timing: Some(timing),
+        latency_ratio: None,
+        error: None,
+    })
+}
+
+fn failed(model: &Path, err: &anyhow::Error) -> ModelResult {
+    eprintln!("error: {err:#}");
+    ModelResult {
+        model: model.to_path_buf(),
+        provider: None,
+        input_shape: None,
+        session_ms: None,
+        timing: None,
+        latency_ratio: None,
+        error: Some(format!("{err:#}")),
+    }
+}
+
+/// One header line, then one row per model: latency statistics in ms and, for two or more
+/// models, the median latency ratio against the first.
+fn print_table(report: &Report, args: &Args) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "backend {} on {}, {} thread(s); {} warm-up + {} timed runs per model, random input (seed {})",
+        report.backend, report.device, report.threads, args.warmup, args.runs, report.seed
+    )?;
+    let name_width = report
+        .models
+        .iter()
+        .map(|m| m.model.display().to_string().len())
+        .max()
+        .unwrap_or(0)
+        .max(5);
+    let with_ratio = report.models.len() > 1;
+    write!(
+        out,
+        "{:<name_width$}  {:<22} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "model", "provider", "median", "p10", "p90", "min", "max"
+    )?;
+    if with_ratio {
+        write!(out, " {:>8}", "ratio")?;
+    }
+    writeln!(out)?;
+    for m in &report.models {
+        let name = m.model.display().to_string();
+        match &m.timing {
+            Some(t) => {
+                write!(
+                    out,
+                    "{name:<name_width$}  {:<22} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
+                    m.provider.as_deref().unwrap_or(""),
+                    t.median_ms,
+                    t.p10_ms,
+                    t.p90_ms,
+                    t.min_ms,
+                    t.max_ms
+                )?;
+                if let Some(ratio) = m.latency_ratio.filter(|_| with_ratio) {
+                    write!(out, " {ratio:>7.3}x")?;
+                }
+                writeln!(out)?;
+            }
+            None => writeln!(out, "{name:<name_width$}  failed (error above)")?,
+        }
+    }
+    writeln!(
+        out,
+        "(milliseconds per inference{})",
+        if with_ratio {
+            "; ratio = median latency / median of the first model"
+        } else {
+            ""
+        }
+    )?;
+    Ok(())
+}
