@@ -209,8 +209,9 @@ fn garbage_bytes_are_a_clear_error() {
 #[test]
 fn missing_onnxruntime_library_exits_2() {
     let dir = common::scratch();
-    let model = dir.path().join("model.onnx");
-    std::fs::write(&model, b"unused: the library is looked for first").unwrap();
+    let Some(model) = common::fixture("models/yolov5n_op12.onnx") else {
+        return;
+    };
     let missing = dir.path().join("no/libonnxruntime.so.1.31.1");
     let out = common::shears()
         .args(["bench", "--backend", "ort", "--runs", "1"])
@@ -230,8 +231,9 @@ fn missing_onnxruntime_library_exits_2() {
 #[test]
 fn non_onnxruntime_library_exits_2() {
     let dir = common::scratch();
-    let model = dir.path().join("model.onnx");
-    std::fs::write(&model, b"unused: the library is loaded first").unwrap();
+    let Some(model) = common::fixture("models/yolov5n_op12.onnx") else {
+        return;
+    };
     let fake = dir.path().join("libonnxruntime.so.1.31.1");
     std::fs::write(&fake, b"not a shared library").unwrap();
     let out = common::shears()
