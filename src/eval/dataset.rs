@@ -228,10 +228,11 @@ impl ImageId {
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
-        if !stem.is_empty() && stem.bytes().all(|b| b.is_ascii_digit()) {
-            if let Ok(n) = stem.parse() {
-                return Self::Num(n);
-            }
+        if !stem.is_empty()
+            && stem.bytes().all(|b| b.is_ascii_digit())
+            && let Ok(n) = stem.parse()
+        {
+            return Self::Num(n);
         }
         Self::Name(stem)
     }
@@ -318,8 +319,7 @@ impl Dataset {
     pub fn from_yolo(cfg: &DataConfig, split: Split) -> anyhow::Result<Self> {
         let files = list_images(cfg.split(split)?)?;
         let nc = cfg.names.len();
-        let scanned: Vec<Result<(ImageRecord, LabelState, Option<String>), String>> =
-            files.par_iter().map(|p| scan_yolo_image(p, nc)).collect();
+        let scanned: Vec<Scanned> = files.par_iter().map(|p| scan_yolo_image(p, nc)).collect();
         let mut report = ScanReport::default();
         let mut images = Vec::with_capacity(scanned.len());
         for r in scanned {
@@ -605,6 +605,9 @@ pub fn label_path(image: &Path) -> PathBuf {
     PathBuf::from(format!("{base}.txt"))
 }
 
+/// A scanned image with its label state and an optional warning, or why it is skipped.
+type Scanned = Result<(ImageRecord, LabelState, Option<String>), String>;
+
 enum LabelState {
     Found,
     Missing,
@@ -629,10 +632,7 @@ fn image_size(path: &Path) -> anyhow::Result<(u32, u32)> {
 }
 
 /// `verify_image_label` for one image: the record, or the reason it is skipped.
-fn scan_yolo_image(
-    path: &Path,
-    nc: usize,
-) -> Result<(ImageRecord, LabelState, Option<String>), String> {
+fn scan_yolo_image(path: &Path, nc: usize) -> Scanned {
     let corrupt = |why: String| format!("{}: ignoring corrupt image/label: {why}", path.display());
     let (width, height) = image_size(path).map_err(|e| corrupt(format!("{e:#}")))?;
     if width < 10 || height < 10 {
@@ -684,7 +684,7 @@ fn parse_labels(text: &str, nc: usize) -> Result<(Vec<Label>, Option<String>), S
     if rows.iter().any(|r| r.len() > 6) {
         for r in &rows {
             let vals: Vec<f32> = r.iter().map(|s| num(s)).collect::<Result<_, _>>()?;
-            if vals.len() < 3 || (vals.len() - 1) % 2 != 0 {
+            if vals.len() < 3 || !(vals.len() - 1).is_multiple_of(2) {
                 return Err(format!("polygon row with {} values", vals.len()));
             }
             let (xs, ys): (Vec<f32>, Vec<f32>) = vals[1..].chunks(2).map(|p| (p[0], p[1])).unzip();
@@ -710,7 +710,7 @@ fn parse_labels(text: &str, nc: usize) -> Result<(Vec<Label>, Option<String>), S
             lb.push([v[0], v[1], v[2], v[3], v[4]]);
         }
     }
-    if let Some(v) = lb.iter().flatten().find(|v| !(**v >= 0.0)) {
+    if let Some(v) = lb.iter().flatten().find(|v| v.is_nan() || **v < 0.0) {
         return Err(format!("negative label values {v}"));
     }
     if let Some(v) = lb.iter().flat_map(|r| &r[1..]).find(|v| **v > 1.0) {

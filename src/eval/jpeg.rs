@@ -321,7 +321,7 @@ impl Decoder {
             }
             let seg = &d[p + 2..p + len];
             match m {
-                0xC0 | 0xC1 | 0xC2 => self.sof(seg, m == 0xC2)?,
+                0xC0..=0xC2 => self.sof(seg, m == 0xC2)?,
                 0xC3 | 0xC5..=0xC7 | 0xC9..=0xCB | 0xCD..=0xCF => {
                     return Err(Error::Unsupported(format!(
                         "SOF marker 0xFF{m:02X} (lossless or arithmetic coding)"
@@ -331,10 +331,8 @@ impl Decoder {
                 0xDB => self.dqt(seg)?,
                 0xDD => self.restart_interval = be16(seg, 0)?,
                 0xE0 => self.jfif |= seg.starts_with(b"JFIF\0"),
-                0xEE => {
-                    if seg.starts_with(b"Adobe") && seg.len() >= 12 {
-                        self.adobe_transform = Some(seg[11]);
-                    }
+                0xEE if seg.starts_with(b"Adobe") && seg.len() >= 12 => {
+                    self.adobe_transform = Some(seg[11]);
                 }
                 0xDA => {
                     p = self.sos(d, p + 2, seg)?;
@@ -529,7 +527,7 @@ impl Decoder {
             Mode::AcRefine
         };
         let tables = (&self.dc, &self.ac);
-        for u in 0..n_units {
+        for (u, unit) in (0..n_units).map(|u| (u, units.get(u).copied())) {
             if self.restart_interval > 0 && u > 0 && u % self.restart_interval == 0 {
                 br.restart();
                 self.eobrun = 0;
@@ -539,7 +537,7 @@ impl Decoder {
             }
             if ns == 1 {
                 let (ci, td, ta) = sel[0];
-                let (_, bx, by) = units[u];
+                let (_, bx, by) = unit.ok_or_else(|| "scan unit out of range".to_string())?;
                 let c = &mut frame.comps[ci];
                 let off = (by * c.bw + bx) * 64;
                 decode_block(
@@ -894,7 +892,7 @@ fn upsample(
     let at = |x: usize, y: usize| i32::from(plane[y * stride + x]);
     let mut out = vec![0u8; w * h];
     let (hr, vr) = (hmax / c.h, vmax / c.v);
-    if hmax % c.h != 0 || vmax % c.v != 0 {
+    if !hmax.is_multiple_of(c.h) || !vmax.is_multiple_of(c.v) {
         return Err(Error::Unsupported(
             "non-integral chroma sampling ratio".into(),
         ));

@@ -92,7 +92,8 @@ pub fn non_max_suppression(rows: ArrayView2<'_, f32>, cfg: &NmsConfig) -> Vec<De
     let mut cands: Vec<Detection> = Vec::new();
     for row in rows.outer_iter() {
         let obj = row[4];
-        if !(obj > cfg.conf_thres) {
+        // NaN objectness is never a candidate (torch's `>` is false for NaN)
+        if obj.is_nan() || obj <= cfg.conf_thres {
             continue;
         }
         let (xc, yc, w, h) = (row[0], row[1], row[2], row[3]);

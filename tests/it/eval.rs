@@ -324,8 +324,8 @@ fn assert_dets_close(stem: &str, what: &str, got: &[Detection], want: &[[f64; 6]
     let (mut max_box, mut max_score) = (0f64, 0f64);
     for (g, w) in got.iter().zip(want) {
         assert_eq!(f64::from(g.class), w[5], "{stem} {what}: class order");
-        for k in 0..4 {
-            max_box = max_box.max((f64::from(g.bbox[k]) - w[k]).abs());
+        for (a, b) in g.bbox.iter().zip(w) {
+            max_box = max_box.max((f64::from(*a) - b).abs());
         }
         max_score = max_score.max((f64::from(g.score) - w[4]).abs());
     }
