@@ -212,6 +212,26 @@ mod tests {
     }
 
     #[test]
+    fn results_file_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("preds.json");
+        let d = Detection {
+            bbox: [1.0, 2.0, 3.0, 4.0],
+            score: 0.5,
+            class: 0,
+        };
+        let mut rs = to_coco_results(&ImageId::Num(7), &[d], true);
+        rs.extend(to_coco_results(&ImageId::Name("x".into()), &[d], false));
+        write_results(&path, &rs).unwrap();
+        assert_eq!(read_results(&path).unwrap(), rs);
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temp file left"
+        );
+    }
+
+    #[test]
     fn results_follow_save_one_json() {
         let d = Detection {
             bbox: [10.0, 20.0, 30.5, 60.25],

@@ -282,6 +282,23 @@ mod tests {
     }
 
     #[test]
+    fn ceil_overshoot_gets_a_second_resize_like_yolov5() {
+        // 525 * (640 / 525) = 640.0000000000001 -> ceil 641; values from Python
+        let lb = Letterbox::new(525, 400, 640).unwrap();
+        assert_eq!(lb.resized_hw, [641, 488]);
+        assert_eq!(lb.unpadded_hw, [640, 487]);
+        assert_eq!(lb.pad, [76.5, 0.0]);
+        assert_eq!(lb.border, [0, 0, 76, 77]);
+        assert_eq!(lb.padded_hw(), [640, 640]);
+        assert_eq!(lb.gain(), 1.220952380952381);
+        let img = RgbImage::from_pixel(400, 525, image::Rgb([9, 8, 7]));
+        let (boxed, _) = letterbox_rgb(&img, 640).unwrap();
+        assert_eq!(boxed.dimensions(), (640, 640));
+        assert_eq!(boxed.get_pixel(76, 0).0, [9, 8, 7]);
+        assert_eq!(boxed.get_pixel(75, 0).0, [PAD_VALUE; 3]);
+    }
+
+    #[test]
     fn python_rounding() {
         assert_eq!(round_half_even(0.5), 0.0);
         assert_eq!(round_half_even(1.5), 2.0);
