@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use super::coco::COCO80_TO_91;
 use super::metrics::GroundTruth;
 use super::preprocess::Letterbox;
+use crate::progress::Progress;
 
 /// Image extensions YOLOv5 accepts (`IMG_FORMATS`).
 pub const IMG_FORMATS: [&str; 10] = [
@@ -315,11 +316,28 @@ impl Dataset {
             .sum()
     }
 
-    /// Loads one split of a data YAML with its YOLO labels.
-    pub fn from_yolo(cfg: &DataConfig, split: Split) -> anyhow::Result<Self> {
+    /// Loads one split of a data YAML with its YOLO labels (image headers and label files
+    /// are read in parallel; `progress` counts images).
+    pub fn from_yolo(
+        cfg: &DataConfig,
+        split: Split,
+        progress: &dyn Progress,
+    ) -> anyhow::Result<Self> {
         let files = list_images(cfg.split(split)?)?;
         let nc = cfg.names.len();
-        let scanned: Vec<Scanned> = files.par_iter().map(|p| scan_yolo_image(p, nc)).collect();
+        progress.start(
+            &format!("scanning {split} images"),
+            Some(files.len() as u64),
+        );
+        let scanned: Vec<Scanned> = files
+            .par_iter()
+            .map(|p| {
+                let r = scan_yolo_image(p, nc);
+                progress.advance(1);
+                r
+            })
+            .collect();
+        progress.finish();
         let mut report = ScanReport::default();
         let mut images = Vec::with_capacity(scanned.len());
         for r in scanned {

@@ -13,6 +13,7 @@ use shears::eval::dataset::{DataConfig, Dataset, ImageId, Split};
 use shears::eval::metrics::ValAccumulator;
 use shears::eval::nms::{Detection, NmsConfig, non_max_suppression, scale_to_original};
 use shears::eval::preprocess::{Letterbox, letterbox_rgb, load_rgb, to_tensor};
+use shears::progress::Silent;
 
 use crate::common::{fixture, oracle_python, run_python, scratch, shears};
 
@@ -85,7 +86,7 @@ fn coco128_yaml_loads_like_yolov5() {
     assert!(cfg.is_coco, "val list is coco/val2017.txt");
     assert_eq!(cfg.names.len(), 80);
     assert_eq!(cfg.names[79], "toothbrush");
-    let ds = Dataset::from_yolo(&cfg, Split::Val).unwrap();
+    let ds = Dataset::from_yolo(&cfg, Split::Val, &Silent).unwrap();
     // yolov5: "126 images, 2 backgrounds, 0 corrupt"; 929 instances; orphans ignored
     assert_eq!(ds.images.len(), 128);
     assert_eq!(
@@ -101,10 +102,13 @@ fn coco128_yaml_loads_like_yolov5() {
     let root = fixture("coco/coco128").unwrap();
     let cfg2 = DataConfig::load(&orig, Some(&root)).unwrap();
     assert_eq!(
-        Dataset::from_yolo(&cfg2, Split::Val).unwrap().images,
+        Dataset::from_yolo(&cfg2, Split::Val, &Silent)
+            .unwrap()
+            .images,
         ds.images
     );
-    let err = Dataset::from_yolo(&DataConfig::load(&orig, None).unwrap(), Split::Val).unwrap_err();
+    let err = Dataset::from_yolo(&DataConfig::load(&orig, None).unwrap(), Split::Val, &Silent)
+        .unwrap_err();
     assert!(format!("{err:#}").contains("does not exist"), "{err:#}");
 }
 
@@ -117,7 +121,8 @@ fn coco_extra_yolo_labels_equal_official_json_without_crowds() {
     let Some(ann) = annotations("coco_extra_train") else {
         return;
     };
-    let yolo = Dataset::from_yolo(&DataConfig::load(&yaml, None).unwrap(), Split::Val).unwrap();
+    let yolo =
+        Dataset::from_yolo(&DataConfig::load(&yaml, None).unwrap(), Split::Val, &Silent).unwrap();
     let dir = fixture("coco/coco_extra_train/images/train2017").unwrap();
     let json = Dataset::from_coco_json(&ann, &dir).unwrap();
     assert_eq!(yolo.images.len(), 160);
@@ -203,7 +208,7 @@ fn broken_files_are_reported_and_skipped() {
     .unwrap();
     let cfg = DataConfig::load(&yaml, None).unwrap();
     assert!(!cfg.is_coco);
-    let ds = Dataset::from_yolo(&cfg, Split::Val).unwrap();
+    let ds = Dataset::from_yolo(&cfg, Split::Val, &Silent).unwrap();
     assert_eq!(ds.images.len(), 2);
     assert_eq!(
         (ds.report.found, ds.report.missing, ds.report.corrupt),
@@ -408,7 +413,8 @@ fn val_metrics_match_reference_on_official_predictions() {
         let Some(yaml) = write_yaml(tmp.path(), dataset) else {
             return;
         };
-        let ds = Dataset::from_yolo(&DataConfig::load(&yaml, None).unwrap(), Split::Val).unwrap();
+        let ds = Dataset::from_yolo(&DataConfig::load(&yaml, None).unwrap(), Split::Val, &Silent)
+            .unwrap();
         for run in RUNS {
             let Some((_, preds)) = predictions(dataset, run) else {
                 return;
