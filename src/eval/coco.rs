@@ -128,7 +128,7 @@ pub fn read_results(path: &Path) -> anyhow::Result<Vec<CocoResult>> {
 pub struct CocoStats {
     /// AP, AP50, AP75, AP small/medium/large, AR@1, AR@10, AR@100, AR small/medium/large.
     pub stats: [f64; 12],
-    /// The 12 lines pycocotools' `summarize()` prints.
+    /// The 12 lines pycocotools' `summarize()` prints ([`summary_lines`]).
     #[serde(skip)]
     pub lines: Vec<String>,
 }
@@ -184,12 +184,41 @@ pub fn evaluate(
     }
     ev.evaluate().context("COCOeval evaluate failed")?;
     ev.accumulate();
-    let lines = ev.summarize_lines();
+    ev.summarize_lines();
     let stats: [f64; 12] = ev
         .stats()
         .and_then(|s| s.try_into().ok())
         .context("COCOeval did not produce the 12 bbox stats")?;
-    Ok(CocoStats { stats, lines })
+    Ok(CocoStats {
+        stats,
+        lines: summary_lines(&stats),
+    })
+}
+
+/// pycocotools' `summarize()` lines for the 12 bbox stats, character for character.
+pub fn summary_lines(stats: &[f64; 12]) -> Vec<String> {
+    // (AP?, IoU, area, maxDets) of each stat, in order
+    const ROWS: [(bool, &str, &str, u32); 12] = [
+        (true, "0.50:0.95", "all", 100),
+        (true, "0.50", "all", 100),
+        (true, "0.75", "all", 100),
+        (true, "0.50:0.95", "small", 100),
+        (true, "0.50:0.95", "medium", 100),
+        (true, "0.50:0.95", "large", 100),
+        (false, "0.50:0.95", "all", 1),
+        (false, "0.50:0.95", "all", 10),
+        (false, "0.50:0.95", "all", 100),
+        (false, "0.50:0.95", "small", 100),
+        (false, "0.50:0.95", "medium", 100),
+        (false, "0.50:0.95", "large", 100),
+    ];
+    ROWS.iter()
+        .zip(stats)
+        .map(|(&(ap, iou, area, max_det), v)| {
+            let (title, kind) = if ap { ("Average Precision", "(AP)") } else { ("Average Recall", "(AR)") };
+            format!(" {title:<18} {kind} @[ IoU={iou:<9} | area={area:>6} | maxDets={max_det:>3} ] = {v:.3}")
+        })
+        .collect()
 }
 
 /// Evaluates a results file against an annotation file (the `cocoeval` command).

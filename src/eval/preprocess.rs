@@ -241,13 +241,15 @@ pub fn letterbox_rgb(img: &RgbImage, size: u32) -> anyhow::Result<(RgbImage, Let
 /// `[1, 3, H, W]` f32 tensor of an RGB image, each value `v as f32 / 255`.
 pub fn to_tensor(img: &RgbImage) -> Array4<f32> {
     let (w, h) = (img.width() as usize, img.height() as usize);
-    let mut t = Array4::<f32>::zeros((1, 3, h, w));
-    for (x, y, px) in img.enumerate_pixels() {
-        for c in 0..3 {
-            t[[0, c, y as usize, x as usize]] = f32::from(px[c]) / 255.0;
-        }
+    let mut data = vec![0f32; 3 * h * w];
+    let (r, rest) = data.split_at_mut(h * w);
+    let (g, b) = rest.split_at_mut(h * w);
+    for (i, px) in img.as_raw().chunks_exact(3).enumerate() {
+        r[i] = f32::from(px[0]) / 255.0;
+        g[i] = f32::from(px[1]) / 255.0;
+        b[i] = f32::from(px[2]) / 255.0;
     }
-    t
+    Array4::from_shape_vec((1, 3, h, w), data).expect("3 planes of h x w")
 }
 
 /// The whole pre-processing of one image file: a pure function, safe to call from rayon.

@@ -548,10 +548,13 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 with contextlib.redirect_stdout(io.StringIO()):
     gt = COCO(sys.argv[1]); dt = gt.loadRes(sys.argv[2]); e = COCOeval(gt, dt, 'bbox')
-    e.evaluate(); e.accumulate(); e.summarize()
-print(json.dumps([float(x) for x in e.stats]))
+    e.evaluate(); e.accumulate()
+out = io.StringIO()
+with contextlib.redirect_stdout(out):
+    e.summarize()
+print(json.dumps({"stats": [float(x) for x in e.stats], "summary": out.getvalue()}))
 "#;
-    let live: Vec<f64> = serde_json::from_str(
+    let live: Value = serde_json::from_str(
         run_python(
             &python,
             script,
@@ -560,6 +563,17 @@ print(json.dumps([float(x) for x in e.stats]))
         .trim(),
     )
     .unwrap();
+    assert_eq!(
+        stdout,
+        live["summary"].as_str().unwrap(),
+        "summary differs from pycocotools"
+    );
+    let live: Vec<f64> = live["stats"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
     let ours: Vec<f64> = ours["stats"]
         .as_array()
         .unwrap()
