@@ -224,6 +224,7 @@ fn broken_files_are_reported_and_skipped() {
 
     std::fs::write(&yaml, "val: images\nnames: [a]\nbogus: 1\n").unwrap();
     let err = format!("{:#}", DataConfig::load(&yaml, None).unwrap_err());
+    eprintln!("unknown key: {err}");
     assert!(err.contains("d.yaml") && err.contains("bogus"), "{err}");
 }
 
@@ -384,6 +385,36 @@ fn nms_matches_torch_oracle() {
             &dets,
             &read_txt_dets(&dir.join(format!("{stem}_nms_native_xyxy_conf_cls.txt"))),
         );
+    }
+}
+
+#[test]
+fn scale_boxes_matches_oracle_on_all_pipeline_images() {
+    let Some(dir) = fixture("oracles/pipeline") else {
+        return;
+    };
+    let meta: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("meta.json")).unwrap()).unwrap();
+    for (stem, m) in meta.as_object().unwrap() {
+        let boxed = read_txt_dets(&dir.join(format!("{stem}_nms_letterbox_xyxy_conf_cls.txt")));
+        let mut dets: Vec<Detection> = boxed
+            .iter()
+            .map(|r| Detection {
+                bbox: [r[0] as f32, r[1] as f32, r[2] as f32, r[3] as f32],
+                score: r[4] as f32,
+                class: r[5] as u32,
+            })
+            .collect();
+        let hw = &m["orig_hw"];
+        let lb = Letterbox::new(
+            hw[0].as_u64().unwrap() as u32,
+            hw[1].as_u64().unwrap() as u32,
+            640,
+        )
+        .unwrap();
+        scale_to_original(&mut dets, &lb);
+        let want = read_txt_dets(&dir.join(format!("{stem}_nms_native_xyxy_conf_cls.txt")));
+        assert_dets_close(stem, "scaled", &dets, &want);
     }
 }
 
