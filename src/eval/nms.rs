@@ -232,6 +232,34 @@ mod tests {
     }
 
     #[test]
+    fn single_label_keeps_the_best_class_and_output_shapes_are_checked() {
+        let rows = [row([50.0, 50.0, 20.0, 20.0], 0.5, &[0.2, 0.9, 0.9])];
+        let a = Array2::from_shape_vec((1, 8), rows.concat()).unwrap();
+        let cfg = NmsConfig {
+            multi_label: false,
+            ..NmsConfig::default()
+        };
+        let dets = non_max_suppression(a.view(), &cfg);
+        // first of the tied maxima, as torch.max
+        assert_eq!(dets.iter().map(|d| d.class).collect::<Vec<_>>(), vec![1]);
+        assert_eq!(
+            non_max_suppression(a.view(), &NmsConfig::default()).len(),
+            3
+        );
+
+        let batch = a
+            .clone()
+            .into_shape_with_order((1, 1, 8))
+            .unwrap()
+            .into_dyn();
+        let view = batch.view();
+        assert_eq!(output_rows(&view).unwrap().dim(), (1, 8));
+        let bad = ndarray::ArrayD::<f32>::zeros(vec![2, 1, 8]);
+        let bad_view = bad.view();
+        assert!(output_rows(&bad_view).is_err());
+    }
+
+    #[test]
     fn equal_scores_keep_row_order() {
         let rows = [
             row([10.0, 10.0, 4.0, 4.0], 0.5, &[0.5]),
