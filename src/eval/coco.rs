@@ -39,28 +39,11 @@ pub fn coco91_to_80(category_id: u64) -> Option<u32> {
 /// One entry of a COCO results file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CocoResult {
-    pub image_id: ImageIdJson,
+    pub image_id: ImageId,
     pub category_id: u64,
     /// `[x, y, w, h]`, original-image pixels.
     pub bbox: [f64; 4],
     pub score: f64,
-}
-
-/// An image id as found in results JSON: a number or a string.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum ImageIdJson {
-    Num(u64),
-    Name(String),
-}
-
-impl From<&ImageId> for ImageIdJson {
-    fn from(id: &ImageId) -> Self {
-        match id {
-            ImageId::Num(n) => Self::Num(*n),
-            ImageId::Name(s) => Self::Name(s.clone()),
-        }
-    }
 }
 
 /// Python's `round(x, digits)`: the decimal nearest to the exact binary value, ties to even.
@@ -87,7 +70,7 @@ pub fn to_coco_results(id: &ImageId, dets: &[Detection], is_coco: bool) -> Vec<C
                 u64::from(d.class)
             };
             CocoResult {
-                image_id: id.into(),
+                image_id: id.clone(),
                 category_id,
                 bbox: [x, y, w, h].map(|v| py_round(f64::from(v), 3)),
                 score: py_round(f64::from(d.score), 5),
@@ -154,8 +137,8 @@ pub fn evaluate(
         .enumerate()
         .map(|(i, r)| {
             let image_id = match &r.image_id {
-                ImageIdJson::Num(n) => *n,
-                ImageIdJson::Name(s) => {
+                ImageId::Num(n) => *n,
+                ImageId::Name(s) => {
                     bail!("result {i}: image_id {s:?} is not numeric; COCOeval needs numeric ids")
                 }
             };

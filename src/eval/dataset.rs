@@ -214,8 +214,9 @@ impl DataConfig {
     }
 }
 
-/// An image id as val.py writes it: `int(stem)` when the stem is numeric, else the stem.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+/// An image id as val.py writes it: `int(stem)` when the stem is numeric, else the stem
+/// (a JSON number or string).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum ImageId {
     Num(u64),

@@ -62,11 +62,11 @@ impl Default for NmsConfig {
 
 /// The `[N, 5 + nc]` rows of one image from a model output of shape `[1, N, 5 + nc]` or
 /// `[N, 5 + nc]`.
-pub fn output_rows<'a>(output: &'a ArrayViewD<'a, f32>) -> anyhow::Result<ArrayView2<'a, f32>> {
+pub fn output_rows(output: ArrayViewD<'_, f32>) -> anyhow::Result<ArrayView2<'_, f32>> {
     let shape = output.shape().to_vec();
     let view = match shape.len() {
-        3 if shape[0] == 1 => output.index_axis(Axis(0), 0),
-        2 => output.view(),
+        3 if shape[0] == 1 => output.index_axis_move(Axis(0), 0),
+        2 => output,
         _ => bail!("model output has shape {shape:?}; expected [1, N, 5 + classes]"),
     };
     let rows = view
@@ -252,11 +252,9 @@ mod tests {
             .into_shape_with_order((1, 1, 8))
             .unwrap()
             .into_dyn();
-        let view = batch.view();
-        assert_eq!(output_rows(&view).unwrap().dim(), (1, 8));
+        assert_eq!(output_rows(batch.view()).unwrap().dim(), (1, 8));
         let bad = ndarray::ArrayD::<f32>::zeros(vec![2, 1, 8]);
-        let bad_view = bad.view();
-        assert!(output_rows(&bad_view).is_err());
+        assert!(output_rows(bad.view()).is_err());
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use ndarray::Array2;
 use serde_json::Value;
-use shears::eval::coco::{self, CocoResult, ImageIdJson};
+use shears::eval::coco::{self, CocoResult};
 use shears::eval::dataset::{DataConfig, Dataset, ImageId, Split};
 use shears::eval::metrics::ValAccumulator;
 use shears::eval::nms::{Detection, NmsConfig, non_max_suppression, scale_to_original};
@@ -422,7 +422,7 @@ fn scale_boxes_matches_oracle_on_all_pipeline_images() {
 fn detections_by_image(preds: &[CocoResult]) -> HashMap<u64, Vec<Detection>> {
     let mut by: HashMap<u64, Vec<Detection>> = HashMap::new();
     for p in preds {
-        let ImageIdJson::Num(id) = p.image_id else {
+        let ImageId::Num(id) = p.image_id else {
             panic!("numeric ids expected")
         };
         let [x, y, w, h] = p.bbox;
@@ -659,7 +659,7 @@ fn results_round_trip_official_predictions() {
     let mut n = 0;
     let mut by_img: HashMap<u64, Vec<&CocoResult>> = HashMap::new();
     for p in &preds {
-        if let ImageIdJson::Num(id) = p.image_id {
+        if let ImageId::Num(id) = p.image_id {
             by_img.entry(id).or_default().push(p);
         }
     }
