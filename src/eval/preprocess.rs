@@ -23,6 +23,9 @@ use ndarray::Array4;
 use super::jpeg;
 use super::resize::{Interpolation, resize_rgb};
 
+/// val.py's default network input size.
+pub const DEFAULT_SIZE: u32 = 640;
+
 /// Pad value of the letterbox border.
 pub const PAD_VALUE: u8 = 114;
 

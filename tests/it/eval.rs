@@ -12,7 +12,7 @@ use shears::eval::coco::{self, CocoResult};
 use shears::eval::dataset::{DataConfig, Dataset, ImageId, Split};
 use shears::eval::metrics::ValAccumulator;
 use shears::eval::nms::{Detection, NmsConfig, non_max_suppression, scale_to_original};
-use shears::eval::preprocess::{Letterbox, letterbox_rgb, load_rgb, to_tensor};
+use shears::eval::preprocess::{DEFAULT_SIZE, Letterbox, letterbox_rgb, load_rgb, preprocess_file};
 use shears::progress::Silent;
 
 use crate::common::{fixture, oracle_python, run_python, scratch, shears};
@@ -280,10 +280,23 @@ fn letterbox_matches_network_input_oracle() {
             max <= i32::from(resized),
             "{stem}: max diff {max} ({n_off} values differ)"
         );
-        let t = to_tensor(&boxed);
-        assert_eq!(t.shape(), &[1, 3, 640, 640]);
-        assert_eq!(t[[0, 0, 0, 0]], f32::from(want.get_pixel(0, 0)[0]) / 255.0);
     }
+    // the whole per-image step: NCHW, RGB, value / 255 in f32, as val.py's tensor
+    let stem = "000000000036";
+    let pre = preprocess_file(&images.join(format!("{stem}.jpg")), DEFAULT_SIZE).unwrap();
+    let want = image::open(dir.join(format!("{stem}_input640.png")))
+        .unwrap()
+        .into_rgb8();
+    assert_eq!(pre.tensor.shape(), &[1, 3, 640, 640]);
+    for (x, y, px) in want.enumerate_pixels() {
+        for c in 0..3 {
+            assert_eq!(
+                pre.tensor[[0, c, y as usize, x as usize]],
+                f32::from(px[c]) / 255.0
+            );
+        }
+    }
+    assert_eq!(pre.letterbox.border, [0, 0, 79, 80]);
 }
 
 /// Minimal reader of a little-endian f32 C-order 2-D .npy file.
