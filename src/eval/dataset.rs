@@ -80,10 +80,9 @@ struct RawDataYaml {
     #[serde(default)]
     nc: Option<u32>,
     names: Names,
-    /// A download script or URL; never run here.
-    #[serde(default)]
-    #[allow(dead_code)]
-    download: Option<serde::de::IgnoredAny>,
+    /// A download script or URL: accepted, never run.
+    #[serde(default, rename = "download")]
+    _download: Option<serde::de::IgnoredAny>,
 }
 
 /// A resolved YOLOv5 data YAML.
@@ -770,6 +769,35 @@ fn parse_labels(text: &str, nc: usize) -> Result<(Vec<Label>, Option<String>), S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn data_yaml_forms_resolve_like_check_dataset() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("ds");
+        std::fs::create_dir_all(root.join("images/a")).unwrap();
+        let yaml = dir.path().join("d.yaml");
+        std::fs::write(
+            &yaml,
+            "path: ds\ntrain: [images/a, images/b]\nval: ../images/a\ntest: null\nnc: 2\nnames: {0: cat, 1: dog}\ndownload: bash x.sh\n",
+        )
+        .unwrap();
+        let cfg = DataConfig::load(&yaml, None).unwrap();
+        let root = root.canonicalize().unwrap();
+        assert_eq!(cfg.root, root);
+        assert_eq!(
+            cfg.train,
+            vec![root.join("images/a"), root.join("images/b")]
+        );
+        // a missing `../x` falls back to `x` under the root, as check_dataset does
+        assert_eq!(cfg.val, vec![root.join("images/a")]);
+        assert!(cfg.test.is_empty() && !cfg.is_coco);
+        assert_eq!(cfg.names, vec!["cat", "dog"]);
+        assert!(cfg.split(Split::Test).is_err());
+        std::fs::write(&yaml, "val: v\nnc: 3\nnames: [a, b]\n").unwrap();
+        assert!(format!("{:#}", DataConfig::load(&yaml, None).unwrap_err()).contains("nc: 3"));
+        std::fs::write(&yaml, "val: v\nnames: {0: a, 2: b}\n").unwrap();
+        assert!(DataConfig::load(&yaml, None).is_err());
+    }
 
     #[test]
     fn label_path_replaces_last_images_folder_and_extension() {

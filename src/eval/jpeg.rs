@@ -479,9 +479,6 @@ impl Decoder {
         }
         let (ss, se) = (usize::from(s[1 + 2 * ns]), usize::from(s[2 + 2 * ns]));
         let (ah, al) = (u32::from(s[3 + 2 * ns] >> 4), u32::from(s[3 + 2 * ns] & 15));
-        if !frame.progressive && (ss != 0 || se != 63 || ah != 0 || al != 0) {
-            // libjpeg ignores these for sequential scans
-        }
         if frame.progressive
             && (se > 63 || ss > se || (ss == 0 && se != 0) || (ss > 0 && ns != 1) || al > 13)
         {
