@@ -2,6 +2,7 @@
 
 mod bench;
 mod check;
+mod cocoeval;
 mod common;
 mod inspect;
 mod prune;
@@ -38,6 +39,8 @@ pub enum Command {
     Run(run::Args),
     /// Time inference of one or more models on one backend, side by side.
     Bench(bench::Args),
+    /// Evaluate a COCO results JSON against annotations (pycocotools COCOeval, bbox).
+    Cocoeval(cocoeval::Args),
 }
 
 /// Runs the parsed command line; `Ok` carries the process exit code.
@@ -49,5 +52,6 @@ pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Prune(args) => prune::run(args, &ui),
         Command::Run(args) => run::run(args, &ui),
         Command::Bench(args) => bench::run(args, &ui),
+        Command::Cocoeval(args) => cocoeval::run(args, &ui),
     }
 }

@@ -3,6 +3,7 @@
 mod backend;
 mod bad_input;
 mod common;
+mod eval;
 mod onnx_io;
 mod pipeline;
 mod prune;
