@@ -8,6 +8,7 @@ mod inspect;
 mod prune;
 mod run;
 mod ui;
+mod val;
 
 use clap::{Parser, Subcommand};
 
@@ -41,6 +42,8 @@ pub enum Command {
     Bench(bench::Args),
     /// Evaluate a COCO results JSON against annotations (pycocotools COCOeval, bbox).
     Cocoeval(cocoeval::Args),
+    /// Validate models on COCO like YOLOv5's val.py and pycocotools; several side by side.
+    Val(val::Args),
 }
 
 /// Runs the parsed command line; `Ok` carries the process exit code.
@@ -53,5 +56,6 @@ pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Run(args) => run::run(args, &ui),
         Command::Bench(args) => bench::run(args, &ui),
         Command::Cocoeval(args) => cocoeval::run(args, &ui),
+        Command::Val(args) => val::run(args, &ui),
     }
 }

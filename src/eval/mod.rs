@@ -18,3 +18,4 @@ pub mod metrics;
 pub mod nms;
 pub mod preprocess;
 pub mod resize;
+pub mod validate;

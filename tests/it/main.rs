@@ -7,3 +7,4 @@ mod eval;
 mod onnx_io;
 mod pipeline;
 mod prune;
+mod val;

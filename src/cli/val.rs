@@ -1,0 +1,266 @@
+//! `shears val MODEL... --data DATA.yaml`: COCO validation like YOLOv5's val.py and pycocotools,
+//! side by side with deltas when several models are given.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Result, bail};
+use serde::Serialize;
+
+use super::bench::BackendArgs;
+use super::common::{load_model, write_json};
+use super::ui::Ui;
+use crate::backend::runnable_bytes;
+use crate::eval::coco::write_results;
+use crate::eval::nms::NmsConfig;
+use crate::eval::validate::{DataSource, ValReport, load_dataset, validate};
+
+/// Validate models on a COCO-style dataset (val.py metrics and the 12 COCOeval stats).
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// ONNX models; with several, deltas are against the first.
+    #[arg(required = true, value_name = "MODEL")]
+    pub models: Vec<PathBuf>,
+    /// YOLOv5 data YAML (its `val` split).
+    #[arg(
+        long,
+        required_unless_present = "coco_json",
+        conflicts_with = "coco_json"
+    )]
+    pub data: Option<PathBuf>,
+    /// Dataset root replacing the data YAML's `path:`.
+    #[arg(long, requires = "data")]
+    pub data_root: Option<PathBuf>,
+    /// A COCO instances JSON as the dataset (with --images).
+    #[arg(long, requires = "images")]
+    pub coco_json: Option<PathBuf>,
+    /// The image folder of --coco-json.
+    #[arg(long, requires = "coco_json")]
+    pub images: Option<PathBuf>,
+    /// COCO annotations for COCOeval [default: the dataset's own, if any].
+    #[arg(long)]
+    pub gt: Option<PathBuf>,
+    #[command(flatten)]
+    pub backend: BackendArgs,
+    /// Confidence threshold.
+    #[arg(long, default_value_t = 0.001)]
+    pub conf: f32,
+    /// NMS IoU threshold (val.py's default; the pruning guide used 0.65).
+    #[arg(long, default_value_t = 0.6)]
+    pub iou: f64,
+    /// Maximum detections per image.
+    #[arg(long, default_value_t = 300)]
+    pub max_det: usize,
+    /// Class-agnostic NMS.
+    #[arg(long)]
+    pub agnostic: bool,
+    /// Write predictions in COCO results format; `{stem}` is replaced by the model's file stem
+    /// (needed with several models).
+    #[arg(long, value_name = "FILE")]
+    pub save_json: Option<PathBuf>,
+    /// Write the report as JSON.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+}
+
+/// The JSON document of `val --json`; keys are stable.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub models: Vec<ValReport>,
+}
+
+impl Args {
+    pub fn source(&self) -> DataSource {
+        match (&self.data, &self.coco_json, &self.images) {
+            (Some(data), _, _) => DataSource::Yaml {
+                data: data.clone(),
+                root: self.data_root.clone(),
+            },
+            (None, Some(annotations), Some(images)) => DataSource::CocoJson {
+                annotations: annotations.clone(),
+                images: images.clone(),
+            },
+            _ => unreachable!("clap requires --data or --coco-json with --images"),
+        }
+    }
+
+    pub fn nms(&self) -> NmsConfig {
+        NmsConfig {
+            conf_thres: self.conf,
+            iou_thres: self.iou,
+            max_det: self.max_det,
+            agnostic: self.agnostic,
+            ..NmsConfig::default()
+        }
+    }
+}
+
+fn stem(path: &Path) -> String {
+    path.file_stem().map_or_else(
+        || path.display().to_string(),
+        |s| s.to_string_lossy().into_owned(),
+    )
+}
+
+pub fn run(args: &Args, ui: &Ui) -> Result<ExitCode> {
+    if let Some(save) = &args.save_json
+        && args.models.len() > 1
+        && !save.to_string_lossy().contains("{stem}")
+    {
+        bail!(
+            "--save-json {} needs {{stem}} in its name with several models",
+            save.display()
+        );
+    }
+    let spec = args.backend.spec()?;
+    let (dataset, own_gt) = load_dataset(&args.source(), ui.progress())?;
+    for message in &dataset.report.messages {
+        ui.warn(message);
+    }
+    let gt = args.gt.clone().or(own_gt);
+    if gt.is_none() {
+        ui.info("no COCO annotation file (--gt): COCOeval stats are skipped");
+    }
+    let mut reports = Vec::new();
+    for path in &args.models {
+        let model = load_model(path, ui)?;
+        let bytes = runnable_bytes(&model, spec.engine())?;
+        let (report, results) = validate(
+            &stem(path),
+            &bytes,
+            &spec,
+            &dataset,
+            gt.as_deref(),
+            &args.nms(),
+            ui.progress(),
+        )?;
+        for skipped in &report.skipped {
+            ui.warn(format_args!("skipped {skipped}"));
+        }
+        if let Some(save) = &args.save_json {
+            write_results(
+                Path::new(&save.to_string_lossy().replace("{stem}", &stem(path))),
+                &results,
+            )?;
+        }
+        reports.push(report);
+    }
+    let mut out = std::io::stdout().lock();
+    for report in &reports {
+        print_report(&mut out, report, &dataset.names, ui.verbose > 0)?;
+    }
+    if reports.len() > 1 {
+        print_comparison(&mut out, &reports)?;
+    }
+    if let Some(path) = &args.json {
+        write_json(path, &Report { models: reports })?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_report(
+    out: &mut impl Write,
+    r: &ValReport,
+    names: &[String],
+    per_class: bool,
+) -> Result<()> {
+    writeln!(out, "{} ({} {})", r.model, r.backend, r.provider)?;
+    writeln!(
+        out,
+        "{:>22}{:>11}{:>11}{:>11}{:>11}{:>11}{:>11}",
+        "Class", "Images", "Instances", "P", "R", "mAP50", "mAP50-95"
+    )?;
+    let row = |out: &mut dyn Write,
+               class: &str,
+               images: usize,
+               n: usize,
+               p: f64,
+               rc: f64,
+               a50: f64,
+               a: f64| {
+        writeln!(
+            out,
+            "{class:>22}{images:>11}{n:>11}{p:>11.3}{rc:>11.3}{a50:>11.3}{a:>11.3}"
+        )
+    };
+    row(
+        out,
+        "all",
+        r.images,
+        r.instances,
+        r.precision,
+        r.recall,
+        r.map50,
+        r.map50_95,
+    )?;
+    if per_class {
+        for c in &r.per_class {
+            let name = names
+                .get(c.class as usize)
+                .map_or_else(|| c.class.to_string(), Clone::clone);
+            row(
+                out,
+                &name,
+                r.images,
+                c.instances,
+                c.precision,
+                c.recall,
+                c.ap50,
+                c.ap50_95,
+            )?;
+        }
+    }
+    if let Some(coco) = &r.coco {
+        for line in &coco.lines {
+            writeln!(out, "{line}")?;
+        }
+    }
+    let [n, c, h, w] = r.input_shape;
+    writeln!(
+        out,
+        "Speed: {:.1}ms pre-process, {:.1}ms inference, {:.1}ms NMS per image at shape ({n}, {c}, {h}, {w})\n",
+        r.speed_ms.pre, r.speed_ms.inference, r.speed_ms.nms
+    )?;
+    Ok(())
+}
+
+/// Models side by side: each metric, and its change against the first model.
+fn print_comparison(out: &mut impl Write, reports: &[ValReport]) -> Result<()> {
+    let base = &reports[0];
+    let metrics: [(&str, fn(&ValReport) -> Option<f64>); 8] = [
+        ("P", |r| Some(r.precision)),
+        ("R", |r| Some(r.recall)),
+        ("mAP50", |r| Some(r.map50)),
+        ("mAP50-95", |r| Some(r.map50_95)),
+        ("COCO AP", |r| r.coco.as_ref().map(|c| c.stats[0])),
+        ("COCO AP50", |r| r.coco.as_ref().map(|c| c.stats[1])),
+        ("inference ms", |r| Some(r.speed_ms.inference)),
+        ("NMS ms", |r| Some(r.speed_ms.nms)),
+    ];
+    let width = reports
+        .iter()
+        .map(|r| r.model.len())
+        .max()
+        .unwrap_or(0)
+        .max(20)
+        + 2;
+    write!(out, "{:<14}", "")?;
+    for r in reports {
+        write!(out, "{:>width$}", r.model)?;
+    }
+    writeln!(out)?;
+    for (label, get) in metrics {
+        write!(out, "{label:<14}")?;
+        for r in reports {
+            let cell = match (get(r), get(base)) {
+                (Some(v), Some(b)) if !std::ptr::eq(r, base) => format!("{v:.4} ({:+.4})", v - b),
+                (Some(v), _) => format!("{v:.4}"),
+                (None, _) => "-".to_string(),
+            };
+            write!(out, "{cell:>width$}")?;
+        }
+        writeln!(out)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,219 @@
+//! One model over one dataset, as val.py runs it: pre-process in parallel (overlapping
+//! inference), run the backend, NMS, accumulate val.py's metrics and COCO results, then COCOeval.
+
+use std::path::Path;
+use std::sync::mpsc;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use rayon::prelude::*;
+use serde::Serialize;
+
+use super::coco::{CocoResult, CocoStats, evaluate, load_ground_truth, to_coco_results};
+use super::dataset::{Dataset, ImageId, ImageRecord};
+use super::metrics::{ValAccumulator, ValMetrics};
+use super::nms::{NmsConfig, non_max_suppression, output_rows, scale_to_original};
+use super::preprocess::{Preprocessed, preprocess_file};
+use crate::backend::{self, BackendSpec};
+use crate::progress::Progress;
+
+/// Images pre-processed together; results go to inference in dataset order.
+const PREPROCESS_CHUNK: usize = 8;
+
+/// Milliseconds per image of each stage, as val.py's "Speed:" line. `pre` covers decoding and
+/// letterboxing too (val.py's data loader does those outside its timer).
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Speed {
+    pub pre: f64,
+    pub inference: f64,
+    pub nms: f64,
+}
+
+/// The validation of one model.
+#[derive(Debug, Clone, Serialize)]
+pub struct ValReport {
+    pub model: String,
+    pub backend: String,
+    /// The execution provider that really ran.
+    pub provider: String,
+    pub input_shape: [usize; 4],
+    pub images: usize,
+    pub instances: usize,
+    pub precision: f64,
+    pub recall: f64,
+    pub map50: f64,
+    pub map50_95: f64,
+    pub per_class: Vec<super::metrics::ClassMetrics>,
+    /// The 12 COCOeval bbox stats, when ground-truth annotations were given.
+    pub coco: Option<CocoStats>,
+    pub speed_ms: Speed,
+    /// Images that could not be decoded at validation time (reported, not counted).
+    pub skipped: Vec<String>,
+}
+
+/// Runs `model_bytes` (see [`backend::runnable_bytes`]) over `dataset`. `gt` is a COCO
+/// annotation file for COCOeval; without it only val.py's metrics are computed.
+pub fn validate(
+    name: &str,
+    model_bytes: &[u8],
+    spec: &BackendSpec,
+    dataset: &Dataset,
+    gt: Option<&Path>,
+    nms: &NmsConfig,
+    progress: &dyn Progress,
+) -> Result<(ValReport, Vec<CocoResult>)> {
+    let mut session = backend::open(spec, model_bytes)?;
+    let shape = session.input_shape();
+    let size = u32::try_from(shape[2])?;
+    if shape[2] != shape[3] {
+        anyhow::bail!(
+            "{name}: input {}x{} is not square; val letterboxes to a square",
+            shape[2],
+            shape[3]
+        );
+    }
+    let mut acc = ValAccumulator::new();
+    let mut results = Vec::new();
+    let mut skipped = Vec::new();
+    let (mut pre_ms, mut inference_ms, mut nms_ms) = (0.0, 0.0, 0.0);
+    progress.start(name, Some(dataset.images.len() as u64));
+    let outcome = std::thread::scope(|scope| -> Result<()> {
+        let (tx, rx) =
+            mpsc::sync_channel::<(&ImageRecord, Result<Preprocessed>, f64)>(2 * PREPROCESS_CHUNK);
+        scope.spawn(move || {
+            for chunk in dataset.images.chunks(PREPROCESS_CHUNK) {
+                let done: Vec<_> = chunk
+                    .par_iter()
+                    .map(|record| {
+                        let start = Instant::now();
+                        let result = preprocess_file(&record.path, size);
+                        (record, result, start.elapsed().as_secs_f64() * 1e3)
+                    })
+                    .collect();
+                for item in done {
+                    if tx.send(item).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        for (record, pre, ms) in rx {
+            progress.advance(1);
+            pre_ms += ms;
+            let pre = match pre {
+                Ok(pre) => pre,
+                Err(e) => {
+                    skipped.push(format!("{}: {e:#}", record.path.display()));
+                    continue;
+                }
+            };
+            let start = Instant::now();
+            let output = session
+                .run(pre.tensor.view())
+                .with_context(|| format!("{name}: inference on {}", record.path.display()))?;
+            inference_ms += start.elapsed().as_secs_f64() * 1e3;
+            let start = Instant::now();
+            let mut dets = non_max_suppression(output_rows(output.view())?, nms);
+            scale_to_original(&mut dets, &pre.letterbox);
+            nms_ms += start.elapsed().as_secs_f64() * 1e3;
+            acc.add_image(&dets, &record.ground_truth(&pre.letterbox));
+            results.extend(to_coco_results(&record.id, &dets, dataset.is_coco));
+        }
+        Ok(())
+    });
+    progress.finish();
+    outcome?;
+    let ValMetrics {
+        images,
+        instances,
+        precision,
+        recall,
+        map50,
+        map50_95,
+        per_class,
+    } = acc.finish();
+    let coco = match gt {
+        Some(path) => {
+            let ids: Vec<u64> = dataset
+                .images
+                .iter()
+                .filter_map(|r| match r.id {
+                    ImageId::Num(n) => Some(n),
+                    ImageId::Name(_) => None,
+                })
+                .collect();
+            Some(
+                evaluate(load_ground_truth(path)?, &results, Some(&ids))
+                    .with_context(|| format!("{name}: COCOeval"))?,
+            )
+        }
+        None => None,
+    };
+    let per_image = |ms: f64| ms / images.max(1) as f64;
+    let report = ValReport {
+        model: name.to_string(),
+        backend: spec.engine().to_string(),
+        provider: session.provider().to_string(),
+        input_shape: shape,
+        images,
+        instances,
+        precision,
+        recall,
+        map50,
+        map50_95,
+        per_class,
+        coco,
+        speed_ms: Speed {
+            pre: per_image(pre_ms),
+            inference: per_image(inference_ms),
+            nms: per_image(nms_ms),
+        },
+        skipped,
+    };
+    Ok((report, results))
+}
+
+/// Where validation images and labels come from.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[serde(untagged)]
+pub enum DataSource {
+    /// A YOLOv5 data YAML (its `val` split); `root` replaces its `path:`.
+    Yaml {
+        data: std::path::PathBuf,
+        root: Option<std::path::PathBuf>,
+    },
+    /// A COCO instances JSON and the folder of its images.
+    CocoJson {
+        annotations: std::path::PathBuf,
+        images: std::path::PathBuf,
+    },
+}
+
+/// Loads the dataset and finds the COCO annotation file for COCOeval: the JSON itself, or for a
+/// data YAML the one `annotations/*.json` under the dataset root (none when there are several).
+pub fn load_dataset(
+    source: &DataSource,
+    progress: &dyn Progress,
+) -> Result<(Dataset, Option<std::path::PathBuf>)> {
+    match source {
+        DataSource::CocoJson {
+            annotations,
+            images,
+        } => Ok((
+            Dataset::from_coco_json(annotations, images)?,
+            Some(annotations.clone()),
+        )),
+        DataSource::Yaml { data, root } => {
+            let config = super::dataset::DataConfig::load(data, root.as_deref())?;
+            let dataset = Dataset::from_yolo(&config, super::dataset::Split::Val, progress)?;
+            let mut found: Vec<_> = std::fs::read_dir(config.root.join("annotations"))
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "json"))
+                .collect();
+            let gt = if found.len() == 1 { found.pop() } else { None };
+            Ok((dataset, gt))
+        }
+    }
+}
