@@ -2,6 +2,8 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod synth;
+
 /// Prune exported YOLOv5 ONNX models and prove the result.
 #[derive(Debug, Parser)]
 #[command(name = "shears", version, about, propagate_version = true)]
@@ -17,9 +19,14 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Write a YOLOv5 v7.0 ONNX model (official export layout) with seeded random weights.
+    Synth(synth::Args),
+}
 
 /// Runs the parsed command line; `Ok` carries the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
-    match cli.command {}
+    match cli.command {
+        Command::Synth(args) => synth::run(&args, cli.quiet),
+    }
 }

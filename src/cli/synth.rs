@@ -1,0 +1,108 @@
+//! `shears synth`: write a YOLOv5 v7.0 ONNX model with seeded random weights.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Context;
+use prost::Message;
+
+use crate::synth::{self, Export, SynthSpec, Upsample, Variant};
+
+/// Arguments of `shears synth`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Model size: yolov5n, yolov5s, yolov5m, yolov5l or yolov5x.
+    pub model: Variant,
+    /// Number of classes (names are COCO's for 80, class0.. otherwise).
+    #[arg(long, default_value_t = 80)]
+    pub nc: usize,
+    /// Square input size in pixels (a multiple of 32).
+    #[arg(long, default_value_t = 640)]
+    pub imgsz: usize,
+    /// Export form: 12 is the plain export, 17 the `--simplify` (onnxsim) export.
+    #[arg(long, value_enum, default_value = "12")]
+    pub opset: Opset,
+    /// Resize form of the two upsampling layers.
+    #[arg(long, value_enum, default_value = "sizes")]
+    pub upsample: UpsampleForm,
+    /// Seed of the weight generator.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Output file.
+    #[arg(short, long)]
+    pub output: PathBuf,
+}
+
+/// `--opset`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Opset {
+    /// opset 12, not simplified.
+    #[value(name = "12")]
+    Twelve,
+    /// opset 17, simplified by onnxsim.
+    #[value(name = "17")]
+    Seventeen,
+}
+
+/// `--upsample`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum UpsampleForm {
+    /// Sizes computed in the graph, as the v7.0 release checkpoints export.
+    Sizes,
+    /// Constant scales, as a model freshly built from the yaml exports.
+    Scales,
+}
+
+/// Builds the model and writes it atomically.
+pub fn run(args: &Args, quiet: bool) -> anyhow::Result<ExitCode> {
+    let spec = SynthSpec {
+        variant: args.model,
+        nc: args.nc,
+        imgsz: args.imgsz,
+        export: match args.opset {
+            Opset::Twelve => Export::Opset12,
+            Opset::Seventeen => Export::Opset17Simplified,
+        },
+        upsample: match args.upsample {
+            UpsampleForm::Sizes => Upsample::ComputedSizes,
+            UpsampleForm::Scales => Upsample::ConstantScales,
+        },
+        seed: args.seed,
+    };
+    let start = Instant::now();
+    let model = synth::build(&spec)?;
+    let bytes = model.encode_to_vec();
+    write_atomic(&args.output, &bytes)?;
+    if !quiet {
+        let params = synth::parameter_count(&spec)?;
+        let mut out = std::io::stdout().lock();
+        writeln!(
+            out,
+            "{}: {} ({} parameters, {} bytes) in {:.2} s",
+            args.output.display(),
+            spec.variant,
+            params,
+            bytes.len(),
+            start.elapsed().as_secs_f64()
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes `bytes` to a temporary file next to `path` and renames it over `path`.
+fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("create a temporary file in {}", dir.display()))?;
+    tmp.write_all(bytes)
+        .and_then(|()| tmp.as_file().sync_all())
+        .with_context(|| format!("write {}", tmp.path().display()))?;
+    tmp.persist(path)
+        .with_context(|| format!("rename the temporary file to {}", path.display()))?;
+    Ok(())
+}
