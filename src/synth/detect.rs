@@ -8,8 +8,9 @@
 //! shape `[1, 3, ny, nx, 2]`: they depend only on the input size, the strides and the anchors.
 
 use super::arch::{ANCHORS, NA, STRIDES};
-use super::graph::{GraphBuilder, attr_int, attr_ints, tensor_f32, tensor_i64};
+use super::graph::{GraphBuilder, Init, attr_int, attr_ints, tensor_f32, tensor_i64};
 use super::network::{conv_node, indexed};
+use super::weights;
 use super::{Export, SynthSpec, Upsample};
 
 /// Hoisting rank of a constant that onnxsim puts after all the others.
@@ -53,14 +54,15 @@ pub(super) fn trace(g: &mut GraphBuilder, spec: &SynthSpec, inputs: [&str; 3], f
         g.param(
             format!("model.24.m.{i}.weight"),
             vec![(NA * no) as i64, c1 as i64, 1, 1],
-            c1,
-            false,
+            Init::Weight {
+                fan_in: c1,
+                gain: weights::GAIN,
+            },
         );
         g.param(
             format!("model.24.m.{i}.bias"),
             vec![(NA * no) as i64],
-            c1,
-            true,
+            Init::Bias,
         );
     }
 

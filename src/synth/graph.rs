@@ -20,10 +20,17 @@ pub(super) struct Param {
     pub name: String,
     /// Tensor dimensions.
     pub dims: Vec<i64>,
-    /// Inputs feeding each output value (in channels x kernel area); sets the value range.
-    pub fan_in: usize,
-    /// A bias (small values) rather than a weight.
-    pub is_bias: bool,
+    /// How its values are drawn.
+    pub init: Init,
+}
+
+/// Distribution of a parameter's values (see [`super::weights`]).
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Init {
+    /// A conv weight: variance `gain / fan_in`, where `fan_in` is in channels x kernel area.
+    Weight { fan_in: usize, gain: f64 },
+    /// A conv bias: small values.
+    Bias,
 }
 
 impl Param {
@@ -71,13 +78,8 @@ impl GraphBuilder {
     }
 
     /// Declares a parameter (module registration order decides the initializer order).
-    pub fn param(&mut self, name: String, dims: Vec<i64>, fan_in: usize, is_bias: bool) {
-        self.params.push(Param {
-            name,
-            dims,
-            fan_in,
-            is_bias,
-        });
+    pub fn param(&mut self, name: String, dims: Vec<i64>, init: Init) {
+        self.params.push(Param { name, dims, init });
     }
 
     /// Appends a node with outputs of the given shapes; returns the output names.

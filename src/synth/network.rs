@@ -7,8 +7,9 @@
 
 use super::detect;
 use super::graph::{
-    GraphBuilder, attr_float, attr_int, attr_ints, attr_string, tensor_f32, tensor_i64,
+    GraphBuilder, Init, attr_float, attr_int, attr_ints, attr_string, tensor_f32, tensor_i64,
 };
+use super::weights;
 use super::{Export, SynthSpec, Upsample};
 
 /// Name of the graph input (float32 `[1, 3, imgsz, imgsz]`).
@@ -188,20 +189,18 @@ pub(super) fn trace(spec: &SynthSpec) -> GraphBuilder {
     g
 }
 
-/// Declares the fused weight and bias of a `Conv` module at `prefix` (e.g. `model.2.cv1`).
-fn declare_conv(g: &mut GraphBuilder, prefix: &str, c1: usize, c2: usize, k: usize) {
+/// Declares the fused weight and bias of a `Conv` module at `prefix` (e.g. `model.2.cv1`),
+/// the weight drawn with variance `gain / fan_in`.
+fn declare_conv(g: &mut GraphBuilder, prefix: &str, (c1, c2, k): (usize, usize, usize), gain: f64) {
     g.param(
         format!("{prefix}.conv.weight"),
         vec![c2 as i64, c1 as i64, k as i64, k as i64],
-        c1 * k * k,
-        false,
+        Init::Weight {
+            fan_in: c1 * k * k,
+            gain,
+        },
     );
-    g.param(
-        format!("{prefix}.conv.bias"),
-        vec![c2 as i64],
-        c1 * k * k,
-        true,
-    );
+    g.param(format!("{prefix}.conv.bias"), vec![c2 as i64], Init::Bias);
 }
 
 /// A 2-D convolution node named `name` with square kernel `k`, stride `s`, padding `p`.
@@ -280,7 +279,7 @@ fn conv_module(
 ) -> String {
     let c1 = g.shape(x)[1] as usize;
     let prefix = format!("model.{layer}");
-    declare_conv(g, &prefix, c1, c2, k);
+    declare_conv(g, &prefix, (c1, c2, k), weights::GAIN);
     conv_forward(g, &format!("/model.{layer}"), &prefix, x, c2, (k, s, p))
 }
 
@@ -291,12 +290,24 @@ fn c3(g: &mut GraphBuilder, layer: usize, x: &str, c2: usize, n: usize, shortcut
     let c_ = c2 / 2;
     let prefix = format!("model.{layer}");
     let scope = format!("/model.{layer}");
-    declare_conv(g, &format!("{prefix}.cv1"), c1, c_, 1);
-    declare_conv(g, &format!("{prefix}.cv2"), c1, c_, 1);
-    declare_conv(g, &format!("{prefix}.cv3"), 2 * c_, c2, 1);
+    declare_conv(g, &format!("{prefix}.cv1"), (c1, c_, 1), weights::GAIN);
+    declare_conv(g, &format!("{prefix}.cv2"), (c1, c_, 1), weights::GAIN);
+    declare_conv(g, &format!("{prefix}.cv3"), (2 * c_, c2, 1), weights::GAIN);
     for j in 0..n {
-        declare_conv(g, &format!("{prefix}.m.{j}.cv1"), c_, c_, 1);
-        declare_conv(g, &format!("{prefix}.m.{j}.cv2"), c_, c_, 3);
+        declare_conv(
+            g,
+            &format!("{prefix}.m.{j}.cv1"),
+            (c_, c_, 1),
+            weights::GAIN,
+        );
+        // The branch added to the residual stream gets a smaller range so that n adds do
+        // not blow the activations up.
+        let gain = if shortcut {
+            weights::residual_branch_gain(n)
+        } else {
+            weights::GAIN
+        };
+        declare_conv(g, &format!("{prefix}.m.{j}.cv2"), (c_, c_, 3), gain);
     }
 
     let mut h = conv_forward(
@@ -358,8 +369,8 @@ fn sppf(g: &mut GraphBuilder, layer: usize, x: &str, c2: usize) -> String {
     let c_ = c1 / 2;
     let prefix = format!("model.{layer}");
     let scope = format!("/model.{layer}");
-    declare_conv(g, &format!("{prefix}.cv1"), c1, c_, 1);
-    declare_conv(g, &format!("{prefix}.cv2"), 4 * c_, c2, 1);
+    declare_conv(g, &format!("{prefix}.cv1"), (c1, c_, 1), weights::GAIN);
+    declare_conv(g, &format!("{prefix}.cv2"), (4 * c_, c2, 1), weights::GAIN);
     let h = conv_forward(
         g,
         &format!("{scope}/cv1"),
