@@ -73,7 +73,7 @@ pub struct SynthSpec {
 /// Largest accepted input size: keeps the grid constants (3 x (imgsz/8)^2 x 2 floats) small.
 pub const MAX_IMGSZ: usize = 8192;
 /// Largest accepted class count.
-pub const MAX_NC: usize = 100_000;
+pub const MAX_NC: usize = 10_000;
 
 impl SynthSpec {
     /// The exporter's defaults for `variant`.

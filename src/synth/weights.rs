@@ -14,7 +14,7 @@
 //! `[-0.05, 0.05]`.
 
 use bytes::Bytes;
-use rand::{Rng, SeedableRng};
+use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
@@ -30,6 +30,8 @@ const RESIDUAL_GAIN: f64 = 1.0;
 pub(super) fn residual_branch_gain(n: usize) -> f64 {
     RESIDUAL_GAIN / n.max(1) as f64
 }
+/// 2^-24: scales a 24-bit integer to [0, 1).
+const UNIT_24: f32 = 1.0 / (1u32 << 24) as f32;
 /// Half-width of the bias range.
 const BIAS_RANGE: f32 = 0.05;
 
@@ -45,11 +47,23 @@ pub(super) fn generate(params: &[Param], seed: u64) -> Vec<TensorProto> {
                 Init::Bias => BIAS_RANGE,
                 Init::Weight { fan_in, gain } => (3.0 * gain / fan_in.max(1) as f64).sqrt() as f32,
             };
-            let n = param.numel() as usize;
-            let mut raw = Vec::with_capacity(n * 4);
-            for _ in 0..n {
-                let u: f32 = rng.random();
-                raw.extend_from_slice(&((2.0 * u - 1.0) * bound).to_le_bytes());
+            // Fill with random bits in one call, then map each 32-bit word in place to a float
+            // (24 random bits give a uniform value in [0, 1)).
+            let mut raw = vec![0u8; param.numel() as usize * 4];
+            rng.fill_bytes(&mut raw);
+            // A plain index loop: this crate builds unoptimised in the test profile, where
+            // iterator adapters cost several times more per value.
+            let bytes: &mut [u8] = &mut raw;
+            let mut i = 0;
+            while i < bytes.len() {
+                let bits = u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+                let value = ((bits >> 8) as f32 * UNIT_24 * 2.0 - 1.0) * bound;
+                let [b0, b1, b2, b3] = value.to_le_bytes();
+                bytes[i] = b0;
+                bytes[i + 1] = b1;
+                bytes[i + 2] = b2;
+                bytes[i + 3] = b3;
+                i += 4;
             }
             TensorProto {
                 dims: param.dims.clone(),
