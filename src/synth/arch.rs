@@ -26,6 +26,73 @@ pub const ANCHORS: [[(u16, u16); 3]; 3] = [
 /// Anchors per level.
 pub const NA: usize = 3;
 
+/// One layer of the yaml; its input is the previous layer's output.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Layer {
+    /// `Conv(c, k, s, p)`: conv (BN fused) + SiLU.
+    Conv {
+        c: usize,
+        k: usize,
+        s: usize,
+        p: usize,
+    },
+    /// `C3(c, shortcut)` listed with `n` repeats (scaled by the depth multiple).
+    C3 { c: usize, n: usize, shortcut: bool },
+    /// `SPPF(c, 5)`.
+    Sppf { c: usize },
+    /// `nn.Upsample(None, 2, 'nearest')`.
+    Upsample,
+    /// `Concat` along channels of the previous layer and layer `with`.
+    Concat { with: usize },
+}
+
+const fn conv(c: usize, k: usize, s: usize) -> Layer {
+    // autopad: p = k // 2
+    Layer::Conv { c, k, s, p: k / 2 }
+}
+
+const fn c3(c: usize, n: usize, shortcut: bool) -> Layer {
+    Layer::C3 { c, n, shortcut }
+}
+
+/// Layers 0..=23 of `models/yolov5*.yaml` v7.0 (widths and repeats before scaling).
+pub(super) const LAYERS: [Layer; 24] = [
+    // backbone
+    Layer::Conv {
+        c: 64,
+        k: 6,
+        s: 2,
+        p: 2,
+    },
+    conv(128, 3, 2),
+    c3(128, 3, true),
+    conv(256, 3, 2),
+    c3(256, 6, true),
+    conv(512, 3, 2),
+    c3(512, 9, true),
+    conv(1024, 3, 2),
+    c3(1024, 3, true),
+    Layer::Sppf { c: 1024 },
+    // head
+    conv(512, 1, 1),
+    Layer::Upsample,
+    Layer::Concat { with: 6 },
+    c3(512, 3, false),
+    conv(256, 1, 1),
+    Layer::Upsample,
+    Layer::Concat { with: 4 },
+    c3(256, 3, false),
+    conv(256, 3, 2),
+    Layer::Concat { with: 14 },
+    c3(512, 3, false),
+    conv(512, 3, 2),
+    Layer::Concat { with: 10 },
+    c3(1024, 3, false),
+];
+
+/// Layer 24, Detect, reads these layers (P3, P4, P5).
+pub(super) const DETECT_FROM: [usize; 3] = [17, 20, 23];
+
 impl Variant {
     /// All sizes, smallest first.
     pub const ALL: [Variant; 5] = [Variant::N, Variant::S, Variant::M, Variant::L, Variant::X];

@@ -4,7 +4,7 @@
 //! `models/yolov5{n,s,m,l,x}.yaml` (Conv+BN fused, SiLU as `Sigmoid` + `Mul`, the Detect head in
 //! export mode): the same nodes in the same order, the same node, tensor and initializer names,
 //! attributes, non-weight constants, graph input/output and `stride`/`names` metadata. Only the
-//! weight values differ: they are drawn from a seeded ChaCha generator (see [`weights`]).
+//! weight values differ: they are drawn from a seeded ChaCha generator with fan-in scaling.
 //!
 //! Two export forms are reproduced ([`Export`]):
 //! - opset 12 as `torch.onnx.export` writes it, unsimplified;

@@ -5,6 +5,7 @@
 //! the exporter's initializer order): a C3 registers `cv1, cv2, cv3, m.*` but runs
 //! `cv1, m.*, cv2, Concat, cv3`.
 
+use super::arch::{DETECT_FROM, LAYERS, Layer};
 use super::detect;
 use super::graph::{
     GraphBuilder, Init, attr_float, attr_int, attr_ints, attr_string, tensor_f32, tensor_i64,
@@ -49,140 +50,22 @@ pub(super) fn trace(spec: &SynthSpec) -> GraphBuilder {
         }
     };
     let mut g = GraphBuilder::new(spec.export, INPUT, vec![1, 3, size, size]);
-    let mut y: Vec<String> = Vec::with_capacity(25);
-
-    // Backbone.
-    let x = conv_module(&mut g, "0", INPUT, v.width(64), 6, 2, 2);
-    y.push(x);
-    y.push(conv_module(
-        &mut g,
-        "1",
-        &y[0].clone(),
-        v.width(128),
-        3,
-        2,
-        1,
-    ));
-    y.push(c3(&mut g, 2, &y[1].clone(), v.width(128), v.depth(3), true));
-    y.push(conv_module(
-        &mut g,
-        "3",
-        &y[2].clone(),
-        v.width(256),
-        3,
-        2,
-        1,
-    ));
-    y.push(c3(&mut g, 4, &y[3].clone(), v.width(256), v.depth(6), true));
-    y.push(conv_module(
-        &mut g,
-        "5",
-        &y[4].clone(),
-        v.width(512),
-        3,
-        2,
-        1,
-    ));
-    y.push(c3(&mut g, 6, &y[5].clone(), v.width(512), v.depth(9), true));
-    y.push(conv_module(
-        &mut g,
-        "7",
-        &y[6].clone(),
-        v.width(1024),
-        3,
-        2,
-        1,
-    ));
-    y.push(c3(
-        &mut g,
-        8,
-        &y[7].clone(),
-        v.width(1024),
-        v.depth(3),
-        true,
-    ));
-    y.push(sppf(&mut g, 9, &y[8].clone(), v.width(1024)));
-
-    // Head.
-    y.push(conv_module(
-        &mut g,
-        "10",
-        &y[9].clone(),
-        v.width(512),
-        1,
-        1,
-        0,
-    ));
-    y.push(upsample(&mut g, spec, 11, &y[10].clone(), folded_base));
-    y.push(concat(&mut g, 12, &[&y[11], &y[6]]));
-    y.push(c3(
-        &mut g,
-        13,
-        &y[12].clone(),
-        v.width(512),
-        v.depth(3),
-        false,
-    ));
-    y.push(conv_module(
-        &mut g,
-        "14",
-        &y[13].clone(),
-        v.width(256),
-        1,
-        1,
-        0,
-    ));
-    y.push(upsample(&mut g, spec, 15, &y[14].clone(), folded_base));
-    y.push(concat(&mut g, 16, &[&y[15], &y[4]]));
-    y.push(c3(
-        &mut g,
-        17,
-        &y[16].clone(),
-        v.width(256),
-        v.depth(3),
-        false,
-    ));
-    y.push(conv_module(
-        &mut g,
-        "18",
-        &y[17].clone(),
-        v.width(256),
-        3,
-        2,
-        1,
-    ));
-    y.push(concat(&mut g, 19, &[&y[18], &y[14]]));
-    y.push(c3(
-        &mut g,
-        20,
-        &y[19].clone(),
-        v.width(512),
-        v.depth(3),
-        false,
-    ));
-    y.push(conv_module(
-        &mut g,
-        "21",
-        &y[20].clone(),
-        v.width(512),
-        3,
-        2,
-        1,
-    ));
-    y.push(concat(&mut g, 22, &[&y[21], &y[10]]));
-    y.push(c3(
-        &mut g,
-        23,
-        &y[22].clone(),
-        v.width(1024),
-        v.depth(3),
-        false,
-    ));
-
+    let mut y: Vec<String> = Vec::with_capacity(LAYERS.len());
+    for (i, layer) in LAYERS.iter().enumerate() {
+        let x = y.last().map_or(INPUT, String::as_str).to_owned();
+        let out = match *layer {
+            Layer::Conv { c, k, s, p } => conv_module(&mut g, i, &x, v.width(c), (k, s, p)),
+            Layer::C3 { c, n, shortcut } => c3(&mut g, i, &x, v.width(c), v.depth(n), shortcut),
+            Layer::Sppf { c } => sppf(&mut g, i, &x, v.width(c)),
+            Layer::Upsample => upsample(&mut g, spec, i, &x, folded_base),
+            Layer::Concat { with } => concat(&mut g, i, &[&x, &y[with]]),
+        };
+        y.push(out);
+    }
     detect::trace(
         &mut g,
         spec,
-        [y[17].as_str(), y[20].as_str(), y[23].as_str()],
+        DETECT_FROM.map(|i| y[i].as_str()),
         folded_base,
     );
     g.rename_last_output(OUTPUT);
@@ -270,12 +153,10 @@ fn conv_forward(
 /// Top-level layer `model.<layer>` that is a single `Conv` module.
 fn conv_module(
     g: &mut GraphBuilder,
-    layer: &str,
+    layer: usize,
     x: &str,
     c2: usize,
-    k: usize,
-    s: usize,
-    p: usize,
+    (k, s, p): (usize, usize, usize),
 ) -> String {
     let c1 = g.shape(x)[1] as usize;
     let prefix = format!("model.{layer}");
