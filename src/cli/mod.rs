@@ -7,6 +7,7 @@ mod common;
 mod inspect;
 mod prune;
 mod run;
+mod synth;
 mod ui;
 mod val;
 
@@ -44,6 +45,8 @@ pub enum Command {
     Cocoeval(cocoeval::Args),
     /// Validate models on COCO like YOLOv5's val.py and pycocotools; several side by side.
     Val(val::Args),
+    /// Generate a YOLOv5 v7.0 ONNX model (n, s, m, l, x) with seeded random weights.
+    Synth(synth::Args),
 }
 
 /// Runs the parsed command line; `Ok` carries the process exit code.
@@ -57,5 +60,6 @@ pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Bench(args) => bench::run(args, &ui),
         Command::Cocoeval(args) => cocoeval::run(args, &ui),
         Command::Val(args) => val::run(args, &ui),
+        Command::Synth(args) => synth::run(args, &ui),
     }
 }

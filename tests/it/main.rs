@@ -7,4 +7,5 @@ mod eval;
 mod onnx_io;
 mod pipeline;
 mod prune;
+mod synth;
 mod val;
