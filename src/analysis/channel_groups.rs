@@ -1107,3 +1107,302 @@ fn push_new<T: PartialEq>(list: &mut Vec<T>, item: T) {
         list.push(item);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Ops the YOLOv5 exports do not use, on small hand-built graphs.
+
+    use super::*;
+    use crate::onnx::proto::attribute_proto::AttributeType;
+    use crate::onnx::proto::tensor_shape_proto::{Dimension, dimension};
+    use crate::onnx::proto::type_proto::{self, Value};
+    use crate::onnx::proto::{
+        AttributeProto, NodeProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
+    };
+    use crate::onnx::tensor::{from_f32, from_i64};
+
+    fn info(name: &str, shape: &[i64]) -> ValueInfoProto {
+        let dim = shape
+            .iter()
+            .map(|&d| Dimension {
+                value: Some(dimension::Value::DimValue(d)),
+                ..Default::default()
+            })
+            .collect();
+        ValueInfoProto {
+            name: Some(name.to_string()),
+            r#type: Some(TypeProto {
+                value: Some(Value::TensorType(type_proto::Tensor {
+                    elem_type: Some(1),
+                    shape: Some(TensorShapeProto { dim }),
+                })),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn node(op: &str, name: &str, inputs: &[&str], outputs: &[&str]) -> NodeProto {
+        NodeProto {
+            name: Some(name.to_string()),
+            op_type: Some(op.to_string()),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: outputs.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn with_int(mut n: NodeProto, name: &str, v: i64) -> NodeProto {
+        n.attribute.push(AttributeProto {
+            name: Some(name.to_string()),
+            r#type: Some(AttributeType::Int as i32),
+            i: Some(v),
+            ..Default::default()
+        });
+        n
+    }
+
+    /// Small graphs: input `x` [1, 4, 8, 8], Convs with stored weights and biases.
+    struct Graph {
+        g: GraphProto,
+    }
+
+    impl Graph {
+        fn new() -> Self {
+            Graph {
+                g: GraphProto {
+                    input: vec![info("x", &[1, 4, 8, 8])],
+                    ..Default::default()
+                },
+            }
+        }
+
+        fn conv(&mut self, name: &str, input: &str, out: i64, per_group: i64, group: i64) {
+            let (w, b) = (format!("{name}.w"), format!("{name}.b"));
+            let n = (out * per_group) as usize;
+            self.g
+                .initializer
+                .push(from_f32(&w, &[out, per_group, 1, 1], &vec![1.0; n]));
+            self.g
+                .initializer
+                .push(from_f32(&b, &[out], &vec![0.0; out as usize]));
+            let conv = node("Conv", name, &[input, &w, &b], &[name]);
+            self.g.node.push(with_int(conv, "group", group));
+        }
+
+        fn op(&mut self, n: NodeProto) {
+            self.g.node.push(n);
+        }
+
+        fn init(&mut self, t: TensorProto) {
+            self.g.initializer.push(t);
+        }
+
+        fn run(&self) -> ChannelAnalysis {
+            channel_groups(&self.g).unwrap()
+        }
+    }
+
+    fn group<'a>(a: &'a ChannelAnalysis, producer: &str) -> &'a ChannelGroup {
+        a.groups
+            .iter()
+            .find(|g| g.producer_names.iter().any(|p| p == producer))
+            .unwrap()
+    }
+
+    fn span(offset: usize, start: usize, len: usize) -> Span {
+        Span { offset, start, len }
+    }
+
+    fn uses(g: &ChannelGroup) -> Vec<(&str, UseKind, Span)> {
+        g.consumers
+            .iter()
+            .map(|c| (c.name.as_str(), c.kind, c.span))
+            .collect()
+    }
+
+    fn reasons(g: &ChannelGroup) -> String {
+        match &g.status {
+            GroupStatus::Prunable => String::new(),
+            GroupStatus::Locked { reasons } => {
+                let r: Vec<&str> = reasons.iter().map(|r| r.reason.as_str()).collect();
+                r.join("; ")
+            }
+        }
+    }
+
+    #[test]
+    fn split_on_channels_gives_sub_ranges_and_an_edit() {
+        let mut g = Graph::new();
+        g.conv("a", "x", 8, 4, 1);
+        g.init(from_i64("sizes", &[2], &[3, 5]));
+        g.op(with_int(
+            node("Split", "split", &["a", "sizes"], &["s0", "s1"]),
+            "axis",
+            1,
+        ));
+        g.conv("c0", "s0", 2, 3, 1);
+        g.conv("c1", "s1", 2, 5, 1);
+        let a = g.run();
+        let ga = group(&a, "a");
+        assert!(ga.is_prunable(), "{}", reasons(ga));
+        assert_eq!(
+            uses(ga),
+            [
+                ("c0", UseKind::Input, span(0, 0, 3)),
+                ("c1", UseKind::Input, span(0, 3, 5)),
+            ]
+        );
+        assert_eq!(
+            ga.edits,
+            [Edit::SplitSizes {
+                node: 1,
+                span: span(0, 0, 8)
+            }]
+        );
+    }
+
+    #[test]
+    fn slice_on_channels_keeps_its_range() {
+        let mut g = Graph::new();
+        g.conv("a", "x", 8, 4, 1);
+        for (name, v) in [("starts", 2), ("ends", 6), ("axes", 1)] {
+            g.init(from_i64(name, &[1], &[v]));
+        }
+        g.op(node(
+            "Slice",
+            "slice",
+            &["a", "starts", "ends", "axes"],
+            &["s"],
+        ));
+        g.conv("c", "s", 2, 4, 1);
+        let a = g.run();
+        let ga = group(&a, "a");
+        assert_eq!(uses(ga), [("c", UseKind::Input, span(0, 2, 4))]);
+        assert!(matches!(ga.edits[..], [Edit::SliceBounds { node: 1, .. }]));
+        assert_eq!(span(0, 2, 4).position(3), Some(1));
+        assert_eq!(span(0, 2, 4).position(6), None);
+    }
+
+    #[test]
+    fn batch_norm_and_per_channel_operands_are_recorded_scalars_pass() {
+        let mut g = Graph::new();
+        g.conv("a", "x", 8, 4, 1);
+        let params = ["scale", "bias", "mean", "var"];
+        for p in params {
+            g.init(from_f32(p, &[8], &[1.0; 8]));
+        }
+        g.op(node(
+            "BatchNormalization",
+            "bn",
+            &["a", "scale", "bias", "mean", "var"],
+            &["n"],
+        ));
+        g.init(from_f32("gain", &[1, 8, 1, 1], &[2.0; 8]));
+        g.op(node("Mul", "mul", &["n", "gain"], &["m"]));
+        g.init(from_f32("one", &[], &[1.0]));
+        g.op(node("Add", "add", &["m", "one"], &["p"]));
+        g.conv("c", "p", 2, 8, 1);
+        let a = g.run();
+        let ga = group(&a, "a");
+        assert!(ga.is_prunable(), "{}", reasons(ga));
+        let sliced: Vec<(&str, usize)> = ga
+            .edits
+            .iter()
+            .map(|e| match e {
+                Edit::Param { tensor, axis, .. } => (tensor.as_str(), *axis),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            sliced,
+            [
+                ("scale", 0),
+                ("bias", 0),
+                ("mean", 0),
+                ("var", 0),
+                ("gain", 1)
+            ]
+        );
+        assert_eq!(uses(ga), [("c", UseKind::Input, span(0, 0, 8))]);
+    }
+
+    #[test]
+    fn depthwise_conv_passes_channels_through() {
+        let mut g = Graph::new();
+        g.conv("a", "x", 8, 4, 1);
+        g.conv("dw", "a", 8, 1, 8);
+        g.conv("c", "dw", 2, 8, 1);
+        let a = g.run();
+        assert_eq!(a.groups.len(), 2, "dw is no producer of its own");
+        let ga = group(&a, "a");
+        assert_eq!(
+            uses(ga),
+            [
+                ("dw", UseKind::Depthwise, span(0, 0, 8)),
+                ("c", UseKind::Input, span(0, 0, 8)),
+            ]
+        );
+        assert!(ga.tensors.iter().any(|t| t.name == "dw"));
+    }
+
+    #[test]
+    fn concat_offsets_and_misaligned_add_locks() {
+        let mut g = Graph::new();
+        g.conv("a", "x", 4, 4, 1);
+        g.conv("b", "x", 4, 4, 1);
+        g.conv("c", "x", 8, 4, 1);
+        g.op(with_int(
+            node("Concat", "cat", &["a", "b"], &["ab"]),
+            "axis",
+            1,
+        ));
+        g.op(node("Add", "add", &["ab", "c"], &["sum"]));
+        g.conv("d", "sum", 2, 8, 1);
+        let a = g.run();
+        for p in ["a", "b", "c"] {
+            let gr = group(&a, p);
+            assert!(
+                reasons(gr).contains("do not line up 1:1"),
+                "{p}: {}",
+                reasons(gr)
+            );
+        }
+        assert_eq!(
+            group(&a, "b")
+                .tensors
+                .iter()
+                .find(|t| t.name == "ab")
+                .unwrap()
+                .span,
+            span(4, 0, 4)
+        );
+    }
+
+    #[test]
+    fn outputs_unknown_ops_and_grouped_convs_lock() {
+        let mut g = Graph::new();
+        g.conv("a", "x", 8, 4, 1);
+        g.op(node("Transpose", "t", &["a"], &["ta"]));
+        g.conv("b", "x", 8, 4, 1);
+        g.g.output.push(info("b", &[1, 8, 8, 8]));
+        g.conv("c", "x", 8, 4, 1);
+        g.conv("gc", "c", 4, 4, 2);
+        g.conv("d", "x", 4, 4, 1);
+        let a = g.run();
+        assert!(reasons(group(&a, "a")).contains("does not understand"));
+        assert!(reasons(group(&a, "b")).contains("graph output \"b\""));
+        assert!(reasons(group(&a, "c")).contains("grouped Conv (group 2)"));
+        assert!(reasons(group(&a, "gc")).contains("grouped Conv (group 2)"));
+        assert!(group(&a, "d").is_prunable());
+    }
+
+    #[test]
+    fn nodes_out_of_order_are_an_error() {
+        let mut g = Graph::new();
+        g.op(node("Relu", "r", &["a"], &["ra"]));
+        g.conv("a", "x", 8, 4, 1);
+        let err = channel_groups(&g.g).unwrap_err().to_string();
+        assert!(err.contains("topological"), "{err}");
+    }
+}

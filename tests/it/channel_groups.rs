@@ -113,7 +113,7 @@ fn detect_head_convs_are_the_only_locked_groups() {
         for i in 0..3 {
             let name = format!("/model.24/m.{i}/Conv");
             let group = group_named(&model, &analysis, &name);
-            assert_eq!(group.producer_names, [name.clone()]);
+            assert_eq!(group.producer_names, [name.as_str()]);
             // 3 anchors x (5 + 80 classes).
             assert_eq!(group.channels, 255);
             let GroupStatus::Locked { reasons } = &group.status else {
