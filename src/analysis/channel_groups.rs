@@ -449,11 +449,11 @@ impl Builder<'_, '_> {
                 self.set(&output, layout);
                 return Ok(());
             } else {
-                let reason = if channels != per_group * g {
+                let expected = per_group.saturating_mul(g);
+                let reason = if channels != expected {
                     format!(
-                        "read by {}, whose weight expects {} input channels, not {channels}",
+                        "read by {}, whose weight expects {expected} input channels, not {channels}",
                         view.describe(index),
-                        per_group * g
                     )
                 } else {
                     format!(
@@ -567,7 +567,9 @@ impl Builder<'_, '_> {
                 let input = self.layout(&node.input[0]).map(total);
                 let detect = match (out, input) {
                     (Some(&[_, anchors, outputs, _, _]), Some(c))
-                        if anchors > 0 && outputs >= 5 && (anchors * outputs) as usize == c =>
+                        if anchors > 0
+                            && outputs >= 5
+                            && anchors.checked_mul(outputs) == i64::try_from(c).ok() =>
                     {
                         format!(
                             " into {anchors} x {outputs} (Detect head: anchors x (5 + classes))"
@@ -671,10 +673,10 @@ impl Builder<'_, '_> {
                 &format!("read by {describe} with an operand of unknown shape"),
             );
         };
-        if shape.len() > rank {
+        if shape.len() > rank || rank < 2 {
             return self.lock_inputs(
                 index,
-                &format!("read by {describe}, whose other operand has a higher rank"),
+                &format!("read by {describe} with an operand whose axes it cannot align"),
             );
         }
         let axis = (1 + shape.len()).checked_sub(rank);
@@ -769,8 +771,12 @@ impl Builder<'_, '_> {
         for input in &node.input {
             if let Some(l) = self.layout(input) {
                 layout.extend(l.iter().copied());
-            } else if let Some(&[_, c, ..]) = self.shapes.get(input) {
-                layout.push(Seg::Opaque(c as usize));
+            } else if let Some(c) = self
+                .shapes
+                .get(input)
+                .and_then(|s| usize::try_from(*s.get(1)?).ok())
+            {
+                layout.push(Seg::Opaque(c));
             } else {
                 return self.lock_inputs(
                     index,
@@ -822,9 +828,9 @@ impl Builder<'_, '_> {
             }
             None => None,
         };
-        let Some(sizes) =
-            sizes.filter(|s: &Vec<usize>| s.len() == n && s.iter().sum::<usize>() == channels)
-        else {
+        let Some(sizes) = sizes.filter(|s: &Vec<usize>| {
+            s.len() == n && s.iter().try_fold(0usize, |a, &b| a.checked_add(b)) == Some(channels)
+        }) else {
             return self.lock_inputs(
                 index,
                 &format!("split by {describe} on the channel axis with sizes it cannot read"),
@@ -979,7 +985,7 @@ impl Builder<'_, '_> {
             }
             _ => self.lock_inputs(
                 index,
-                &format!("resized by {describe} with neither scales nor sizes it can read"),
+                &format!("resized by {describe} with scales or sizes it cannot read"),
             ),
         }
     }
