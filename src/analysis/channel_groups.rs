@@ -219,7 +219,7 @@ enum Seg {
         start: usize,
         len: usize,
     },
-    /// Channels no Conv produces (a graph input, a constant, an op's own output).
+    /// Channels no Conv produces (a graph input or a constant concatenated in).
     Opaque(usize),
 }
 
@@ -296,7 +296,8 @@ struct Builder<'a, 'g> {
     facts: Vec<(usize, Fact)>,
 }
 
-const UNARY: &[&str] = &[
+/// Ops mapping each channel of input 0 to the same channel of output 0 (activations, pooling).
+const PER_CHANNEL: &[&str] = &[
     "Identity",
     "Dropout",
     "Sigmoid",
@@ -327,6 +328,7 @@ const UNARY: &[&str] = &[
     "GlobalMaxPool",
 ];
 
+/// Element-wise ops of two broadcast operands.
 const BINARY: &[&str] = &["Add", "Sub", "Mul", "Div", "Pow", "Max", "Min"];
 
 impl Builder<'_, '_> {
@@ -517,7 +519,7 @@ impl Builder<'_, '_> {
         if node.output.first().is_none_or(|o| o.is_empty()) {
             return self.lock_inputs(index, &format!("read by {describe}, which has no output"));
         }
-        if UNARY.contains(&op) {
+        if PER_CHANNEL.contains(&op) {
             if node
                 .input
                 .iter()
