@@ -1,7 +1,13 @@
-//! Read-only analyses of a model: its convolution layers, parameter and MAC counts, sparsity.
+//! Read-only analyses of a model: its convolution layers, parameter and MAC counts, sparsity,
+//! channel dependency groups.
 
+mod channel_groups;
 mod convs;
 mod stats;
 
+pub use channel_groups::{
+    ChannelAnalysis, ChannelGroup, ConsumerUse, Edit, GroupStatus, Lock, Span, TensorSpan, UseKind,
+    channel_groups,
+};
 pub use convs::{ConvLayer, conv_layers};
 pub use stats::{LayerStats, ModelStats, Sparsity, model_stats};

@@ -1,4 +1,5 @@
-//! `shears inspect MODEL`: a YOLOv5-style model summary and per-layer table, or the same as JSON.
+//! `shears inspect MODEL`: a YOLOv5-style model summary and per-layer table, or the same as JSON;
+//! with `--groups`, also the channel groups structured pruning must remove together.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -9,7 +10,7 @@ use serde::Serialize;
 
 use super::common::{grouped, load_model};
 use super::ui::Ui;
-use crate::analysis::{ModelStats, model_stats};
+use crate::analysis::{ChannelGroup, GroupStatus, ModelStats, channel_groups, model_stats};
 
 /// Summarise a model: conv layers, parameters, MACs, size and sparsity.
 #[derive(Debug, clap::Args)]
@@ -19,6 +20,10 @@ pub struct Args {
     /// Print a JSON document instead of tables.
     #[arg(long)]
     pub json: bool,
+    /// Also list the channel groups: Conv output channels that must be removed together, what
+    /// reads them, and whether they can be pruned (JSON: under `groups`).
+    #[arg(long)]
+    pub groups: bool,
 }
 
 /// The JSON document of `inspect --json`; its keys are stable.
@@ -28,16 +33,27 @@ pub struct InspectReport {
     pub file_size: u64,
     #[serde(flatten)]
     pub stats: ModelStats,
+    /// Present with `--groups`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub groups: Option<Vec<ChannelGroup>>,
 }
 
 pub fn run(args: &Args, ui: &Ui) -> Result<ExitCode> {
     let model = load_model(&args.model, ui)?;
     let stats = model_stats(model.graph())
         .with_context(|| format!("cannot analyse {}", args.model.display()))?;
+    let groups = if args.groups {
+        let analysis = channel_groups(model.graph())
+            .with_context(|| format!("cannot analyse channels of {}", args.model.display()))?;
+        Some(analysis.groups)
+    } else {
+        None
+    };
     let report = InspectReport {
         model: args.model.display().to_string(),
         file_size: model.file_size(),
         stats,
+        groups,
     };
     let mut out = std::io::stdout().lock();
     if args.json {
@@ -45,6 +61,10 @@ pub fn run(args: &Args, ui: &Ui) -> Result<ExitCode> {
         writeln!(out)?;
     } else {
         print_summary(&mut out, &report)?;
+        if let Some(groups) = &report.groups {
+            writeln!(out)?;
+            print_groups(&mut out, groups)?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -95,6 +115,56 @@ fn print_summary(out: &mut impl Write, r: &InspectReport) -> Result<()> {
             l.macs.map_or("?".to_string(), grouped),
             100.0 * l.weight_sparsity()
         )?;
+    }
+    Ok(())
+}
+
+/// One block per group: id, channels, status, then its producers, consumers and lock reasons.
+fn print_groups(out: &mut impl Write, groups: &[ChannelGroup]) -> Result<()> {
+    let count = |prunable: bool| {
+        let g = groups.iter().filter(|g| g.is_prunable() == prunable);
+        let channels: usize = g.clone().map(|g| g.channels).sum();
+        (g.count(), channels)
+    };
+    let ((p, pc), (l, lc)) = (count(true), count(false));
+    writeln!(
+        out,
+        "{} channel groups: {p} prunable ({pc} channels), {l} locked ({lc} channels)",
+        groups.len()
+    )?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "{:>4}  {:>8}  {:<8}  members",
+        "id", "channels", "status"
+    )?;
+    for g in groups {
+        let mut lines: Vec<String> = g
+            .producer_names
+            .iter()
+            .map(|p| format!("produced by {p}"))
+            .collect();
+        lines.extend(g.consumers.iter().map(|c| {
+            let end = c.span.offset + c.span.len;
+            format!(
+                "read by {} (input channels {}..{end})",
+                c.name, c.span.offset
+            )
+        }));
+        let status = match &g.status {
+            GroupStatus::Prunable => "prunable",
+            GroupStatus::Locked { reasons } => {
+                lines.extend(reasons.iter().map(|r| format!("locked: {}", r.reason)));
+                "locked"
+            }
+        };
+        for (i, line) in lines.iter().enumerate() {
+            if i == 0 {
+                writeln!(out, "{:>4}  {:>8}  {:<8}  {line}", g.id, g.channels, status)?;
+            } else {
+                writeln!(out, "{:>4}  {:>8}  {:<8}  {line}", "", "", "")?;
+            }
+        }
     }
     Ok(())
 }

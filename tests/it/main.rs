@@ -2,6 +2,7 @@
 
 mod backend;
 mod bad_input;
+mod channel_groups;
 mod common;
 mod eval;
 mod onnx_io;
