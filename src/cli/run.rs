@@ -25,7 +25,8 @@ pub struct Args {
     pub force: bool,
 }
 
-/// Exit code 0 when every model succeeded, 2 when any failed.
+/// Exit code 0 when every model succeeded, 2 when any failed, 1 when all ran but some failed
+/// their accuracy gate.
 pub fn run(args: &Args, ui: &Ui) -> Result<ExitCode> {
     let spec = load_spec(&args.pipeline)?;
     let run = run_pipeline(&spec, &args.pipeline, args.jobs, args.force, ui.progress())?;
@@ -51,6 +52,14 @@ pub fn run(args: &Args, ui: &Ui) -> Result<ExitCode> {
             run.models.len()
         ));
         return Ok(ExitCode::from(2));
+    }
+    let gate_failures = run.gate_failures();
+    if gate_failures > 0 {
+        return Err(crate::GateFailed(format!(
+            "{gate_failures} of {} models lost more accuracy than the pipeline's budget allows",
+            run.models.len()
+        ))
+        .into());
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,5 +1,6 @@
 //! Running a pipeline: resolve its models, run each through the passes (in parallel, each on its
-//! own), and collect one outcome per model. A failing model does not stop the others.
+//! own), validate dense and pruned when asked, and collect one outcome per model. A failing
+//! model does not stop the others.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -8,17 +9,74 @@ use anyhow::{Context, Result, bail};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use super::spec::{ModelSource, PipelineSpec, resolve};
+use super::spec::{GateMetric, ModelSource, PipelineSpec, ValidateSpec, resolve};
+use crate::backend::{BackendSpec, runnable_bytes};
+use crate::eval::dataset::Dataset;
+use crate::eval::nms::NmsConfig;
+use crate::eval::validate::{DataSource, ValReport, load_dataset, validate};
 use crate::job::{JobOptions, JobReport, prune_to_file};
-use crate::onnx::{self, ensure_distinct_output};
-use crate::progress::Progress;
+use crate::onnx::{self, Model, ensure_distinct_output};
+use crate::progress::{Progress, Silent};
+use crate::synth::{SynthSpec, Variant};
+
+/// Where one model of the run comes from.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Input {
+    File(PathBuf),
+    /// Generated because the file named by the pipeline does not exist.
+    Synth {
+        variant: String,
+        missing: PathBuf,
+    },
+}
+
+impl Input {
+    /// The name `{stem}` stands for in output patterns.
+    fn stem(&self) -> String {
+        match self {
+            Input::File(path) => path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            Input::Synth { variant, .. } => format!("{variant}-synth"),
+        }
+    }
+
+    fn display(&self) -> String {
+        match self {
+            Input::File(path) => path.display().to_string(),
+            Input::Synth { variant, .. } => format!("{variant} (generated)"),
+        }
+    }
+
+    fn load(&self) -> Result<Model> {
+        match self {
+            Input::File(path) => onnx::load(path),
+            Input::Synth { variant, .. } => {
+                let proto = crate::synth::build(&SynthSpec::new(variant.parse::<Variant>()?))?;
+                onnx::load_bytes(onnx::encode(&proto).into(), Path::new(&self.display()))
+            }
+        }
+    }
+}
+
+/// Dense and pruned accuracy of one model and the gate's verdict.
+#[derive(Debug, Serialize)]
+pub struct Validation {
+    pub metric: GateMetric,
+    pub dense: ValReport,
+    pub pruned: ValReport,
+    /// `metric` of the dense model minus that of the pruned one.
+    pub drop: f64,
+    pub max_drop: Option<f64>,
+}
 
 /// One model of a pipeline run.
 #[derive(Debug, Serialize)]
 pub struct ModelOutcome {
-    pub model: PathBuf,
+    pub model: Input,
     pub output: PathBuf,
-    /// The job report, or the error (with its causes) that stopped this model.
     #[serde(flatten)]
     pub result: Outcome,
 }
@@ -26,7 +84,17 @@ pub struct ModelOutcome {
 #[derive(Debug, Serialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum Outcome {
-    Ok { report: JobReport },
+    Ok {
+        report: JobReport,
+        validation: Option<Validation>,
+    },
+    /// Pruned and written, but the accuracy drop exceeds the budget.
+    GateFailed {
+        report: JobReport,
+        validation: Validation,
+        message: String,
+    },
+    /// The error (with its causes) that stopped this model.
     Failed { error: String },
 }
 
@@ -45,44 +113,54 @@ impl PipelineRun {
             .filter(|m| matches!(m.result, Outcome::Failed { .. }))
             .count()
     }
+
+    pub fn gate_failures(&self) -> usize {
+        self.models
+            .iter()
+            .filter(|m| matches!(m.result, Outcome::GateFailed { .. }))
+            .count()
+    }
 }
 
 /// The models a spec names, with their output paths. Errors when a pattern matches nothing or
 /// two models would write the same output.
-pub fn plan(spec: &PipelineSpec, base: &Path) -> Result<Vec<(PathBuf, PathBuf)>> {
+pub fn plan(spec: &PipelineSpec, base: &Path) -> Result<Vec<(Input, PathBuf)>> {
     let mut inputs = Vec::new();
     for source in &spec.models {
-        match source {
-            ModelSource::Path(text) => {
-                let path = resolve(base, text)?;
-                let pattern = path.to_string_lossy();
-                if pattern.contains(['*', '?', '[']) {
-                    let mut matched: Vec<PathBuf> = glob::glob(&pattern)
-                        .with_context(|| format!("invalid glob pattern {text:?}"))?
-                        .collect::<Result<_, _>>()?;
-                    if matched.is_empty() {
-                        bail!("model pattern {text:?} matches no file");
-                    }
-                    matched.sort();
-                    inputs.extend(matched);
-                } else {
-                    inputs.push(path);
-                }
+        let (text, synth) = match source {
+            ModelSource::Path(text) => (text, None),
+            ModelSource::PathOrSynth { path, synth } => (path, Some(synth)),
+        };
+        let path = resolve(base, text)?;
+        let pattern = path.to_string_lossy();
+        if let Some(variant) = synth.filter(|_| !path.exists()) {
+            variant
+                .parse::<Variant>()
+                .with_context(|| format!("or_synth of {text:?}"))?;
+            inputs.push(Input::Synth {
+                variant: variant.clone(),
+                missing: path,
+            });
+        } else if pattern.contains(['*', '?', '[']) {
+            let mut matched: Vec<PathBuf> = glob::glob(&pattern)
+                .with_context(|| format!("invalid glob pattern {text:?}"))?
+                .collect::<Result<_, _>>()?;
+            if matched.is_empty() {
+                bail!("model pattern {text:?} matches no file");
             }
+            matched.sort();
+            inputs.extend(matched.into_iter().map(Input::File));
+        } else {
+            inputs.push(Input::File(path));
         }
     }
-    let mut seen: HashMap<PathBuf, PathBuf> = HashMap::new();
+    let mut seen: HashMap<PathBuf, String> = HashMap::new();
     let mut planned = Vec::new();
     for input in inputs {
-        let stem = input
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let output = resolve(base, &spec.output.replace("{stem}", &stem))?;
-        if let Some(other) = seen.insert(output.clone(), input.clone()) {
+        let output = resolve(base, &spec.output.replace("{stem}", &input.stem()))?;
+        if let Some(other) = seen.insert(output.clone(), input.display()) {
             bail!(
-                "models {} and {} would both be written to {} (use {{stem}} in `output`)",
-                other.display(),
+                "models {other} and {} would both be written to {} (use {{stem}} in `output`)",
                 input.display(),
                 output.display()
             );
@@ -90,6 +168,80 @@ pub fn plan(spec: &PipelineSpec, base: &Path) -> Result<Vec<(PathBuf, PathBuf)>>
         planned.push((input, output));
     }
     Ok(planned)
+}
+
+/// What validation needs, prepared once for every model of the run.
+struct Validator<'a> {
+    spec: &'a ValidateSpec,
+    backend: BackendSpec,
+    dataset: Dataset,
+    gt: Option<PathBuf>,
+    nms: NmsConfig,
+}
+
+impl<'a> Validator<'a> {
+    /// `None` when the pipeline has no `validate:` block, or its dataset is missing and
+    /// `skip_if_missing` is set.
+    fn prepare(
+        spec: Option<&'a ValidateSpec>,
+        base: &Path,
+        progress: &dyn Progress,
+    ) -> Result<Option<Self>> {
+        let Some(spec) = spec else { return Ok(None) };
+        let data = resolve(base, &spec.data)?;
+        if spec.skip_if_missing && !data.exists() {
+            return Ok(None);
+        }
+        let root = spec
+            .data_root
+            .as_deref()
+            .map(|r| resolve(base, r))
+            .transpose()?;
+        let (dataset, own_gt) =
+            load_dataset(&DataSource::Yaml { data, root }, progress).context("validate")?;
+        let gt = match &spec.gt {
+            Some(gt) => Some(resolve(base, gt)?),
+            None => own_gt,
+        };
+        if spec.metric == GateMetric::CocoAp && gt.is_none() {
+            bail!("validate: metric coco_ap needs COCO annotations: give `gt`");
+        }
+        let nms = NmsConfig {
+            conf_thres: spec.conf,
+            iou_thres: spec.iou,
+            max_det: spec.max_det,
+            ..NmsConfig::default()
+        };
+        Ok(Some(Validator {
+            spec,
+            backend: BackendSpec::parse(&spec.backend, &spec.device)?,
+            dataset,
+            gt,
+            nms,
+        }))
+    }
+
+    fn run(&self, name: &str, model: &Model) -> Result<ValReport> {
+        let bytes = runnable_bytes(model, self.backend.engine())?;
+        let (report, _) = validate(
+            name,
+            &bytes,
+            &self.backend,
+            &self.dataset,
+            self.gt.as_deref(),
+            &self.nms,
+            &Silent,
+        )?;
+        Ok(report)
+    }
+
+    fn metric(&self, r: &ValReport) -> f64 {
+        match self.spec.metric {
+            GateMetric::CocoAp => r.coco.as_ref().map_or(f64::NAN, |c| c.stats[0]),
+            GateMetric::Map50_95 => r.map50_95,
+            GateMetric::Map50 => r.map50,
+        }
+    }
 }
 
 /// Runs every planned model on a pool of `jobs` threads.
@@ -102,6 +254,8 @@ pub fn run_pipeline(
 ) -> Result<PipelineRun> {
     let base = spec_path.parent().unwrap_or(Path::new("."));
     let planned = plan(spec, base)?;
+    let validator = Validator::prepare(spec.validate.as_ref(), base, progress)
+        .with_context(|| format!("{}", spec_path.display()))?;
     let options = JobOptions {
         measure_zstd: true,
         ..Default::default()
@@ -114,17 +268,15 @@ pub fn run_pipeline(
         planned
             .par_iter()
             .map(|(input, output)| {
-                let result = run_one(spec, input, output, force, &options);
+                let result = run_one(spec, input, output, force, &options, validator.as_ref())
+                    .unwrap_or_else(|e| Outcome::Failed {
+                        error: format!("{e:#}"),
+                    });
                 progress.advance(1);
                 ModelOutcome {
                     model: input.clone(),
                     output: output.clone(),
-                    result: match result {
-                        Ok(report) => Outcome::Ok { report },
-                        Err(e) => Outcome::Failed {
-                            error: format!("{e:#}"),
-                        },
-                    },
+                    result,
                 }
             })
             .collect()
@@ -139,12 +291,13 @@ pub fn run_pipeline(
 
 fn run_one(
     spec: &PipelineSpec,
-    input: &Path,
+    input: &Input,
     output: &Path,
     force: bool,
     options: &JobOptions,
-) -> Result<JobReport> {
-    let model = onnx::load(input)?;
+    validator: Option<&Validator>,
+) -> Result<Outcome> {
+    let model = input.load()?;
     if !model.schema_findings.is_empty() && !force {
         bail!(
             "{} holds data this version of shears cannot preserve ({}); run with --force to rewrite it anyway",
@@ -152,10 +305,48 @@ fn run_one(
             model.schema_findings[0]
         );
     }
-    ensure_distinct_output(input, output)?;
+    if let Input::File(path) = input {
+        ensure_distinct_output(path, output)?;
+    }
     if let Some(folder) = output.parent() {
         std::fs::create_dir_all(folder)
             .with_context(|| format!("cannot create {}", folder.display()))?;
     }
-    prune_to_file(model, &spec.passes, output, options)
+    let Some(validator) = validator else {
+        return Ok(Outcome::Ok {
+            report: prune_to_file(model, &spec.passes, output, options)?,
+            validation: None,
+        });
+    };
+    let dense = validator.run(&input.stem(), &model)?;
+    let report = prune_to_file(model, &spec.passes, output, options)?;
+    let pruned_name = output
+        .file_stem()
+        .map_or_else(|| "pruned".into(), |s| s.to_string_lossy().into_owned());
+    let pruned = validator.run(&pruned_name, &onnx::load(output)?)?;
+    let drop = validator.metric(&dense) - validator.metric(&pruned);
+    let max_drop = validator.spec.max_map_drop;
+    let validation = Validation {
+        metric: validator.spec.metric,
+        dense,
+        pruned,
+        drop,
+        max_drop,
+    };
+    Ok(match max_drop {
+        Some(budget) if !(drop <= budget) => Outcome::GateFailed {
+            message: format!(
+                "{} dropped by {drop:.4} (from {:.4} to {:.4}), more than the budget of {budget}",
+                validation.metric.name(),
+                validator.metric(&validation.dense),
+                validator.metric(&validation.pruned)
+            ),
+            report,
+            validation,
+        },
+        _ => Outcome::Ok {
+            report,
+            validation: Some(validation),
+        },
+    })
 }

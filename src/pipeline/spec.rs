@@ -8,6 +8,12 @@
 //!   - prune_magnitude: {amount: 0.3, scope: layer}
 //! output: out/{stem}-pruned.onnx   # {stem}: the input file name without extension
 //! report: out/summary          # optional: writes summary.json and summary.md
+//! validate:                    # optional: validate dense and pruned, gate on the drop
+//!   data: ../datasets/coco128.yaml
+//!   backend: ort               # tract (default) or ort; device: cpu | cuda[:N]
+//!   iou: 0.65
+//!   metric: coco_ap            # coco_ap | map50_95 (default) | map50
+//!   max_map_drop: 0.02         # exit code 1 when the drop is larger
 //! ```
 
 use std::fmt;
@@ -15,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use serde::de::{self, MapAccess, Visitor};
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use super::suggest::with_suggestion;
 use crate::passes::PassConfig;
@@ -33,13 +39,19 @@ pub struct PipelineSpec {
     /// Where the summary goes (`<report>.json`, `<report>.md`); default: beside the outputs.
     #[serde(default)]
     pub report: Option<String>,
+    /// Validate the dense input and the pruned output, and gate on the accuracy drop.
+    #[serde(default)]
+    pub validate: Option<ValidateSpec>,
 }
 
 /// Where a model comes from.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ModelSource {
-    /// A path or glob pattern (written as a plain string).
+    /// A path or glob pattern (written as a plain string, or as `path:`).
     Path(String),
+    /// A path, and the YOLOv5 size (`yolov5n` .. `yolov5x`) to generate with random weights
+    /// when the file does not exist (`{path: ..., or_synth: yolov5n}`).
+    PathOrSynth { path: String, synth: String },
 }
 
 impl<'de> Deserialize<'de> for ModelSource {
@@ -48,7 +60,7 @@ impl<'de> Deserialize<'de> for ModelSource {
         impl<'de> Visitor<'de> for SourceVisitor {
             type Value = ModelSource;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a model path or glob pattern")
+                f.write_str("a model path or glob pattern, or {path, or_synth}")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<ModelSource, E> {
                 Ok(ModelSource::Path(v.to_string()))
@@ -58,13 +70,93 @@ impl<'de> Deserialize<'de> for ModelSource {
                 #[serde(deny_unknown_fields)]
                 struct Entry {
                     path: String,
+                    #[serde(default)]
+                    or_synth: Option<String>,
                 }
                 let entry = Entry::deserialize(de::value::MapAccessDeserializer::new(map))?;
-                Ok(ModelSource::Path(entry.path))
+                Ok(match entry.or_synth {
+                    Some(synth) => ModelSource::PathOrSynth {
+                        path: entry.path,
+                        synth,
+                    },
+                    None => ModelSource::Path(entry.path),
+                })
             }
         }
         deserializer.deserialize_any(SourceVisitor)
     }
+}
+
+/// Which accuracy figure a validation gate compares.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GateMetric {
+    /// COCOeval AP@[.5:.95] (needs COCO annotations).
+    CocoAp,
+    /// val.py's mAP@.5:.95.
+    #[default]
+    Map50_95,
+    /// val.py's mAP@.5.
+    Map50,
+}
+
+impl GateMetric {
+    /// The name pipeline files use.
+    pub fn name(self) -> &'static str {
+        match self {
+            GateMetric::CocoAp => "coco_ap",
+            GateMetric::Map50_95 => "map50_95",
+            GateMetric::Map50 => "map50",
+        }
+    }
+}
+
+/// The `validate:` block: dataset, backend, NMS settings and the accuracy budget.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValidateSpec {
+    /// A YOLOv5 data YAML (its `val` split).
+    pub data: String,
+    /// Dataset root replacing the YAML's `path:`.
+    #[serde(default)]
+    pub data_root: Option<String>,
+    /// COCO annotations for COCOeval (default: the dataset's own `annotations/*.json`).
+    #[serde(default)]
+    pub gt: Option<String>,
+    #[serde(default = "default_backend")]
+    pub backend: String,
+    #[serde(default = "default_device")]
+    pub device: String,
+    #[serde(default = "default_conf")]
+    pub conf: f32,
+    #[serde(default = "default_iou")]
+    pub iou: f64,
+    #[serde(default = "default_max_det")]
+    pub max_det: usize,
+    /// Largest allowed drop of `metric` from the dense to the pruned model; none = report only.
+    #[serde(default)]
+    pub max_map_drop: Option<f64>,
+    #[serde(default)]
+    pub metric: GateMetric,
+    /// When the dataset file does not exist, skip validation with a notice instead of failing.
+    #[serde(default)]
+    pub skip_if_missing: bool,
+}
+
+fn default_backend() -> String {
+    "tract".into()
+}
+fn default_device() -> String {
+    "cpu".into()
+}
+fn default_conf() -> f32 {
+    0.001
+}
+fn default_iou() -> f64 {
+    0.6
+}
+fn default_max_det() -> usize {
+    300
 }
 
 /// Reads and parses a pipeline file.

@@ -4,7 +4,8 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use super::run::{Outcome, PipelineRun};
+use super::run::{Outcome, PipelineRun, Validation};
+use crate::job::JobReport;
 use crate::onnx::write_atomic;
 
 const COLUMNS: [&str; 8] = [
@@ -17,44 +18,7 @@ const COLUMNS: [&str; 8] = [
     "size after",
     "status",
 ];
-
-fn rows(run: &PipelineRun) -> Vec<[String; 8]> {
-    let passes = run.passes.join(" + ");
-    run.models
-        .iter()
-        .map(|m| {
-            let name = m.model.file_name().map_or_else(
-                || m.model.display().to_string(),
-                |n| n.to_string_lossy().into_owned(),
-            );
-            match &m.result {
-                Outcome::Ok { report } => [
-                    name,
-                    passes.clone(),
-                    report.before.params.to_string(),
-                    report.after.nonzero_params.to_string(),
-                    format!("{:.4}", report.after.sparsity.global),
-                    size(report.before.file_bytes, report.before.zstd_bytes),
-                    size(report.after.file_bytes, report.after.zstd_bytes),
-                    "ok".to_string(),
-                ],
-                Outcome::Failed { error } => {
-                    let dash = || "-".to_string();
-                    [
-                        name,
-                        passes.clone(),
-                        dash(),
-                        dash(),
-                        dash(),
-                        dash(),
-                        dash(),
-                        format!("FAILED: {error}"),
-                    ]
-                }
-            }
-        })
-        .collect()
-}
+const VALIDATION_COLUMNS: [&str; 5] = ["metric", "dense", "pruned", "drop", "ms dense/pruned"];
 
 fn size(bytes: u64, zstd: Option<u64>) -> String {
     match zstd {
@@ -67,14 +31,102 @@ fn size(bytes: u64, zstd: Option<u64>) -> String {
     }
 }
 
+fn job_cells(report: &JobReport) -> [String; 5] {
+    [
+        report.before.params.to_string(),
+        report.after.nonzero_params.to_string(),
+        format!("{:.4}", report.after.sparsity.global),
+        size(report.before.file_bytes, report.before.zstd_bytes),
+        size(report.after.file_bytes, report.after.zstd_bytes),
+    ]
+}
+
+fn validation_cells(v: Option<&Validation>) -> [String; 5] {
+    let Some(v) = v else {
+        return std::array::from_fn(|_| "-".to_string());
+    };
+    let value = |r: &crate::eval::validate::ValReport| match v.metric {
+        super::spec::GateMetric::CocoAp => r.coco.as_ref().map_or(f64::NAN, |c| c.stats[0]),
+        super::spec::GateMetric::Map50_95 => r.map50_95,
+        super::spec::GateMetric::Map50 => r.map50,
+    };
+    [
+        v.metric.name().to_string(),
+        format!("{:.4}", value(&v.dense)),
+        format!("{:.4}", value(&v.pruned)),
+        format!("{:+.4}", -v.drop),
+        format!(
+            "{:.1}/{:.1}",
+            v.dense.speed_ms.inference, v.pruned.speed_ms.inference
+        ),
+    ]
+}
+
+/// The header and one row per model; validation columns only when some model was validated.
+fn rows(run: &PipelineRun) -> (Vec<String>, Vec<Vec<String>>) {
+    let passes = run.passes.join(" + ");
+    let validated = run.models.iter().any(|m| {
+        matches!(
+            m.result,
+            Outcome::Ok {
+                validation: Some(_),
+                ..
+            } | Outcome::GateFailed { .. }
+        )
+    });
+    let mut header: Vec<String> = COLUMNS[..7].iter().map(|c| c.to_string()).collect();
+    if validated {
+        header.extend(VALIDATION_COLUMNS.iter().map(|c| c.to_string()));
+    }
+    header.push(COLUMNS[7].to_string());
+    let rows = run
+        .models
+        .iter()
+        .map(|m| {
+            let name = match &m.model {
+                super::run::Input::File(path) => path.file_name().map_or_else(
+                    || path.display().to_string(),
+                    |n| n.to_string_lossy().into_owned(),
+                ),
+                super::run::Input::Synth { variant, .. } => format!("{variant} (generated)"),
+            };
+            let (job, validation, status) = match &m.result {
+                Outcome::Ok { report, validation } => (
+                    Some(job_cells(report)),
+                    validation.as_ref(),
+                    "ok".to_string(),
+                ),
+                Outcome::GateFailed {
+                    report,
+                    validation,
+                    message,
+                } => (
+                    Some(job_cells(report)),
+                    Some(validation),
+                    format!("GATE FAILED: {message}"),
+                ),
+                Outcome::Failed { error } => (None, None, format!("FAILED: {error}")),
+            };
+            let mut row = vec![name, passes.clone()];
+            row.extend(job.unwrap_or_else(|| std::array::from_fn(|_| "-".to_string())));
+            if validated {
+                row.extend(validation_cells(validation));
+            }
+            row.push(status);
+            row
+        })
+        .collect();
+    (header, rows)
+}
+
 /// The summary as an aligned text table. "params after" counts non-zero parameters.
 pub fn summary_table(run: &PipelineRun) -> String {
-    let rows = rows(run);
-    let widths: Vec<usize> = (0..COLUMNS.len())
+    let (header, rows) = rows(run);
+    let widths: Vec<usize> = (0..header.len())
         .map(|i| {
             rows.iter()
                 .map(|r| r[i].len())
-                .chain([COLUMNS[i].len()])
+                .chain([header[i].len()])
                 .max()
                 .unwrap_or(0)
         })
@@ -87,7 +139,7 @@ pub fn summary_table(run: &PipelineRun) -> String {
             .collect();
         padded.join("  ").trim_end().to_string() + "\n"
     };
-    let mut out = line(&COLUMNS.map(String::from));
+    let mut out = line(&header);
     for row in &rows {
         out += &line(row);
     }
@@ -95,13 +147,14 @@ pub fn summary_table(run: &PipelineRun) -> String {
 }
 
 fn markdown(run: &PipelineRun) -> String {
+    let (header, rows) = rows(run);
     let mut out = format!("# shears pipeline {}\n\n", run.pipeline.display());
     out += &format!(
         "| {} |\n|{}\n",
-        COLUMNS.join(" | "),
-        "---|".repeat(COLUMNS.len())
+        header.join(" | "),
+        "---|".repeat(header.len())
     );
-    for row in rows(run) {
+    for row in rows {
         let cells: Vec<String> = row
             .iter()
             .map(|c| c.replace('|', "\\|").replace('\n', " "))

@@ -171,3 +171,83 @@ fn outputs_that_collide_are_refused_before_any_work() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("would both be written"));
     assert!(!dir.path().join("same.onnx").exists());
 }
+
+#[test]
+fn the_demo_generates_its_model_when_the_fixtures_are_absent() {
+    let pipeline = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/demo.yaml");
+    let dir = scratch();
+    let report = dir.path().join("demo");
+    let out = shears()
+        .arg("run")
+        .arg(&pipeline)
+        .args(["--report", report.to_str().unwrap()])
+        .env("SHEARS_FIXTURES", dir.path().join("no-fixtures-here"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(report.with_extension("json")).unwrap())
+            .unwrap();
+    let model = &summary["models"][0];
+    assert_eq!(model["model"]["synth"]["variant"], "yolov5n", "{model}");
+    assert_eq!(model["report"]["before"]["params"], 1_867_405);
+    assert!(model["validation"].is_null(), "no dataset, no validation");
+    let output = std::path::PathBuf::from(model["output"].as_str().unwrap());
+    assert!(output.ends_with("yolov5n-synth-pruned30.onnx") && output.exists());
+}
+
+#[test]
+fn a_validation_gate_fails_with_exit_code_1_when_the_drop_exceeds_the_budget() {
+    let Some(model) = fixture("models/yolov5n_op12.onnx") else {
+        return;
+    };
+    let root = fixtures().join("coco/coco128");
+    let dir = scratch();
+    let pipeline = write(
+        dir.path(),
+        "gate.yaml",
+        &format!(
+            "models: ['{}']\npasses:\n  - prune_magnitude: {{amount: 0.3}}\noutput: out/{{stem}}.onnx\n\
+             validate:\n  data: '{}'\n  data_root: '{}'\n  backend: tract\n  iou: 0.65\n  metric: map50_95\n  max_map_drop: 0.05\n",
+            model.display(),
+            fixtures().join("coco/coco128.yaml").display(),
+            root.display()
+        ),
+    );
+    let out = run_pipeline(&pipeline, &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("lost more accuracy than the pipeline's budget"),
+        "{stderr}"
+    );
+    assert!(
+        stdout.contains("GATE FAILED: map50_95 dropped by"),
+        "{stdout}"
+    );
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("out/summary.json")).unwrap(),
+    )
+    .unwrap();
+    let validation = &summary["models"][0]["validation"];
+    // The official val.py numbers (REFERENCE.md): 0.3483 dense, 0.0906 after the guide's pruning.
+    assert!(
+        (validation["dense"]["map50_95"].as_f64().unwrap() - 0.3483).abs() < 0.003,
+        "{validation}"
+    );
+    assert!(
+        (validation["pruned"]["map50_95"].as_f64().unwrap() - 0.0906).abs() < 0.003,
+        "{validation}"
+    );
+    assert!(
+        validation["dense"]["speed_ms"]["inference"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+}
