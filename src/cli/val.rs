@@ -225,10 +225,13 @@ fn print_report(
     Ok(())
 }
 
+/// Reads one figure of a report, if it has it.
+type MetricOf = fn(&ValReport) -> Option<f64>;
+
 /// Models side by side: each metric, and its change against the first model.
 fn print_comparison(out: &mut impl Write, reports: &[ValReport]) -> Result<()> {
     let base = &reports[0];
-    let metrics: [(&str, fn(&ValReport) -> Option<f64>); 8] = [
+    let metrics: [(&str, MetricOf); 8] = [
         ("P", |r| Some(r.precision)),
         ("R", |r| Some(r.recall)),
         ("mAP50", |r| Some(r.map50)),

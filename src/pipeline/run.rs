@@ -234,14 +234,6 @@ impl<'a> Validator<'a> {
         )?;
         Ok(report)
     }
-
-    fn metric(&self, r: &ValReport) -> f64 {
-        match self.spec.metric {
-            GateMetric::CocoAp => r.coco.as_ref().map_or(f64::NAN, |c| c.stats[0]),
-            GateMetric::Map50_95 => r.map50_95,
-            GateMetric::Map50 => r.map50,
-        }
-    }
 }
 
 /// Runs every planned model on a pool of `jobs` threads.
@@ -324,7 +316,7 @@ fn run_one(
         .file_stem()
         .map_or_else(|| "pruned".into(), |s| s.to_string_lossy().into_owned());
     let pruned = validator.run(&pruned_name, &onnx::load(output)?)?;
-    let drop = validator.metric(&dense) - validator.metric(&pruned);
+    let drop = validator.spec.metric.value(&dense) - validator.spec.metric.value(&pruned);
     let max_drop = validator.spec.max_map_drop;
     let validation = Validation {
         metric: validator.spec.metric,
@@ -334,12 +326,12 @@ fn run_one(
         max_drop,
     };
     Ok(match max_drop {
-        Some(budget) if !(drop <= budget) => Outcome::GateFailed {
+        Some(budget) if drop.is_nan() || drop > budget => Outcome::GateFailed {
             message: format!(
                 "{} dropped by {drop:.4} (from {:.4} to {:.4}), more than the budget of {budget}",
                 validation.metric.name(),
-                validator.metric(&validation.dense),
-                validator.metric(&validation.pruned)
+                validation.metric.value(&validation.dense),
+                validation.metric.value(&validation.pruned)
             ),
             report,
             validation,

@@ -101,6 +101,15 @@ pub enum GateMetric {
 }
 
 impl GateMetric {
+    /// This metric in a validation report (NaN for COCO AP without COCO stats).
+    pub fn value(self, report: &crate::eval::validate::ValReport) -> f64 {
+        match self {
+            GateMetric::CocoAp => report.coco.as_ref().map_or(f64::NAN, |c| c.stats[0]),
+            GateMetric::Map50_95 => report.map50_95,
+            GateMetric::Map50 => report.map50,
+        }
+    }
+
     /// The name pipeline files use.
     pub fn name(self) -> &'static str {
         match self {

@@ -45,15 +45,10 @@ fn validation_cells(v: Option<&Validation>) -> [String; 5] {
     let Some(v) = v else {
         return std::array::from_fn(|_| "-".to_string());
     };
-    let value = |r: &crate::eval::validate::ValReport| match v.metric {
-        super::spec::GateMetric::CocoAp => r.coco.as_ref().map_or(f64::NAN, |c| c.stats[0]),
-        super::spec::GateMetric::Map50_95 => r.map50_95,
-        super::spec::GateMetric::Map50 => r.map50,
-    };
     [
         v.metric.name().to_string(),
-        format!("{:.4}", value(&v.dense)),
-        format!("{:.4}", value(&v.pruned)),
+        format!("{:.4}", v.metric.value(&v.dense)),
+        format!("{:.4}", v.metric.value(&v.pruned)),
         format!("{:+.4}", -v.drop),
         format!(
             "{:.1}/{:.1}",
