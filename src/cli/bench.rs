@@ -8,36 +8,11 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use serde::Serialize;
 
-use super::common::{load_model, write_json};
+use super::common::{BackendArgs, load_model, write_json};
 use super::ui::Ui;
 use crate::backend::bench::{Timing, random_input, time_runs};
-use crate::backend::{self, BackendSpec, Device, Engine};
+use crate::backend::{self, BackendSpec, Engine};
 use crate::progress::Progress;
-
-/// The backend flags, shared by the commands that run models.
-#[derive(Debug, Clone, clap::Args)]
-pub struct BackendArgs {
-    /// Inference engine: `tract` (pure Rust, CPU) or `ort` (ONNX Runtime).
-    #[arg(long, value_name = "tract|ort", default_value = "tract")]
-    pub backend: Engine,
-    /// Device: `cpu`, `cuda` or `cuda:N` (CUDA needs `--backend ort`).
-    #[arg(long, value_name = "cpu|cuda|cuda:N", default_value = "cpu")]
-    pub device: Device,
-    /// ONNX Runtime intra-op threads [default: number of cores].
-    #[arg(long, value_name = "N")]
-    pub threads: Option<usize>,
-}
-
-impl BackendArgs {
-    /// The validated backend specification.
-    pub fn spec(&self) -> anyhow::Result<BackendSpec> {
-        let spec = BackendSpec::new(self.backend, self.device)?;
-        Ok(match self.threads {
-            Some(threads) => spec.with_threads(threads),
-            None => spec,
-        })
-    }
-}
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

@@ -5,6 +5,7 @@ use std::path::Path;
 use anyhow::{Result, bail};
 
 use super::ui::Ui;
+use crate::backend::{BackendSpec, Device, Engine};
 use crate::onnx::{self, Model};
 
 /// Loads a model and warns about anything the schema does not cover.
@@ -54,4 +55,29 @@ pub fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
     let mut text = serde_json::to_vec_pretty(value)?;
     text.push(b'\n');
     crate::onnx::write_atomic(path, &text)
+}
+
+/// The backend flags, shared by the commands that run models.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BackendArgs {
+    /// Inference engine: `tract` (pure Rust, CPU) or `ort` (ONNX Runtime).
+    #[arg(long, value_name = "tract|ort", default_value = "tract")]
+    pub backend: Engine,
+    /// Device: `cpu`, `cuda` or `cuda:N` (CUDA needs `--backend ort`).
+    #[arg(long, value_name = "cpu|cuda|cuda:N", default_value = "cpu")]
+    pub device: Device,
+    /// ONNX Runtime intra-op threads [default: number of cores].
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+}
+
+impl BackendArgs {
+    /// The validated backend specification.
+    pub fn spec(&self) -> anyhow::Result<BackendSpec> {
+        let spec = BackendSpec::new(self.backend, self.device)?;
+        Ok(match self.threads {
+            Some(threads) => spec.with_threads(threads),
+            None => spec,
+        })
+    }
 }

@@ -8,8 +8,7 @@ use std::process::ExitCode;
 use anyhow::{Result, bail};
 use serde::Serialize;
 
-use super::bench::BackendArgs;
-use super::common::{load_model, write_json};
+use super::common::{BackendArgs, load_model, write_json};
 use super::ui::Ui;
 use crate::backend::runnable_bytes;
 use crate::eval::coco::write_results;
