@@ -23,7 +23,9 @@
 //!   multiples), never above `C`, and never below `min_channels` (default: the larger of 8 and
 //!   `round_to`, rounded up to a multiple of `round_to`); a group that would go below keeps the
 //!   minimum and the report says so. A group whose target is 0 keeps everything.
-//! - The channels of lowest importance go (lowest index first among equals).
+//! - The channels of lowest importance go (lowest index first among equals), except that a
+//!   tensor carrying only part of the group (a Split output, a Slice) always keeps at least one
+//!   channel; the group then loses fewer.
 //!
 //! Surgery for removed channel set `R` of a group: producer weights axis 0 and biases; `group = 1`
 //! consumers' weights axis 1 at the positions `R` has there (through the span offsets, e.g. behind
@@ -51,7 +53,7 @@ use serde::{Deserialize, Serialize};
 use super::prune_magnitude::Scope;
 use super::selection::{LayerFilter, round_half_even};
 use crate::analysis::{ChannelGroup, Edit, GroupStatus, Span, UseKind, channel_groups};
-use crate::graph::{GraphView, attr_ints, infer_shapes};
+use crate::graph::{GraphView, Shapes, attr_ints, infer_shapes};
 use crate::onnx::proto::tensor_proto::DataType;
 use crate::onnx::proto::{GraphProto, NodeProto, TensorProto};
 use crate::onnx::tensor;
@@ -250,6 +252,7 @@ impl PruneChannels {
         }
         plan.selected = selected.len();
         let view = GraphView::new(graph);
+        let shapes = infer_shapes(&view);
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
         let mut scores = Vec::with_capacity(selected.len());
         for group in &selected {
@@ -283,7 +286,10 @@ impl PruneChannels {
             }
             let mut order: Vec<usize> = (0..c).collect();
             order.sort_by(|&a, &b| score[a].total_cmp(&score[b]).then(a.cmp(&b)));
-            let mut removed = order[..c - kept].to_vec();
+            let mut removed = keep_one_per_part(group, &shapes, &order, c - kept);
+            if removed.is_empty() {
+                continue;
+            }
             removed.sort_unstable();
             plan.removed.push((group.id, removed));
         }
@@ -332,6 +338,44 @@ impl PruneChannels {
         }
         Ok(score)
     }
+}
+
+/// The first `count` channels of `order` that can go without emptying a tensor that carries only
+/// part of the group and nothing else (a Split output, a Slice): each such part keeps at least
+/// its channel that comes last in `order`, so fewer than `count` may be returned.
+fn keep_one_per_part(
+    group: &ChannelGroup,
+    shapes: &Shapes,
+    order: &[usize],
+    count: usize,
+) -> Vec<usize> {
+    let parts: Vec<(usize, usize)> = group
+        .tensors
+        .iter()
+        .filter(|t| {
+            t.span.len < group.channels
+                && shapes.get(&t.name).and_then(|s| s.get(1).copied()) == Some(t.span.len as i64)
+        })
+        .map(|t| (t.span.start, t.span.start + t.span.len))
+        .collect();
+    let mut left: Vec<usize> = parts.iter().map(|(a, b)| b - a).collect();
+    let mut removed = Vec::with_capacity(count);
+    for &k in order {
+        if removed.len() == count {
+            break;
+        }
+        let inside = |&(a, b): &(usize, usize)| (a..b).contains(&k);
+        if parts.iter().zip(&left).any(|(p, &l)| inside(p) && l == 1) {
+            continue;
+        }
+        for (p, l) in parts.iter().zip(left.iter_mut()) {
+            if inside(p) {
+                *l -= 1;
+            }
+        }
+        removed.push(k);
+    }
+    removed
 }
 
 /// With `scope: global`: how many channels each group should lose, ranking all channels by
