@@ -13,7 +13,7 @@ use crate::analysis::{Sparsity, model_stats};
 use crate::backend::{self, BackendSpec, bench::random_input};
 use crate::onnx::proto::ModelProto;
 use crate::onnx::{self, Model, SaveOptions};
-use crate::passes::{PassConfig, PassReport, PruneChannels, record_provenance};
+use crate::passes::{PassConfig, PassReport, PruneChannels, densify_sparse, record_provenance};
 
 /// Counts that describe a model before or after pruning.
 #[derive(Debug, Clone, Serialize)]
@@ -54,7 +54,10 @@ pub struct JobOptions {
 /// A check of a job's result against its input, run after the passes and before the output is
 /// written: an error fails the job and nothing is written. Returns a line for the report.
 #[derive(Clone)]
-pub struct Check(Arc<dyn Fn(&ModelProto, &ModelProto) -> Result<String> + Send + Sync>);
+pub struct Check(Arc<CheckFn>);
+
+/// What a [`Check`] calls: `(input, result)` to a report line.
+type CheckFn = dyn Fn(&ModelProto, &ModelProto) -> Result<String> + Send + Sync;
 
 impl Check {
     pub fn new(
@@ -151,16 +154,28 @@ pub struct OutputDiff {
     pub max_abs: f64,
 }
 
-/// Runs `reference` and `candidate` with tract on batch-1 inputs uniform in [0, 1) from each of
+/// Runs `reference` and `candidate` (sparse initializers densified) with tract on batch-1 inputs uniform in [0, 1) from each of
 /// `seeds`, comparing every output; a non-finite difference counts as infinite.
 pub fn compare_outputs(
     reference: &ModelProto,
     candidate: &ModelProto,
     seeds: &[u64],
 ) -> Result<OutputDiff> {
+    // tract reads dense tensors only.
+    let bytes = |m: &ModelProto| -> Result<Vec<u8>> {
+        if m.graph
+            .as_ref()
+            .is_none_or(|g| g.sparse_initializer.is_empty())
+        {
+            return Ok(onnx::encode(m));
+        }
+        let mut dense = m.clone();
+        densify_sparse(&mut dense)?;
+        Ok(onnx::encode(&dense))
+    };
     let spec = BackendSpec::default();
-    let mut a = backend::open(&spec, &onnx::encode(reference)).context("reference model")?;
-    let mut b = backend::open(&spec, &onnx::encode(candidate)).context("candidate model")?;
+    let mut a = backend::open(&spec, &bytes(reference)?).context("reference model")?;
+    let mut b = backend::open(&spec, &bytes(candidate)?).context("candidate model")?;
     if a.input_shape() != b.input_shape() {
         bail!(
             "input shapes differ: {:?} and {:?}",
@@ -225,15 +240,15 @@ pub fn masked_check(pass: PruneChannels, emit_masked: Option<PathBuf>, verify: b
         let limit = VERIFY_TOLERANCE * diff.max_abs.max(1.0);
         if diff.max_abs_diff > limit {
             bail!(
-                "the pruned model's outputs differ from the masked model's by {:e} (max |output| \
-                 {:.4}, limit {limit:e}): the surgery changed what the network computes",
+                "the pruned model's outputs differ from the masked model's by {:.3e} (max |output| \
+                 {:.4}, limit {limit:.3e}): the surgery changed what the network computes",
                 diff.max_abs_diff,
                 diff.max_abs
             );
         }
         Ok(format!(
             "verified against the masked dense model with tract on {} random inputs: max |diff| \
-             {:e}, max |output| {:.4}, limit {limit:e}",
+             {:.3e}, max |output| {:.4}, limit {limit:.3e}",
             VERIFY_SEEDS.len(),
             diff.max_abs_diff,
             diff.max_abs

@@ -940,4 +940,18 @@ mod tests {
         assert!(p.validate().is_err());
         assert!(serde_saphyr::from_str::<PruneChannels>("amount: 0.5\nbogus: 1").is_err());
     }
+
+    #[test]
+    fn pipeline_files_name_the_pass_prune_channels() {
+        let yaml =
+            "prune_channels:\n  amount: 0.3\n  importance: l2\n  scope: global\n  round_to: 16";
+        let pass: super::super::PassConfig = serde_saphyr::from_str(yaml).unwrap();
+        let super::super::PassConfig::PruneChannels(p) = &pass else {
+            panic!("{pass:?}");
+        };
+        assert_eq!(p.importance, Importance::L2);
+        assert_eq!((p.round_to, p.min_width()), (16, 16));
+        assert_eq!(pass.name(), "prune_channels");
+        assert!(super::super::PASS_NAMES.contains(&"prune_channels"));
+    }
 }
