@@ -186,10 +186,11 @@ impl PruneChannels {
             summary += &format!("; per group: {}", per_group.join(", "));
         }
         if !plan.at_minimum.is_empty() {
+            let first: Vec<&str> = plan.at_minimum.iter().take(3).map(String::as_str).collect();
             summary += &format!(
-                "; {} groups kept the minimum width: {}",
+                "; {} groups kept the minimum width (first: {})",
                 plan.at_minimum.len(),
-                plan.at_minimum.join("; ")
+                first.join("; ")
             );
         }
         summary += &format!(
@@ -545,8 +546,8 @@ fn zeroes_output(node: &NodeProto, slot: usize) -> bool {
     }
 }
 
-/// Makes `node` read `t` at `slot`: in place when nothing else reads the tensor, else as a new
-/// initializer of a fresh name. Names of initializers that lost a reader go into `replaced`.
+/// Makes `node` read `t` at `slot`: in place when nothing else reads the tensor (no other node,
+/// and it is no graph input or output), else as a new initializer of a fresh name. Names of initializers that lost a reader go into `replaced`.
 fn put_for_node(
     graph: &mut GraphProto,
     node: usize,
@@ -560,7 +561,8 @@ fn put_for_node(
         .iter()
         .map(|n| n.input.iter().filter(|i| **i == name).count())
         .sum::<usize>()
-        + graph.output.iter().filter(|o| o.name() == name).count();
+        + graph.output.iter().filter(|o| o.name() == name).count()
+        + graph.input.iter().filter(|i| i.name() == name).count();
     let existing = graph.initializer.iter().position(|x| x.name() == name);
     match existing {
         Some(index) if readers == 1 => graph.initializer[index] = t,
@@ -717,10 +719,16 @@ fn rewrite_shape_constants(
                     }
                 }
                 "Resize" | "Upsample" => {
+                    // Only a Resize with `sizes` (input 3) gets a ResizeSizes edit.
                     let slot = 3;
-                    let mut sizes = ints("", slot).with_context(|| {
-                        format!("{}: stored sizes not readable", view.describe(index))
-                    })?;
+                    let mut sizes: Vec<i64> = node
+                        .input
+                        .get(slot)
+                        .and_then(|n| shapes.value(n))
+                        .map(|v| v.iter().map(|&x| x as i64).collect())
+                        .with_context(|| {
+                            format!("{}: stored sizes not readable", view.describe(index))
+                        })?;
                     ensure!(sizes.len() > 1, "{}: sizes too short", view.describe(index));
                     sizes[1] -= gone.len() as i64;
                     out.push((index, ConstUpdate::Input(slot, sizes)));

@@ -585,6 +585,46 @@ fn split_slice_depthwise_batchnorm_and_resize_survive_random_selections() {
 }
 
 #[test]
+fn include_and_exclude_select_groups_by_producer_name() {
+    let dir = scratch();
+    let path = dir.path().join("odd.onnx");
+    onnx::save(&odd_ops_model(2), &path, &SaveOptions::default()).unwrap();
+    let (out, masked) = (dir.path().join("out.onnx"), dir.path().join("masked.onnx"));
+    let args = [
+        "--amount",
+        "0.5",
+        "--round-to",
+        "1",
+        "--include",
+        "^c[26]$",
+        "--include",
+        "^c7",
+        "--exclude",
+        "7",
+    ];
+    let stdout = prune(&path, &out, &masked, &args);
+    assert!(stdout.contains("from 2 of 2 selected groups"), "{stdout}");
+    assert!(stdout.contains("1 locked, 7 not selected"), "{stdout}");
+    let original = onnx::load(&path).unwrap().proto;
+    let pruned = onnx::load(&out).unwrap().proto;
+    let width = |m: &ModelProto, conv: &str| {
+        let g = m.graph.as_ref().unwrap();
+        let node = g.node.iter().find(|n| n.name() == conv).unwrap();
+        g.initializer
+            .iter()
+            .find(|t| t.name() == node.input[1])
+            .unwrap()
+            .dims[0]
+    };
+    for conv in ["c1", "a0", "a1", "c3", "c4", "c5", "c7", "head"] {
+        assert_eq!(width(&pruned, conv), width(&original, conv), "{conv}");
+    }
+    // min_channels defaults to 8: 16 -> 8.
+    assert_eq!((width(&pruned, "c2"), width(&pruned, "c6")), (8, 8));
+    assert_equivalent(&[(masked, out)]);
+}
+
+#[test]
 fn amounts_outside_the_unit_interval_are_refused() {
     let dir = scratch();
     let path = dir.path().join("odd.onnx");
@@ -620,7 +660,11 @@ fn emptying_a_group_keeps_the_minimum_width_and_says_so() {
         &["--amount", "1", "--min-channels", "16"],
     );
     assert!(stdout.contains("kept the minimum width"), "{stdout}");
-    assert!(stdout.contains("would keep 0 of 256, keeps 16"), "{stdout}");
+    assert!(
+        stdout.contains("50 groups kept the minimum width"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("would keep 0 of 32, keeps 16"), "{stdout}");
     let original = onnx::load(&path).unwrap().proto;
     let pruned = onnx::load(&out).unwrap().proto;
     let analysis = channel_groups(original.graph.as_ref().unwrap()).unwrap();
