@@ -41,7 +41,10 @@
 //! channels where they are made (producer weights and biases, depthwise consumer weights and
 //! biases, BatchNormalization scale and bias, per-channel operands of Add, Sub, Max and Min), so
 //! with SiLU(0) = 0 and zero-preserving pooling and resizing the masked model computes what the
-//! pruned one does. It is the reference `shears prune --verify` compares against.
+//! pruned one does. It is the reference `shears prune --verify` compares against. Where an op
+//! between producer and consumer maps 0 to something else (Sigmoid, any f with f(0) != 0), the
+//! masked channel still carries a constant that the pruned model drops: the two differ, and
+//! verification refuses the result.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -916,6 +919,31 @@ mod tests {
         let r = remove_along(&t, 0, &BTreeSet::from([0, 2])).unwrap();
         assert_eq!(r.float_data, [2.0]);
         assert!(r.raw_data.is_none());
+    }
+
+    #[test]
+    fn a_tensor_read_by_two_nodes_is_copied_for_the_edited_one() {
+        let mut g = GraphProto::default();
+        g.initializer.push(tensor::from_f32("w", &[2], &[1.0, 2.0]));
+        for x in ["a", "b"] {
+            g.node.push(NodeProto {
+                input: vec![x.into(), "w".into()],
+                ..Default::default()
+            });
+        }
+        let t = remove_along(&g.initializer[0], 0, &BTreeSet::from([0])).unwrap();
+        let mut replaced = Vec::new();
+        put_for_node(&mut g, 1, 1, t.clone(), &mut replaced);
+        assert_eq!(g.node[1].input[1], "w_pruned_n1");
+        assert_eq!(g.node[0].input[1], "w");
+        drop_unread(&mut g, &replaced);
+        assert_eq!(g.initializer.len(), 2);
+        assert_eq!(g.initializer[0].dims, [2]);
+        // Node 0 is now the only reader: edited in place.
+        put_for_node(&mut g, 0, 1, t, &mut replaced);
+        assert_eq!(g.node[0].input[1], "w");
+        assert_eq!(g.initializer[0].dims, [1]);
+        assert_eq!(g.initializer.len(), 2);
     }
 
     #[test]

@@ -726,6 +726,59 @@ fn a_model_whose_groups_are_all_locked_prunes_nothing() {
 }
 
 #[test]
+fn verification_fails_when_a_removed_channel_is_not_zero_after_masking() {
+    // Sigmoid(0) = 0.5: a masked channel still feeds the head, a removed one does not, so the
+    // pruned model is not the masked one and --verify must refuse it (exit 2, nothing written).
+    let mut b = Builder {
+        g: GraphProto {
+            name: Some("sigmoid".into()),
+            input: vec![info("x", &[1, 4, 8, 8])],
+            output: vec![info("y", &[1, 6, 8, 8])],
+            ..Default::default()
+        },
+        rng: ChaCha8Rng::seed_from_u64(9),
+    };
+    b.tensor("c.w", &[16, 4, 1, 1], -0.5, 0.5);
+    b.g.node.push(node("Conv", "c", &["x", "c.w"], &["c"]));
+    b.g.node.push(node("Sigmoid", "sig", &["c"], &["s"]));
+    b.tensor("head.w", &[6, 16, 1, 1], -0.5, 0.5);
+    b.g.node
+        .push(node("Conv", "head", &["s", "head.w"], &["y"]));
+    let model = ModelProto {
+        ir_version: Some(7),
+        opset_import: vec![OperatorSetIdProto {
+            domain: Some(String::new()),
+            version: Some(13),
+        }],
+        graph: Some(b.g),
+        ..Default::default()
+    };
+    let dir = scratch();
+    let path = dir.path().join("sigmoid.onnx");
+    onnx::save(&model, &path, &SaveOptions::default()).unwrap();
+    let out = dir.path().join("out.onnx");
+    let run = |extra: &[&str]| {
+        shears()
+            .arg("prune")
+            .arg(&path)
+            .arg("-o")
+            .arg(&out)
+            .args(["--method", "channel", "--amount", "0.5", "--no-zstd"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let result = run(&[]);
+    assert_eq!(result.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(stderr.contains("differ from the masked model"), "{stderr}");
+    assert!(!out.exists());
+    let result = run(&["--no-verify"]);
+    assert!(result.status.success());
+    assert!(out.exists());
+}
+
+#[test]
 fn a_failed_check_writes_nothing() {
     let dir = scratch();
     let path = dir.path().join("odd.onnx");
