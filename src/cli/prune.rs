@@ -100,6 +100,9 @@ pub enum Storage {
 impl Args {
     /// The passes these flags ask for.
     pub fn passes(&self) -> Result<Vec<PassConfig>> {
+        if self.emit_masked.is_some() && !matches!(self.method, Method::Channel) {
+            bail!("--emit-masked applies to --method channel only");
+        }
         let (include, exclude) = (self.include.clone(), self.exclude.clone());
         let mut passes = vec![match (&self.pattern, self.amount) {
             (Some(_), _) if matches!(self.method, Method::Channel) => {
@@ -169,9 +172,6 @@ pub fn run(args: &Args, ui: &Ui) -> Result<ExitCode> {
             _ => None,
         },
     };
-    if args.emit_masked.is_some() && !matches!(args.method, Method::Channel) {
-        bail!("--emit-masked applies to --method channel only");
-    }
     ui.progress().start("pruning", None);
     let report = prune_to_file(model, &passes, &args.output, &options);
     ui.progress().finish();
