@@ -1,15 +1,19 @@
 //! One model through a list of passes to an output file: the unit of work of `shears prune` and of
 //! every model of a pipeline.
 
+use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
 use crate::analysis::{Sparsity, model_stats};
+use crate::backend::{self, BackendSpec, bench::random_input};
+use crate::onnx::proto::ModelProto;
 use crate::onnx::{self, Model, SaveOptions};
-use crate::passes::{PassConfig, PassReport, record_provenance};
+use crate::passes::{PassConfig, PassReport, PruneChannels, densify_sparse, record_provenance};
 
 /// Counts that describe a model before or after pruning.
 #[derive(Debug, Clone, Serialize)]
@@ -32,6 +36,9 @@ pub struct JobReport {
     pub passes: Vec<PassReport>,
     pub before: Footprint,
     pub after: Footprint,
+    /// What the job's [`Check`] found, when it had one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub check: Option<String>,
 }
 
 /// Options of a job beyond its passes.
@@ -40,6 +47,30 @@ pub struct JobOptions {
     pub save: SaveOptions,
     /// Also measure the zstd-compressed size of input and output.
     pub measure_zstd: bool,
+    /// Run on the result before anything is written.
+    pub check: Option<Check>,
+}
+
+/// A check of a job's result against its input, run after the passes and before the output is
+/// written: an error fails the job and nothing is written. Returns a line for the report.
+#[derive(Clone)]
+pub struct Check(Arc<CheckFn>);
+
+/// What a [`Check`] calls: `(input, result)` to a report line.
+type CheckFn = dyn Fn(&ModelProto, &ModelProto) -> Result<String> + Send + Sync;
+
+impl Check {
+    pub fn new(
+        f: impl Fn(&ModelProto, &ModelProto) -> Result<String> + Send + Sync + 'static,
+    ) -> Self {
+        Check(Arc::new(f))
+    }
+}
+
+impl fmt::Debug for Check {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Check(..)")
+    }
 }
 
 fn footprint(
@@ -81,10 +112,18 @@ pub fn prune_to_file(
         .then(|| zstd_size(&model.bytes[..]))
         .transpose()?;
     let before = footprint(&model.proto, model.file_size(), input_zstd)?;
+    let input = options.check.as_ref().map(|_| model.proto.clone());
     let reports = passes
         .iter()
         .map(|p| p.run(&mut model.proto))
         .collect::<Result<Vec<_>>>()?;
+    let check = match (&options.check, &input) {
+        (Some(check), Some(input)) => Some(
+            (check.0)(input, &model.proto)
+                .with_context(|| format!("check failed; {} not written", output.display()))?,
+        ),
+        _ => None,
+    };
     record_provenance(&mut model.proto, passes)?;
     let saved = onnx::save(&model.proto, output, &options.save)?;
     let mut file_bytes = saved.bytes;
@@ -104,6 +143,116 @@ pub fn prune_to_file(
         passes: reports,
         before,
         after,
+        check,
+    })
+}
+
+/// Largest difference between the outputs of two models, and the largest |output| of the first.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct OutputDiff {
+    pub max_abs_diff: f64,
+    pub max_abs: f64,
+}
+
+/// Runs `reference` and `candidate` (sparse initializers densified) with tract on batch-1 inputs uniform in [0, 1) from each of
+/// `seeds`, comparing every output; a non-finite difference counts as infinite.
+pub fn compare_outputs(
+    reference: &ModelProto,
+    candidate: &ModelProto,
+    seeds: &[u64],
+) -> Result<OutputDiff> {
+    // tract reads dense tensors only.
+    let bytes = |m: &ModelProto| -> Result<Vec<u8>> {
+        if m.graph
+            .as_ref()
+            .is_none_or(|g| g.sparse_initializer.is_empty())
+        {
+            return Ok(onnx::encode(m));
+        }
+        let mut dense = m.clone();
+        densify_sparse(&mut dense)?;
+        Ok(onnx::encode(&dense))
+    };
+    let spec = BackendSpec::default();
+    let mut a = backend::open(&spec, &bytes(reference)?).context("reference model")?;
+    let mut b = backend::open(&spec, &bytes(candidate)?).context("candidate model")?;
+    if a.input_shape() != b.input_shape() {
+        bail!(
+            "input shapes differ: {:?} and {:?}",
+            a.input_shape(),
+            b.input_shape()
+        );
+    }
+    let mut diff = OutputDiff {
+        max_abs_diff: 0.0,
+        max_abs: 0.0,
+    };
+    for &seed in seeds {
+        let x = random_input(a.input_shape(), seed);
+        let (ya, yb) = (a.run_all(x.view())?, b.run_all(x.view())?);
+        if ya.len() != yb.len() {
+            bail!("{} outputs against {}", ya.len(), yb.len());
+        }
+        for (i, (p, q)) in ya.iter().zip(&yb).enumerate() {
+            if p.shape() != q.shape() {
+                bail!(
+                    "output {i} has shape {:?} against {:?}",
+                    q.shape(),
+                    p.shape()
+                );
+            }
+            for (u, v) in p.iter().zip(q) {
+                let d = f64::from((u - v).abs());
+                diff.max_abs_diff =
+                    diff.max_abs_diff
+                        .max(if d.is_nan() { f64::INFINITY } else { d });
+                diff.max_abs = diff.max_abs.max(f64::from(u.abs()));
+            }
+        }
+    }
+    Ok(diff)
+}
+
+/// Seeds of the inputs [`masked_check`] runs.
+pub const VERIFY_SEEDS: [u64; 2] = [0, 1];
+
+/// Relative tolerance of [`masked_check`]: outputs may differ by this times max(1, max |output|).
+pub const VERIFY_TOLERANCE: f64 = 1e-4;
+
+/// The check of `shears prune --method channel --verify`: builds the masked dense model (the
+/// input with exactly the channels `pass` removes zeroed, [`PruneChannels::mask`]), optionally
+/// writes it to `emit_masked`, and requires that the pruned model's outputs match it within
+/// [`VERIFY_TOLERANCE`] on the [`VERIFY_SEEDS`] inputs. With `verify` false it only writes the
+/// masked model.
+pub fn masked_check(pass: PruneChannels, emit_masked: Option<PathBuf>, verify: bool) -> Check {
+    Check::new(move |input, output| {
+        let mut masked = input.clone();
+        let graph = masked.graph.as_mut().context("the model has no graph")?;
+        let zeroed = pass.mask(graph)?;
+        if let Some(path) = &emit_masked {
+            onnx::save(&masked, path, &SaveOptions::default())
+                .with_context(|| format!("writing the masked model {}", path.display()))?;
+        }
+        if !verify {
+            return Ok(format!("not verified ({zeroed} channels masked)"));
+        }
+        let diff = compare_outputs(&masked, output, &VERIFY_SEEDS)?;
+        let limit = VERIFY_TOLERANCE * diff.max_abs.max(1.0);
+        if diff.max_abs_diff > limit {
+            bail!(
+                "the pruned model's outputs differ from the masked model's by {:.3e} (max |output| \
+                 {:.4}, limit {limit:.3e}): the surgery changed what the network computes",
+                diff.max_abs_diff,
+                diff.max_abs
+            );
+        }
+        Ok(format!(
+            "verified against the masked dense model with tract on {} random inputs: max |diff| \
+             {:.3e}, max |output| {:.4}, limit {limit:.3e}",
+            VERIFY_SEEDS.len(),
+            diff.max_abs_diff,
+            diff.max_abs
+        ))
     })
 }
 

@@ -8,9 +8,11 @@ use anyhow::{Result, bail};
 
 use super::common::{ensure_lossless_rewrite, grouped, load_model};
 use super::ui::Ui;
-use crate::job::{Footprint, JobOptions, JobReport, prune_to_file};
+use crate::job::{Footprint, JobOptions, JobReport, masked_check, prune_to_file};
 use crate::onnx::{SaveOptions, ensure_distinct_output};
-use crate::passes::{PassConfig, PruneMagnitude, PruneNM, Scope, StoreSparse};
+use crate::passes::{
+    Importance, PassConfig, PruneChannels, PruneMagnitude, PruneNM, Scope, StoreSparse,
+};
 
 /// Prune the convolution weights of a model and write a new model.
 #[derive(Debug, clap::Args)]
@@ -23,7 +25,8 @@ pub struct Args {
     /// Pruning method.
     #[arg(long, value_enum, default_value_t = Method::Magnitude)]
     pub method: Method,
-    /// Fraction of weights to remove, in [0, 1] (not with --pattern).
+    /// Fraction of weights (channels, with `--method channel`) to remove, in [0, 1] (not with
+    /// --pattern).
     #[arg(
         long,
         required_unless_present = "pattern",
@@ -31,9 +34,27 @@ pub struct Args {
         allow_negative_numbers = true
     )]
     pub amount: Option<f64>,
-    /// Whether the fraction applies to each layer or to all selected layers together.
+    /// Whether the fraction applies to each layer (channel group) or to all together.
     #[arg(long, value_enum, default_value_t = Scope::Layer)]
     pub scope: Scope,
+    /// Channel importance (`--method channel`).
+    #[arg(long, value_enum, default_value_t = Importance::L1)]
+    pub importance: Importance,
+    /// Seed of `--importance random`, a test aid (`--method channel`).
+    #[arg(long, hide = true, default_value_t = 0)]
+    pub seed: u64,
+    /// Kept channel counts are multiples of this (`--method channel`).
+    #[arg(long, default_value_t = 8)]
+    pub round_to: usize,
+    /// No channel group keeps fewer channels (`--method channel`; default max(8, round-to)).
+    #[arg(long)]
+    pub min_channels: Option<usize>,
+    /// Skip checking the channel-pruned model against the masked dense model.
+    #[arg(long)]
+    pub no_verify: bool,
+    /// Also write the masked dense model (the input with the removed channels zeroed) here.
+    #[arg(long)]
+    pub emit_masked: Option<PathBuf>,
     /// N:M semi-structured sparsity instead of a fraction, e.g. 2:4.
     #[arg(long)]
     pub pattern: Option<String>,
@@ -64,6 +85,8 @@ pub struct Args {
 pub enum Method {
     /// Zero the weights of smallest magnitude (unstructured or N:M).
     Magnitude,
+    /// Remove whole Conv output channels (structured, with graph surgery).
+    Channel,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -77,8 +100,17 @@ pub enum Storage {
 impl Args {
     /// The passes these flags ask for.
     pub fn passes(&self) -> Result<Vec<PassConfig>> {
+        if self.emit_masked.is_some() && !matches!(self.method, Method::Channel) {
+            bail!("--emit-masked applies to --method channel only");
+        }
         let (include, exclude) = (self.include.clone(), self.exclude.clone());
         let mut passes = vec![match (&self.pattern, self.amount) {
+            (Some(_), _) if matches!(self.method, Method::Channel) => {
+                bail!("--pattern does not apply to --method channel")
+            }
+            (None, Some(amount)) if matches!(self.method, Method::Channel) => {
+                PassConfig::PruneChannels(self.channel_pass(amount))
+            }
             (Some(pattern), _) => {
                 let (n, m) = PruneNM::parse_pattern(pattern)?;
                 PassConfig::PruneNM(PruneNM {
@@ -104,6 +136,19 @@ impl Args {
         }
         Ok(passes)
     }
+
+    fn channel_pass(&self, amount: f64) -> PruneChannels {
+        PruneChannels {
+            amount,
+            importance: self.importance,
+            scope: self.scope,
+            round_to: self.round_to,
+            min_channels: self.min_channels,
+            seed: self.seed,
+            include: self.include.clone(),
+            exclude: self.exclude.clone(),
+        }
+    }
 }
 
 pub fn run(args: &Args, ui: &Ui) -> Result<ExitCode> {
@@ -116,6 +161,16 @@ pub fn run(args: &Args, ui: &Ui) -> Result<ExitCode> {
             external_data: args.external_data.clone(),
         },
         measure_zstd: !args.no_zstd,
+        check: match passes.first() {
+            Some(PassConfig::PruneChannels(p)) if !args.no_verify || args.emit_masked.is_some() => {
+                Some(masked_check(
+                    p.clone(),
+                    args.emit_masked.clone(),
+                    !args.no_verify,
+                ))
+            }
+            _ => None,
+        },
     };
     ui.progress().start("pruning", None);
     let report = prune_to_file(model, &passes, &args.output, &options);
@@ -135,9 +190,10 @@ fn print_report(out: &mut impl Write, r: &JobReport) -> Result<()> {
     let row = |out: &mut dyn Write, label: &str, f: &Footprint| -> std::io::Result<()> {
         writeln!(
             out,
-            "{label:<8} {:>12} {:>12} {:>9.4} {:>9.4} {:>14} {:>14}",
+            "{label:<8} {:>12} {:>12} {:>15} {:>9.4} {:>9.4} {:>14} {:>14}",
             grouped(f.params),
             grouped(f.nonzero_params),
+            grouped(f.macs),
             f.sparsity.global,
             f.sparsity.conv_weights,
             grouped(f.file_bytes),
@@ -146,11 +202,14 @@ fn print_report(out: &mut impl Write, r: &JobReport) -> Result<()> {
     };
     writeln!(
         out,
-        "{:<8} {:>12} {:>12} {:>9} {:>9} {:>14} {:>14}",
-        "", "params", "non-zero", "sparsity", "conv w.", "file bytes", "zstd bytes"
+        "{:<8} {:>12} {:>12} {:>15} {:>9} {:>9} {:>14} {:>14}",
+        "", "params", "non-zero", "MACs", "sparsity", "conv w.", "file bytes", "zstd bytes"
     )?;
     row(out, "before", &r.before)?;
     row(out, "after", &r.after)?;
+    if let Some(check) = &r.check {
+        writeln!(out, "verify: {check}")?;
+    }
     writeln!(out, "wrote {}", r.output.display())?;
     Ok(())
 }

@@ -6,6 +6,7 @@
 //! metadata (`shears.passes`).
 
 mod densify_sparse;
+mod prune_channels;
 mod prune_magnitude;
 mod prune_n_m;
 mod selection;
@@ -15,6 +16,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 pub use densify_sparse::densify_sparse;
+pub use prune_channels::{Importance, PruneChannels};
 pub use prune_magnitude::{PruneMagnitude, Scope};
 pub use prune_n_m::PruneNM;
 pub use selection::LayerFilter;
@@ -32,10 +34,17 @@ pub enum PassConfig {
     PruneNM(PruneNM),
     /// Store Conv weights as sparse initializers where that makes the file smaller.
     StoreSparse(StoreSparse),
+    /// Remove whole Conv output channels (structured pruning with graph surgery).
+    PruneChannels(PruneChannels),
 }
 
 /// The names pipeline files may use, for "did you mean" suggestions.
-pub const PASS_NAMES: &[&str] = &["prune_magnitude", "prune_n_m", "store_sparse"];
+pub const PASS_NAMES: &[&str] = &[
+    "prune_magnitude",
+    "prune_n_m",
+    "store_sparse",
+    "prune_channels",
+];
 
 /// What a pass did, for people and for reports.
 #[derive(Debug, Clone, Serialize)]
@@ -52,6 +61,7 @@ impl PassConfig {
             PassConfig::PruneMagnitude(_) => "prune_magnitude",
             PassConfig::PruneNM(_) => "prune_n_m",
             PassConfig::StoreSparse(_) => "store_sparse",
+            PassConfig::PruneChannels(_) => "prune_channels",
         }
     }
 
@@ -61,6 +71,7 @@ impl PassConfig {
             PassConfig::PruneMagnitude(p) => p.validate(),
             PassConfig::PruneNM(p) => p.validate(),
             PassConfig::StoreSparse(_) => Ok(()),
+            PassConfig::PruneChannels(p) => p.validate(),
         }
     }
 
@@ -72,6 +83,7 @@ impl PassConfig {
             PassConfig::PruneMagnitude(p) => p.run(graph),
             PassConfig::PruneNM(p) => p.run(graph),
             PassConfig::StoreSparse(p) => p.run(graph),
+            PassConfig::PruneChannels(p) => p.run(graph),
         }
         .with_context(|| format!("pass {} failed", self.name()))?;
         Ok(PassReport {

@@ -8,5 +8,6 @@ mod eval;
 mod onnx_io;
 mod pipeline;
 mod prune;
+mod prune_channels;
 mod synth;
 mod val;

@@ -1,0 +1,993 @@
+//! `prune_channels`: structured pruning that removes whole Conv output channels by graph surgery.
+//!
+//! Before: a Conv `W[C, I, kh, kw]`, `b[C]` whose output (after SiLU, Concat, ...) feeds
+//! `W2[O, C, kh, kw]`. After: `W[C', I, kh, kw]`, `b[C']`, `W2[O, C', kh, kw]` with the same
+//! `C - C'` channel positions gone everywhere, and every other tensor untouched.
+//!
+//! Preconditions: the model's channel groups ([`channel_groups`]) say what must be removed
+//! together; only *prunable* groups are touched, locked ones are reported and left alone. Weights
+//! must be dense initializers (densify sparse ones first).
+//!
+//! Which channels go, per selected group of `C` channels:
+//! - Importance of channel `k`: the norm of its output filters summed over every producer Conv
+//!   of the group (`l1`: sum of |w|; `l2`: square root of the sum of w^2 over all producers'
+//!   filters `W[k, ..]`). Consumers are not counted: a producer filter is what creates the
+//!   channel, and a consumer's input slice is scaled by a following layer anyway.
+//!   `random` (a test aid) draws each importance uniformly from a ChaCha8 stream seeded with
+//!   `seed`, so tests can try many channel selections.
+//! - `scope: layer`: the group's target is to remove `round_half_even(amount x C)` channels.
+//!   `scope: global`: each group's importances are divided by the group's mean importance (so
+//!   wide or large-valued groups are not favoured), all selected channels are ranked together,
+//!   and the `round_half_even(amount x N)` lowest of all `N` are the targets, counted per group.
+//! - The number *kept* is then rounded to the nearest multiple of `round_to` (halves to even
+//!   multiples), never above `C`, and never below `min_channels` (default: the larger of 8 and
+//!   `round_to`, rounded up to a multiple of `round_to`); a group that would go below keeps the
+//!   minimum and the report says so. A group whose target is 0 keeps everything.
+//! - The channels of lowest importance go (lowest index first among equals), except that a
+//!   tensor carrying only part of the group (a Split output, a Slice) always keeps at least one
+//!   channel; the group then loses fewer.
+//!
+//! Surgery for removed channel set `R` of a group: producer weights axis 0 and biases; `group = 1`
+//! consumers' weights axis 1 at the positions `R` has there (through the span offsets, e.g. behind
+//! a Concat); depthwise consumers' weights axis 0, biases and `group` attribute; per-channel
+//! parameters ([`Edit::Param`], e.g. BatchNormalization); Split sizes, Slice bounds on the channel
+//! axis and stored Resize sizes (rewritten as new initializers read only by their node); and the
+//! channel dimension of every `value_info` entry carrying group channels. Graph inputs and outputs
+//! never carry prunable channels. A tensor read by anything besides the node being edited is
+//! copied for that node instead of edited in place; replaced initializers nobody reads any more
+//! are dropped.
+//!
+//! [`PruneChannels::mask`] applies the same selection without surgery: it zeros the removed
+//! channels where they are made (producer weights and biases, depthwise consumer weights and
+//! biases, BatchNormalization scale and bias, per-channel operands of Add, Sub, Max and Min), so
+//! with SiLU(0) = 0 and zero-preserving pooling and resizing the masked model computes what the
+//! pruned one does. It is the reference `shears prune --verify` compares against. Where an op
+//! between producer and consumer maps 0 to something else (Sigmoid, any f with f(0) != 0), the
+//! masked channel still carries a constant that the pruned model drops: the two differ, and
+//! verification refuses the result.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use anyhow::{Context, Result, bail, ensure};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::prune_magnitude::Scope;
+use super::selection::{LayerFilter, round_half_even};
+use crate::analysis::{ChannelGroup, Edit, GroupStatus, Span, UseKind, channel_groups};
+use crate::graph::{GraphView, Shapes, attr_ints, infer_shapes};
+use crate::onnx::proto::tensor_proto::DataType;
+use crate::onnx::proto::{GraphProto, NodeProto, TensorProto};
+use crate::onnx::tensor;
+
+/// Options of `prune_channels`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PruneChannels {
+    /// Fraction of each selected group's channels (or of all, with `scope: global`) to remove,
+    /// in [0, 1].
+    pub amount: f64,
+    #[serde(default)]
+    pub importance: Importance,
+    #[serde(default)]
+    pub scope: Scope,
+    /// The kept channel count of each group is a multiple of this.
+    #[serde(default = "default_round_to")]
+    pub round_to: usize,
+    /// No group keeps fewer channels (default: max(8, round_to), rounded up to a multiple of
+    /// round_to).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_channels: Option<usize>,
+    /// Seed of `importance: random`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub seed: u64,
+    /// Only groups with a producer Conv whose node name matches one of these regular expressions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub include: Vec<String>,
+    /// Never groups with a producer Conv whose node name matches one of these.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
+}
+
+fn default_round_to() -> usize {
+    8
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+/// How a channel's importance is measured.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Importance {
+    /// Sum of |w| of the channel's filters over all producers.
+    #[default]
+    L1,
+    /// Euclidean norm of the channel's filters over all producers.
+    L2,
+    /// Seeded random importances: a test aid for trying many channel selections.
+    #[value(hide = true)]
+    Random,
+}
+
+/// The channels chosen for removal.
+struct Plan {
+    /// Group id and its removed channels (ascending), for every group losing at least one.
+    removed: Vec<(usize, Vec<usize>)>,
+    /// Lines about groups that kept the minimum width.
+    at_minimum: Vec<String>,
+    /// Lines about groups left alone.
+    locked: Vec<String>,
+    filtered: usize,
+    selected: usize,
+}
+
+/// Whether surgery removes channels or the mask zeros them.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Remove,
+    Zero,
+}
+
+impl PruneChannels {
+    pub fn validate(&self) -> Result<()> {
+        if !(0.0..=1.0).contains(&self.amount) {
+            bail!("amount {} is outside [0, 1]", self.amount);
+        }
+        if self.round_to == 0 {
+            bail!("round_to must be at least 1");
+        }
+        if self.min_channels == Some(0) {
+            bail!("min_channels must be at least 1");
+        }
+        LayerFilter::new(&self.include, &self.exclude).map(drop)
+    }
+
+    /// The minimum width of a group: a multiple of `round_to`.
+    fn min_width(&self) -> usize {
+        let min = self.min_channels.unwrap_or(self.round_to.max(8));
+        min.div_ceil(self.round_to) * self.round_to
+    }
+
+    /// Removes the selected channels; returns the summary line.
+    pub fn run(&self, graph: &mut GraphProto) -> Result<String> {
+        let analysis = channel_groups(graph)?;
+        let plan = self.plan(graph, &analysis.groups)?;
+        let before: usize = plan
+            .removed
+            .iter()
+            .map(|(g, _)| analysis.groups[*g].channels)
+            .sum();
+        let removed: usize = plan.removed.iter().map(|(_, r)| r.len()).sum();
+        surgery(graph, &analysis.groups, &plan.removed, Mode::Remove)?;
+        let per_group: Vec<String> = plan
+            .removed
+            .iter()
+            .map(|(g, r)| {
+                let c = analysis.groups[*g].channels;
+                format!("#{g} {c}->{}", c - r.len())
+            })
+            .collect();
+        let mut summary = format!(
+            "removed {removed} channels from {} of {} selected groups ({before} -> {} channels; \
+             {} importance, {} scope, amount {}, round_to {}, min_channels {})",
+            plan.removed.len(),
+            plan.selected,
+            before - removed,
+            self.importance_name(),
+            match self.scope {
+                Scope::Layer => "layer",
+                Scope::Global => "global",
+            },
+            self.amount,
+            self.round_to,
+            self.min_width(),
+        );
+        if !per_group.is_empty() {
+            summary += &format!("; per group: {}", per_group.join(", "));
+        }
+        if !plan.at_minimum.is_empty() {
+            let first: Vec<&str> = plan.at_minimum.iter().take(3).map(String::as_str).collect();
+            summary += &format!(
+                "; {} groups kept the minimum width (first: {})",
+                plan.at_minimum.len(),
+                first.join("; ")
+            );
+        }
+        summary += &format!(
+            "; left alone: {} locked, {} not selected by include/exclude",
+            plan.locked.len(),
+            plan.filtered
+        );
+        if let Some(first) = plan.locked.first() {
+            summary += &format!(" (first locked: {first})");
+        }
+        if plan.removed.is_empty() {
+            summary += "; nothing was pruned";
+        }
+        Ok(summary)
+    }
+
+    /// Zeros, without surgery, exactly the channels [`PruneChannels::run`] would remove from the
+    /// same graph (see the module doc); returns how many channels it zeroed.
+    pub fn mask(&self, graph: &mut GraphProto) -> Result<usize> {
+        self.validate()?;
+        let analysis = channel_groups(graph)?;
+        let plan = self.plan(graph, &analysis.groups)?;
+        surgery(graph, &analysis.groups, &plan.removed, Mode::Zero)?;
+        Ok(plan.removed.iter().map(|(_, r)| r.len()).sum())
+    }
+
+    fn importance_name(&self) -> &'static str {
+        match self.importance {
+            Importance::L1 => "l1",
+            Importance::L2 => "l2",
+            Importance::Random => "random",
+        }
+    }
+
+    fn plan(&self, graph: &GraphProto, groups: &[ChannelGroup]) -> Result<Plan> {
+        let include = LayerFilter::new(&self.include, &[])?;
+        let exclude = LayerFilter::new(&[], &self.exclude)?;
+        let mut plan = Plan {
+            removed: Vec::new(),
+            at_minimum: Vec::new(),
+            locked: Vec::new(),
+            filtered: 0,
+            selected: 0,
+        };
+        let mut selected = Vec::new();
+        for group in groups {
+            if let GroupStatus::Locked { reasons } = &group.status {
+                let first = reasons.first().map_or("", |r| r.reason.as_str());
+                plan.locked.push(format!("{}: {first}", describe(group)));
+                continue;
+            }
+            let names = &group.producer_names;
+            if !names.iter().any(|n| include.selects(n))
+                || !names.iter().all(|n| exclude.selects(n))
+            {
+                plan.filtered += 1;
+                continue;
+            }
+            selected.push(group);
+        }
+        plan.selected = selected.len();
+        let view = GraphView::new(graph);
+        let shapes = infer_shapes(&view);
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
+        let mut scores = Vec::with_capacity(selected.len());
+        for group in &selected {
+            scores.push(self.importance(&view, group, &mut rng)?);
+        }
+        let targets: Vec<usize> = match self.scope {
+            Scope::Layer => selected
+                .iter()
+                .map(|g| round_half_even(self.amount * g.channels as f64) as usize)
+                .collect(),
+            Scope::Global => global_targets(&scores, self.amount),
+        };
+        let min = self.min_width();
+        for ((group, score), target) in selected.iter().zip(&scores).zip(targets) {
+            let c = group.channels;
+            if target == 0 {
+                continue;
+            }
+            let wanted = c - target.min(c);
+            let rounded = round_half_even(wanted as f64 / self.round_to as f64) as usize;
+            let mut kept = (rounded * self.round_to).min(c);
+            if kept < min {
+                kept = min.min(c);
+                plan.at_minimum.push(format!(
+                    "{} would keep {wanted} of {c}, keeps {kept}",
+                    describe(group)
+                ));
+            }
+            if kept >= c {
+                continue;
+            }
+            let mut order: Vec<usize> = (0..c).collect();
+            order.sort_by(|&a, &b| score[a].total_cmp(&score[b]).then(a.cmp(&b)));
+            let mut removed = keep_one_per_part(group, &shapes, &order, c - kept);
+            if removed.is_empty() {
+                continue;
+            }
+            removed.sort_unstable();
+            plan.removed.push((group.id, removed));
+        }
+        Ok(plan)
+    }
+
+    /// The importance of each channel of `group`.
+    fn importance(
+        &self,
+        view: &GraphView,
+        group: &ChannelGroup,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<Vec<f64>> {
+        let c = group.channels;
+        if self.importance == Importance::Random {
+            return Ok((0..c).map(|_| rng.random::<f64>()).collect());
+        }
+        let mut score = vec![0.0f64; c];
+        for &p in &group.producers {
+            let node = view.node(p);
+            let weight = view.initializer(&node.input[1]).with_context(|| {
+                format!(
+                    "{}: weight {:?} is not a dense initializer (densify it before pruning)",
+                    view.describe(p),
+                    node.input[1]
+                )
+            })?;
+            let values =
+                tensor::to_f32(weight).with_context(|| format!("{}: weight", view.describe(p)))?;
+            ensure!(
+                weight.dims.first() == Some(&(c as i64)),
+                "{}: weight has {:?} output channels, the group {c}",
+                view.describe(p),
+                weight.dims.first()
+            );
+            let per = values.len() / c.max(1);
+            for (k, filter) in values.chunks(per.max(1)).enumerate().take(c) {
+                score[k] += match self.importance {
+                    Importance::L1 => filter.iter().map(|v| f64::from(v.abs())).sum::<f64>(),
+                    _ => filter.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>(),
+                };
+            }
+        }
+        if self.importance == Importance::L2 {
+            score.iter_mut().for_each(|s| *s = s.sqrt());
+        }
+        Ok(score)
+    }
+}
+
+/// The first `count` channels of `order` that can go without emptying a tensor that carries only
+/// part of the group and nothing else (a Split output, a Slice): each such part keeps at least
+/// its channel that comes last in `order`, so fewer than `count` may be returned.
+fn keep_one_per_part(
+    group: &ChannelGroup,
+    shapes: &Shapes,
+    order: &[usize],
+    count: usize,
+) -> Vec<usize> {
+    let parts: Vec<(usize, usize)> = group
+        .tensors
+        .iter()
+        .filter(|t| {
+            t.span.len < group.channels
+                && shapes.get(&t.name).and_then(|s| s.get(1).copied()) == Some(t.span.len as i64)
+        })
+        .map(|t| (t.span.start, t.span.start + t.span.len))
+        .collect();
+    let mut left: Vec<usize> = parts.iter().map(|(a, b)| b - a).collect();
+    let mut removed = Vec::with_capacity(count);
+    for &k in order {
+        if removed.len() == count {
+            break;
+        }
+        let inside = |&(a, b): &(usize, usize)| (a..b).contains(&k);
+        if parts.iter().zip(&left).any(|(p, &l)| inside(p) && l == 1) {
+            continue;
+        }
+        for (p, l) in parts.iter().zip(left.iter_mut()) {
+            if inside(p) {
+                *l -= 1;
+            }
+        }
+        removed.push(k);
+    }
+    removed
+}
+
+/// With `scope: global`: how many channels each group should lose, ranking all channels by
+/// importance over their group's mean.
+fn global_targets(scores: &[Vec<f64>], amount: f64) -> Vec<usize> {
+    let mut all: Vec<(f64, usize, usize)> = Vec::new();
+    for (g, score) in scores.iter().enumerate() {
+        let mean = score.iter().sum::<f64>() / score.len().max(1) as f64;
+        let scale = if mean > 0.0 { mean } else { 1.0 };
+        all.extend(score.iter().enumerate().map(|(k, s)| (s / scale, g, k)));
+    }
+    let n = round_half_even(amount * all.len() as f64) as usize;
+    all.sort_by(|a, b| a.0.total_cmp(&b.0).then((a.1, a.2).cmp(&(b.1, b.2))));
+    let mut targets = vec![0; scores.len()];
+    for &(_, g, _) in &all[..n.min(all.len())] {
+        targets[g] += 1;
+    }
+    targets
+}
+
+fn describe(group: &ChannelGroup) -> String {
+    format!(
+        "group #{} ({}, {} channels)",
+        group.id,
+        group.producer_names.first().map_or("?", String::as_str),
+        group.channels
+    )
+}
+
+/// The positions `span` holds of group channels `removed`.
+fn positions(span: &Span, removed: &[usize]) -> impl Iterator<Item = usize> {
+    removed.iter().filter_map(move |&k| span.position(k))
+}
+
+/// Per (node, input slot): positions to remove or zero, by axis.
+type TensorEdits = BTreeMap<(usize, usize), BTreeMap<usize, BTreeSet<usize>>>;
+
+/// Removes (or zeros) the channels `removed` of the groups they belong to.
+fn surgery(
+    graph: &mut GraphProto,
+    groups: &[ChannelGroup],
+    removed: &[(usize, Vec<usize>)],
+    mode: Mode,
+) -> Result<()> {
+    let mut edits = TensorEdits::new();
+    let mut in_tensor: HashMap<String, BTreeSet<usize>> = HashMap::new();
+    let mut depthwise = BTreeSet::new();
+    let mut rewired = BTreeSet::new();
+    let add = |edits: &mut TensorEdits, node: usize, slot: usize, axis: usize, pos: &[usize]| {
+        edits
+            .entry((node, slot))
+            .or_default()
+            .entry(axis)
+            .or_default()
+            .extend(pos.iter().copied());
+    };
+    for (g, r) in removed {
+        let group = &groups[*g];
+        for &p in &group.producers {
+            add(&mut edits, p, 1, 0, r);
+            if graph.node[p].input.get(2).is_some_and(|b| !b.is_empty()) {
+                add(&mut edits, p, 2, 0, r);
+            }
+        }
+        for c in &group.consumers {
+            let pos: Vec<usize> = positions(&c.span, r).collect();
+            match c.kind {
+                UseKind::Input if mode == Mode::Remove => add(&mut edits, c.node, 1, 1, &pos),
+                UseKind::Input => {}
+                UseKind::Depthwise => {
+                    add(&mut edits, c.node, 1, 0, &pos);
+                    if graph.node[c.node]
+                        .input
+                        .get(2)
+                        .is_some_and(|b| !b.is_empty())
+                    {
+                        add(&mut edits, c.node, 2, 0, &pos);
+                    }
+                    depthwise.insert(c.node);
+                }
+            }
+        }
+        for edit in &group.edits {
+            match edit {
+                Edit::Param {
+                    node,
+                    tensor,
+                    axis,
+                    span,
+                } => {
+                    let n = &graph.node[*node];
+                    let pos: Vec<usize> = positions(span, r).collect();
+                    for (slot, input) in n.input.iter().enumerate() {
+                        if input == tensor && (mode == Mode::Remove || zeroes_output(n, slot)) {
+                            add(&mut edits, *node, slot, *axis, &pos);
+                        }
+                    }
+                }
+                Edit::SplitSizes { node, .. }
+                | Edit::SliceBounds { node, .. }
+                | Edit::ResizeSizes { node, .. } => {
+                    rewired.insert(*node);
+                }
+            }
+        }
+        for t in &group.tensors {
+            in_tensor
+                .entry(t.name.clone())
+                .or_default()
+                .extend(positions(&t.span, r));
+        }
+    }
+    let mut replaced = Vec::new();
+    for ((node, slot), axes) in &edits {
+        let name = graph.node[*node].input[*slot].clone();
+        let index = graph
+            .initializer
+            .iter()
+            .position(|t| t.name() == name)
+            .with_context(|| {
+                format!(
+                    "node {:?}: input {name:?} is not a dense initializer (densify sparse \
+                     weights before pruning channels)",
+                    graph.node[*node].name()
+                )
+            })?;
+        let mut t = graph.initializer[index].clone();
+        for (&axis, pos) in axes {
+            t = match mode {
+                Mode::Remove => remove_along(&t, axis, pos),
+                Mode::Zero => zero_along(&t, axis, pos),
+            }
+            .with_context(|| format!("node {:?}: tensor {name:?}", graph.node[*node].name()))?;
+        }
+        put_for_node(graph, *node, *slot, t, &mut replaced);
+    }
+    if mode == Mode::Zero {
+        return Ok(());
+    }
+    for &node in &depthwise {
+        let out = graph
+            .initializer
+            .iter()
+            .find(|t| t.name() == graph.node[node].input[1])
+            .map(|t| t.dims[0])
+            .context("depthwise weight vanished")?;
+        if let Some(a) = graph.node[node]
+            .attribute
+            .iter_mut()
+            .find(|a| a.name() == "group")
+        {
+            a.i = Some(out);
+        }
+    }
+    rewrite_shape_constants(graph, &rewired, &in_tensor, &mut replaced)?;
+    drop_unread(graph, &replaced);
+    update_value_info(graph, &in_tensor);
+    Ok(())
+}
+
+/// Whether zeroing input `slot` of `node` at a channel zeros that channel of its output.
+fn zeroes_output(node: &NodeProto, slot: usize) -> bool {
+    match node.op_type() {
+        "BatchNormalization" => slot == 1 || slot == 2,
+        "Add" | "Sub" | "Max" | "Min" => true,
+        _ => false,
+    }
+}
+
+/// Makes `node` read `t` at `slot`: in place when nothing else reads the tensor (no other node,
+/// and it is no graph input or output), else as a new initializer of a fresh name. Names of initializers that lost a reader go into `replaced`.
+fn put_for_node(
+    graph: &mut GraphProto,
+    node: usize,
+    slot: usize,
+    mut t: TensorProto,
+    replaced: &mut Vec<String>,
+) {
+    let name = graph.node[node].input[slot].clone();
+    let readers: usize = graph
+        .node
+        .iter()
+        .map(|n| n.input.iter().filter(|i| **i == name).count())
+        .sum::<usize>()
+        + graph.output.iter().filter(|o| o.name() == name).count()
+        + graph.input.iter().filter(|i| i.name() == name).count();
+    let existing = graph.initializer.iter().position(|x| x.name() == name);
+    match existing {
+        Some(index) if readers == 1 => graph.initializer[index] = t,
+        _ => {
+            let fresh = fresh_name(graph, &format!("{name}_pruned_n{node}"));
+            t.name = Some(fresh.clone());
+            graph.initializer.push(t);
+            graph.node[node].input[slot] = fresh;
+            replaced.push(name);
+        }
+    }
+}
+
+fn fresh_name(graph: &GraphProto, base: &str) -> String {
+    let taken = |n: &str| {
+        graph.initializer.iter().any(|t| t.name() == n)
+            || graph.node.iter().any(|x| x.output.iter().any(|o| o == n))
+            || graph.input.iter().any(|i| i.name() == n)
+    };
+    let mut name = base.to_string();
+    let mut i = 1;
+    while taken(&name) {
+        name = format!("{base}_{i}");
+        i += 1;
+    }
+    name
+}
+
+/// Drops initializers among `names` that no node reads any more.
+fn drop_unread(graph: &mut GraphProto, names: &[String]) {
+    let read = |graph: &GraphProto, n: &str| {
+        graph.node.iter().any(|x| x.input.iter().any(|i| i == n))
+            || graph.output.iter().any(|o| o.name() == n)
+            || graph.input.iter().any(|i| i.name() == n)
+    };
+    let unread: BTreeSet<&String> = names.iter().filter(|n| !read(graph, n)).collect();
+    let unread: BTreeSet<String> = unread.into_iter().cloned().collect();
+    graph.initializer.retain(|t| !unread.contains(t.name()));
+}
+
+/// Lowers the channel dimension of every `value_info` entry carrying removed channels.
+fn update_value_info(graph: &mut GraphProto, in_tensor: &HashMap<String, BTreeSet<usize>>) {
+    use crate::onnx::proto::tensor_shape_proto::dimension::Value as Dim;
+    use crate::onnx::proto::type_proto::Value;
+    for info in &mut graph.value_info {
+        let Some(removed) = in_tensor.get(info.name()).filter(|r| !r.is_empty()) else {
+            continue;
+        };
+        let Some(Value::TensorType(t)) = info.r#type.as_mut().and_then(|t| t.value.as_mut()) else {
+            continue;
+        };
+        if let Some(Dim::DimValue(v)) = t
+            .shape
+            .as_mut()
+            .and_then(|s| s.dim.get_mut(1))
+            .and_then(|d| d.value.as_mut())
+        {
+            *v -= removed.len() as i64;
+        }
+    }
+}
+
+/// Recounts Split sizes, remaps Slice bounds and lowers stored Resize sizes of `nodes`, each as
+/// a new initializer read by that node alone (or its attribute, where the node keeps them there).
+fn rewrite_shape_constants(
+    graph: &mut GraphProto,
+    nodes: &BTreeSet<usize>,
+    in_tensor: &HashMap<String, BTreeSet<usize>>,
+    replaced: &mut Vec<String>,
+) -> Result<()> {
+    // Constants are read on the graph as it stands: the rewrites below touch only these nodes'
+    // own integer inputs, which no channel edit changed.
+    let updates: Vec<(usize, ConstUpdate)> = {
+        let view = GraphView::new(graph);
+        let shapes = infer_shapes(&view);
+        let mut out = Vec::new();
+        for &index in nodes {
+            let node = view.node(index);
+            let data = &node.input[0];
+            let gone = in_tensor.get(data).cloned().unwrap_or_default();
+            let channels = shapes
+                .get(data)
+                .and_then(|s| s.get(1).copied())
+                .with_context(|| format!("{}: unknown channel count", view.describe(index)))?
+                as usize;
+            let ints = |attr: &str, slot: usize| -> Option<Vec<i64>> {
+                if let Some(v) = attr_ints(node, attr) {
+                    return Some(v.to_vec());
+                }
+                let name = node.input.get(slot).filter(|n| !n.is_empty())?;
+                Some(shapes.value(name)?.iter().map(|&x| x as i64).collect())
+            };
+            let below = |p: usize| gone.iter().filter(|&&g| g < p).count();
+            match node.op_type() {
+                "Split" => {
+                    let n = node.output.len();
+                    let sizes = match ints("split", 1) {
+                        Some(v) => v,
+                        None => {
+                            let chunk = channels.div_ceil(n.max(1));
+                            (0..n)
+                                .map(|i| chunk.min(channels.saturating_sub(i * chunk)) as i64)
+                                .collect()
+                        }
+                    };
+                    let mut at = 0usize;
+                    let new: Vec<i64> = sizes
+                        .iter()
+                        .map(|&s| {
+                            let end = at + s as usize;
+                            let lost = gone.iter().filter(|&&g| g >= at && g < end).count();
+                            at = end;
+                            s - lost as i64
+                        })
+                        .collect();
+                    if attr_ints(node, "split").is_some() {
+                        out.push((index, ConstUpdate::Attr("split", new)));
+                    } else if node.input.get(1).is_some_and(|s| !s.is_empty()) {
+                        out.push((index, ConstUpdate::Input(1, new)));
+                    } else if new.windows(2).any(|w| w[0] != w[1]) {
+                        bail!(
+                            "{}: splits evenly without sizes, and the removed channels make the \
+                             parts uneven; exclude the groups it splits",
+                            view.describe(index)
+                        );
+                    }
+                }
+                "Slice" => {
+                    let rank = shapes.get(data).map_or(4, <[i64]>::len).max(1) as i64;
+                    let (Some(starts), Some(ends)) = (ints("starts", 1), ints("ends", 2)) else {
+                        bail!("{}: slice bounds not readable", view.describe(index));
+                    };
+                    let axes =
+                        ints("axes", 3).unwrap_or_else(|| (0..starts.len() as i64).collect());
+                    let k = axes
+                        .iter()
+                        .position(|&a| a.rem_euclid(rank) == 1)
+                        .context("no channel axis")?;
+                    let c = channels as i64;
+                    let clamp = |v: i64| {
+                        if v < 0 { (v + c).max(0) } else { v.min(c) }
+                    };
+                    let (b, e) = (clamp(starts[k]), clamp(ends[k]).max(clamp(starts[k])));
+                    let mut starts = starts;
+                    let mut ends = ends;
+                    starts[k] = b - below(b as usize) as i64;
+                    ends[k] = e - below(e as usize) as i64;
+                    if attr_ints(node, "starts").is_some() {
+                        out.push((index, ConstUpdate::Attr("starts", starts)));
+                        out.push((index, ConstUpdate::Attr("ends", ends)));
+                    } else {
+                        out.push((index, ConstUpdate::Input(1, starts)));
+                        out.push((index, ConstUpdate::Input(2, ends)));
+                    }
+                }
+                "Resize" | "Upsample" => {
+                    // Only a Resize with `sizes` (input 3) gets a ResizeSizes edit.
+                    let slot = 3;
+                    let mut sizes: Vec<i64> = node
+                        .input
+                        .get(slot)
+                        .and_then(|n| shapes.value(n))
+                        .map(|v| v.iter().map(|&x| x as i64).collect())
+                        .with_context(|| {
+                            format!("{}: stored sizes not readable", view.describe(index))
+                        })?;
+                    ensure!(sizes.len() > 1, "{}: sizes too short", view.describe(index));
+                    sizes[1] -= gone.len() as i64;
+                    out.push((index, ConstUpdate::Input(slot, sizes)));
+                }
+                other => bail!("{}: unexpected {other} shape rewrite", view.describe(index)),
+            }
+        }
+        out
+    };
+    for (index, update) in updates {
+        match update {
+            ConstUpdate::Attr(name, values) => {
+                let a = graph.node[index]
+                    .attribute
+                    .iter_mut()
+                    .find(|a| a.name() == name)
+                    .context("attribute vanished")?;
+                a.ints = values;
+            }
+            ConstUpdate::Input(slot, values) => {
+                let old = graph.node[index].input[slot].clone();
+                let dtype = int_type_of(graph, &old);
+                let mut t = tensor::from_i64(&old, &[values.len() as i64], &values);
+                if dtype == DataType::Int32 as i32 {
+                    let raw: Vec<u8> = values
+                        .iter()
+                        .flat_map(|&v| (v as i32).to_le_bytes())
+                        .collect();
+                    t.data_type = Some(dtype);
+                    t.raw_data = Some(raw.into());
+                }
+                let fresh = fresh_name(graph, &format!("{old}_pruned_n{index}"));
+                t.name = Some(fresh.clone());
+                graph.initializer.push(t);
+                graph.node[index].input[slot] = fresh;
+                replaced.push(old);
+            }
+        }
+    }
+    Ok(())
+}
+
+enum ConstUpdate {
+    Attr(&'static str, Vec<i64>),
+    Input(usize, Vec<i64>),
+}
+
+/// The element type of integer constant `name` (an initializer or a `Constant` output); INT64
+/// when unknown.
+fn int_type_of(graph: &GraphProto, name: &str) -> i32 {
+    if let Some(t) = graph.initializer.iter().find(|t| t.name() == name) {
+        return t.data_type();
+    }
+    graph
+        .node
+        .iter()
+        .find(|n| n.op_type() == "Constant" && n.output.first().is_some_and(|o| o == name))
+        .and_then(|n| n.attribute.iter().find_map(|a| a.t.as_ref()))
+        .map_or(DataType::Int64 as i32, TensorProto::data_type)
+}
+
+/// Bytes per element of the types whose `raw_data` this pass can slice.
+fn element_size(data_type: i32) -> Option<usize> {
+    use DataType as D;
+    Some(match DataType::try_from(data_type).ok()? {
+        D::Uint8 | D::Int8 | D::Bool => 1,
+        D::Float16 | D::Bfloat16 | D::Uint16 | D::Int16 => 2,
+        D::Float | D::Int32 | D::Uint32 => 4,
+        D::Double | D::Int64 | D::Uint64 => 8,
+        _ => return None,
+    })
+}
+
+/// Keeps, of each `outer` block of `n x unit` values, the `unit`-runs at positions `keep`.
+fn gather<T: Clone>(values: &[T], n: usize, unit: usize, keep: &[usize]) -> Vec<T> {
+    let block = n * unit;
+    let mut out = Vec::with_capacity(values.len() / n.max(1) * keep.len());
+    for chunk in values.chunks(block.max(1)) {
+        for &k in keep {
+            out.extend_from_slice(&chunk[k * unit..(k + 1) * unit]);
+        }
+    }
+    out
+}
+
+/// `t` without the positions `removed` along `axis`, in its own element type and storage field.
+fn remove_along(t: &TensorProto, axis: usize, removed: &BTreeSet<usize>) -> Result<TensorProto> {
+    let n = *t
+        .dims
+        .get(axis)
+        .with_context(|| format!("has no axis {axis} (dims {:?})", t.dims))? as usize;
+    if let Some(&last) = removed.last() {
+        ensure!(last < n, "position {last} is outside axis {axis} of {n}");
+    }
+    let inner = tensor::numel(&t.dims[axis + 1..])?;
+    let total = tensor::numel(&t.dims)?;
+    let keep: Vec<usize> = (0..n).filter(|k| !removed.contains(k)).collect();
+    let mut out = t.clone();
+    out.dims[axis] = keep.len() as i64;
+    if let Some(raw) = &t.raw_data {
+        let size = element_size(t.data_type())
+            .with_context(|| format!("cannot slice {} data", tensor::type_name(t)))?;
+        ensure!(
+            raw.len() == total * size,
+            "raw_data length does not match dims"
+        );
+        out.raw_data = Some(gather(&raw[..], n, inner * size, &keep).into());
+        return Ok(out);
+    }
+    let check = |len: usize| {
+        ensure!(len == total, "holds {len} values, dims need {total}");
+        Ok(())
+    };
+    if !t.float_data.is_empty() {
+        check(t.float_data.len())?;
+        out.float_data = gather(&t.float_data, n, inner, &keep);
+    } else if !t.int32_data.is_empty() {
+        check(t.int32_data.len())?;
+        out.int32_data = gather(&t.int32_data, n, inner, &keep);
+    } else if !t.int64_data.is_empty() {
+        check(t.int64_data.len())?;
+        out.int64_data = gather(&t.int64_data, n, inner, &keep);
+    } else if !t.double_data.is_empty() {
+        check(t.double_data.len())?;
+        out.double_data = gather(&t.double_data, n, inner, &keep);
+    } else if !t.uint64_data.is_empty() {
+        check(t.uint64_data.len())?;
+        out.uint64_data = gather(&t.uint64_data, n, inner, &keep);
+    } else if total != 0 {
+        bail!("holds no inline data (external data must be loaded first)");
+    }
+    Ok(out)
+}
+
+/// `t` with the positions `zeroed` along `axis` set to 0 (a floating-point tensor).
+fn zero_along(t: &TensorProto, axis: usize, zeroed: &BTreeSet<usize>) -> Result<TensorProto> {
+    let n = *t
+        .dims
+        .get(axis)
+        .with_context(|| format!("has no axis {axis} (dims {:?})", t.dims))? as usize;
+    let inner = tensor::numel(&t.dims[axis + 1..])?;
+    let mut values = tensor::to_f32(t)?;
+    for (i, v) in values.iter_mut().enumerate() {
+        if zeroed.contains(&((i / inner.max(1)) % n.max(1))) {
+            *v = 0.0;
+        }
+    }
+    let mut out = t.clone();
+    tensor::set_f32(&mut out, &values)?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ints(t: &TensorProto) -> Vec<i64> {
+        tensor::to_i64(t).unwrap()
+    }
+
+    #[test]
+    fn remove_along_slices_each_axis() {
+        // [2, 3, 2]: remove position 1 of axis 1.
+        let values: Vec<i64> = (0..12).collect();
+        let t = tensor::from_i64("t", &[2, 3, 2], &values);
+        let r = remove_along(&t, 1, &BTreeSet::from([1])).unwrap();
+        assert_eq!(r.dims, [2, 2, 2]);
+        assert_eq!(ints(&r), [0, 1, 4, 5, 6, 7, 10, 11]);
+        let r = remove_along(&t, 0, &BTreeSet::from([0])).unwrap();
+        assert_eq!(ints(&r), (6..12).collect::<Vec<_>>());
+        let r = remove_along(&t, 2, &BTreeSet::from([0])).unwrap();
+        assert_eq!(ints(&r), [1, 3, 5, 7, 9, 11]);
+        assert!(remove_along(&t, 1, &BTreeSet::from([3])).is_err());
+        assert!(remove_along(&t, 3, &BTreeSet::new()).is_err());
+    }
+
+    #[test]
+    fn remove_along_keeps_typed_fields() {
+        let t = TensorProto {
+            dims: vec![3],
+            data_type: Some(DataType::Float as i32),
+            float_data: vec![1.0, 2.0, 3.0],
+            ..Default::default()
+        };
+        let r = remove_along(&t, 0, &BTreeSet::from([0, 2])).unwrap();
+        assert_eq!(r.float_data, [2.0]);
+        assert!(r.raw_data.is_none());
+    }
+
+    #[test]
+    fn a_tensor_read_by_two_nodes_is_copied_for_the_edited_one() {
+        let mut g = GraphProto::default();
+        g.initializer.push(tensor::from_f32("w", &[2], &[1.0, 2.0]));
+        for x in ["a", "b"] {
+            g.node.push(NodeProto {
+                input: vec![x.into(), "w".into()],
+                ..Default::default()
+            });
+        }
+        let t = remove_along(&g.initializer[0], 0, &BTreeSet::from([0])).unwrap();
+        let mut replaced = Vec::new();
+        put_for_node(&mut g, 1, 1, t.clone(), &mut replaced);
+        assert_eq!(g.node[1].input[1], "w_pruned_n1");
+        assert_eq!(g.node[0].input[1], "w");
+        drop_unread(&mut g, &replaced);
+        assert_eq!(g.initializer.len(), 2);
+        assert_eq!(g.initializer[0].dims, [2]);
+        // Node 0 is now the only reader: edited in place.
+        put_for_node(&mut g, 0, 1, t, &mut replaced);
+        assert_eq!(g.node[0].input[1], "w");
+        assert_eq!(g.initializer[0].dims, [1]);
+        assert_eq!(g.initializer.len(), 2);
+    }
+
+    #[test]
+    fn zero_along_zeroes_whole_slices() {
+        let t = tensor::from_f32("w", &[2, 2], &[1.0, 2.0, 3.0, 4.0]);
+        let z = zero_along(&t, 1, &BTreeSet::from([0])).unwrap();
+        assert_eq!(tensor::to_f32(&z).unwrap(), [0.0, 2.0, 0.0, 4.0]);
+    }
+
+    #[test]
+    fn global_targets_rank_normalised_importances() {
+        // Group 0 is ten times larger in scale but the same shape: each loses one of two.
+        let scores = vec![vec![10.0, 30.0], vec![1.0, 3.0]];
+        assert_eq!(global_targets(&scores, 0.5), [1, 1]);
+        assert_eq!(global_targets(&scores, 0.0), [0, 0]);
+        assert_eq!(global_targets(&scores, 1.0), [2, 2]);
+    }
+
+    #[test]
+    fn options_are_validated() {
+        let mut p: PruneChannels = serde_saphyr::from_str("amount: 0.5").unwrap();
+        assert_eq!(p.round_to, 8);
+        assert_eq!(p.min_width(), 8);
+        p.round_to = 3;
+        assert_eq!(p.min_width(), 9);
+        p.amount = 1.5;
+        assert!(p.validate().is_err());
+        p.amount = 0.5;
+        p.round_to = 0;
+        assert!(p.validate().is_err());
+        assert!(serde_saphyr::from_str::<PruneChannels>("amount: 0.5\nbogus: 1").is_err());
+    }
+
+    #[test]
+    fn pipeline_files_name_the_pass_prune_channels() {
+        let yaml =
+            "prune_channels:\n  amount: 0.3\n  importance: l2\n  scope: global\n  round_to: 16";
+        let pass: super::super::PassConfig = serde_saphyr::from_str(yaml).unwrap();
+        let super::super::PassConfig::PruneChannels(p) = &pass else {
+            panic!("{pass:?}");
+        };
+        assert_eq!(p.importance, Importance::L2);
+        assert_eq!((p.round_to, p.min_width()), (16, 16));
+        assert_eq!(pass.name(), "prune_channels");
+        assert!(super::super::PASS_NAMES.contains(&"prune_channels"));
+    }
+}

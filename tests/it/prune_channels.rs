@@ -1,0 +1,808 @@
+//! Channel pruning (`shears prune --method channel`): onnx's full checker and onnxruntime referee
+//! every output against the masked dense model (the input with exactly the removed channels
+//! zeroed, written by `--emit-masked`). Many channel selections are tried with the hidden test
+//! aid `--importance random --seed N` besides the real l1/l2 rankings.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use shears::analysis::{UseKind, channel_groups, model_stats};
+use shears::job::{Check, JobOptions, compare_outputs, prune_to_file};
+use shears::onnx::proto::attribute_proto::AttributeType;
+use shears::onnx::proto::tensor_shape_proto::{Dimension, dimension};
+use shears::onnx::proto::type_proto::{self, Value};
+use shears::onnx::proto::{
+    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorShapeProto,
+    TypeProto, ValueInfoProto,
+};
+use shears::onnx::tensor::{from_f32, from_i64};
+use shears::onnx::{self, SaveOptions};
+use shears::passes::{PassConfig, PruneChannels};
+use shears::synth::{Export, SynthSpec, Upsample, Variant, build};
+
+use crate::common::{fixture, oracle_python, run_python, scratch, shears};
+
+/// Runs `shears prune MODEL -o OUT --method channel ARGS --emit-masked MASKED` (verify on) and
+/// returns stdout; panics when it fails.
+fn prune(model: &Path, out: &Path, masked: &Path, args: &[&str]) -> String {
+    let result = shears()
+        .arg("prune")
+        .arg(model)
+        .arg("-o")
+        .arg(out)
+        .args(["--method", "channel", "--no-zstd", "--emit-masked"])
+        .arg(masked)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        result.status.success(),
+        "prune {args:?} failed:\n{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    let stdout = String::from_utf8(result.stdout).unwrap();
+    assert!(
+        stdout.contains("verified against the masked dense model"),
+        "{stdout}"
+    );
+    stdout
+}
+
+/// The oracle's report per (reference, candidate) pair.
+fn compare_pairs(pairs: &[(PathBuf, PathBuf)]) -> Option<Vec<serde_json::Value>> {
+    let python = oracle_python()?;
+    let args: Vec<String> = pairs
+        .iter()
+        .flat_map(|(a, b)| [a.display().to_string(), b.display().to_string()])
+        .collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = run_python(&python, include_str!("../oracles/compare_pairs.py"), &args);
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    Some(report.as_array().unwrap().clone())
+}
+
+/// Asserts that onnxruntime finds each candidate equal to its reference within 1e-4 relative,
+/// with the same output shapes.
+fn assert_equivalent(pairs: &[(PathBuf, PathBuf)]) {
+    let Some(report) = compare_pairs(pairs) else {
+        return;
+    };
+    for ((a, b), r) in pairs.iter().zip(report) {
+        assert_eq!(
+            r["reference_shapes"],
+            r["candidate_shapes"],
+            "{}",
+            b.display()
+        );
+        let diff = r["max_abs_diff"].as_f64().unwrap();
+        let top = r["max_abs"].as_f64().unwrap();
+        assert!(
+            diff <= 1e-4 * top.max(1.0),
+            "{} against {}: max |diff| {diff}, max |output| {top}",
+            b.display(),
+            a.display()
+        );
+    }
+}
+
+/// Checks every Conv of `pruned` against the widths the original analysis implies: a group's
+/// producers all keep the same width `C - r`, and a consumer's input axis loses the `r` of every
+/// group it reads (full spans in these models). Returns the expected (params, MACs).
+fn expected_counts(original: &ModelProto, pruned: &ModelProto) -> (u64, u64) {
+    let g0 = original.graph.as_ref().unwrap();
+    let g1 = pruned.graph.as_ref().unwrap();
+    let analysis = channel_groups(g0).unwrap();
+    let dims = |g: &GraphProto, name: &str| -> Vec<i64> {
+        g.initializer
+            .iter()
+            .find(|t| t.name() == name)
+            .unwrap_or_else(|| panic!("no initializer {name}"))
+            .dims
+            .clone()
+    };
+    let conv = |g: &GraphProto, name: &str| -> NodeProto {
+        g.node
+            .iter()
+            .find(|n| n.name() == name)
+            .unwrap_or_else(|| panic!("no node {name}"))
+            .clone()
+    };
+    // Removed per group, read from the first producer; every producer must agree.
+    let mut removed = vec![0i64; analysis.groups.len()];
+    for group in &analysis.groups {
+        let widths: Vec<i64> = group
+            .producer_names
+            .iter()
+            .map(|p| dims(g1, &conv(g1, p).input[1])[0])
+            .collect();
+        assert!(widths.iter().all(|w| *w == widths[0]), "{widths:?}");
+        removed[group.id] = group.channels as i64 - widths[0];
+        if !group.is_prunable() {
+            assert_eq!(removed[group.id], 0, "locked group {} changed", group.id);
+        }
+    }
+    let mut lost_inputs: HashMap<usize, i64> = HashMap::new();
+    for group in &analysis.groups {
+        for c in &group.consumers {
+            assert_eq!(c.kind, UseKind::Input);
+            assert_eq!((c.span.start, c.span.len), (0, group.channels));
+            *lost_inputs.entry(c.node).or_default() += removed[group.id];
+        }
+    }
+    let stats = model_stats(g0).unwrap();
+    let (mut params, mut macs) = (0u64, 0u64);
+    for (index, node) in g0.node.iter().enumerate() {
+        if node.op_type() != "Conv" {
+            continue;
+        }
+        let group = analysis.group_of(index).unwrap();
+        let w = dims(g0, &node.input[1]);
+        let out = w[0] - removed[group.id];
+        let inp = w[1] - lost_inputs.get(&index).copied().unwrap_or(0);
+        let expected: Vec<i64> = [out, inp]
+            .into_iter()
+            .chain(w[2..].iter().copied())
+            .collect();
+        let got = dims(g1, &conv(g1, node.name()).input[1]);
+        assert_eq!(got, expected, "{}", node.name());
+        let numel = expected.iter().product::<i64>() as u64;
+        params += numel + out as u64;
+        let layer = stats.layers.iter().find(|l| l.name == node.name()).unwrap();
+        macs += layer.macs.unwrap() / layer.weight_numel * numel;
+    }
+    (params, macs)
+}
+
+#[test]
+fn fixture_models_prune_to_their_masked_models() {
+    let settings: [(&str, &[&str]); 6] = [
+        ("models/yolov5n_op12.onnx", &["--amount", "0.3"]),
+        (
+            "models/yolov5n_op12.onnx",
+            &[
+                "--amount",
+                "0.5",
+                "--importance",
+                "random",
+                "--seed",
+                "7",
+                "--scope",
+                "global",
+            ],
+        ),
+        (
+            "models/yolov5n_op17_sim.onnx",
+            &["--amount", "0.5", "--importance", "l2"],
+        ),
+        (
+            "models/yolov5n_op17_sim.onnx",
+            &[
+                "--amount",
+                "0.3",
+                "--importance",
+                "random",
+                "--seed",
+                "11",
+                "--round-to",
+                "4",
+            ],
+        ),
+        ("models/yolov5s_random_op12.onnx", &["--amount", "0.5"]),
+        (
+            "models/yolov5s_random_op12.onnx",
+            &[
+                "--amount",
+                "0.3",
+                "--importance",
+                "random",
+                "--seed",
+                "5",
+                "--scope",
+                "global",
+            ],
+        ),
+    ];
+    let dir = scratch();
+    let mut pairs = Vec::new();
+    for (i, (model, args)) in settings.iter().enumerate() {
+        let Some(path) = fixture(model) else {
+            continue;
+        };
+        let out = dir.path().join(format!("pruned{i}.onnx"));
+        let masked = dir.path().join(format!("masked{i}.onnx"));
+        let stdout = prune(&path, &out, &masked, args);
+        assert!(stdout.contains("left alone: 3 locked"), "{stdout}");
+        let original = onnx::load(&path).unwrap().proto;
+        let pruned = onnx::load(&out).unwrap().proto;
+        let (params, macs) = expected_counts(&original, &pruned);
+        let before = model_stats(original.graph.as_ref().unwrap()).unwrap();
+        let after = model_stats(pruned.graph.as_ref().unwrap()).unwrap();
+        assert_eq!(after.params, params, "{model} {args:?}");
+        assert_eq!(after.macs, macs, "{model} {args:?}");
+        assert!(after.macs_complete);
+        assert!(after.params < before.params && after.macs < before.macs);
+        // The masked model keeps every shape of the input.
+        let masked_model = onnx::load(&masked).unwrap().proto;
+        assert_eq!(
+            model_stats(masked_model.graph.as_ref().unwrap())
+                .unwrap()
+                .params,
+            before.params
+        );
+        pairs.push((masked, out.clone()));
+        // Output shapes match the original model's.
+        pairs.push((path.clone(), out));
+    }
+    let Some(report) = compare_pairs(&pairs) else {
+        return;
+    };
+    for (pair, r) in pairs.chunks(2).zip(report.chunks(2)) {
+        let (masked, original) = (&r[0], &r[1]);
+        assert_eq!(original["reference_shapes"], original["candidate_shapes"]);
+        assert_eq!(masked["reference_shapes"], masked["candidate_shapes"]);
+        let diff = masked["max_abs_diff"].as_f64().unwrap();
+        let top = masked["max_abs"].as_f64().unwrap();
+        assert!(
+            diff <= 1e-4 * top.max(1.0),
+            "{}: {diff} against {top}",
+            pair[0].1.display()
+        );
+    }
+}
+
+#[test]
+fn yolov5s_at_half_width_has_the_yolov5n_architecture() {
+    // yolov5s has width multiple 0.50, yolov5n 0.25: removing half of every prunable group of
+    // yolov5s (all widths are multiples of 16) gives yolov5n's layer shapes, parameter count and
+    // MACs.
+    let (Some(s), Some(n)) = (
+        fixture("models/yolov5s_random_op12.onnx"),
+        fixture("models/yolov5n_op12.onnx"),
+    ) else {
+        return;
+    };
+    let dir = scratch();
+    let out = dir.path().join("half.onnx");
+    let result = shears()
+        .arg("prune")
+        .arg(&s)
+        .arg("-o")
+        .arg(&out)
+        .args([
+            "--method",
+            "channel",
+            "--amount",
+            "0.5",
+            "--no-verify",
+            "--no-zstd",
+        ])
+        .output()
+        .unwrap();
+    assert!(result.status.success());
+    let ours = model_stats(onnx::load(&out).unwrap().graph()).unwrap();
+    let yolov5n = model_stats(onnx::load(&n).unwrap().graph()).unwrap();
+    assert_eq!(ours.params, 1_867_405);
+    assert_eq!(ours.macs, yolov5n.macs);
+    let shapes = |s: &shears::analysis::ModelStats| -> Vec<(String, Vec<i64>)> {
+        s.layers
+            .iter()
+            .map(|l| (l.name.clone(), l.weight_shape.clone()))
+            .collect()
+    };
+    assert_eq!(shapes(&ours), shapes(&yolov5n));
+}
+
+#[test]
+fn synthesised_models_prune_to_their_masked_models() {
+    let dir = scratch();
+    let specs = [
+        (
+            SynthSpec {
+                imgsz: 320,
+                export: Export::Opset17Simplified,
+                upsample: Upsample::ConstantScales,
+                seed: 3,
+                ..SynthSpec::new(Variant::N)
+            },
+            vec!["--amount", "0.4", "--importance", "random", "--seed", "2"],
+        ),
+        (
+            SynthSpec {
+                imgsz: 192,
+                seed: 1,
+                ..SynthSpec::new(Variant::M)
+            },
+            vec!["--amount", "0.3", "--scope", "global"],
+        ),
+    ];
+    let mut pairs = Vec::new();
+    for (i, (spec, args)) in specs.iter().enumerate() {
+        let model = build(spec).unwrap();
+        let path = dir.path().join(format!("synth{i}.onnx"));
+        onnx::save(&model, &path, &SaveOptions::default()).unwrap();
+        let (out, masked) = (
+            dir.path().join(format!("pruned{i}.onnx")),
+            dir.path().join(format!("masked{i}.onnx")),
+        );
+        prune(&path, &out, &masked, args);
+        let pruned = onnx::load(&out).unwrap().proto;
+        let (params, _) = expected_counts(&model, &pruned);
+        assert_eq!(
+            model_stats(pruned.graph.as_ref().unwrap()).unwrap().params,
+            params
+        );
+        pairs.push((masked, out));
+    }
+    assert_equivalent(&pairs);
+}
+
+// ---- A small graph with the ops YOLOv5 does not use ----
+
+fn info(name: &str, shape: &[i64]) -> ValueInfoProto {
+    let dim = shape
+        .iter()
+        .map(|&d| Dimension {
+            value: Some(dimension::Value::DimValue(d)),
+            ..Default::default()
+        })
+        .collect();
+    ValueInfoProto {
+        name: Some(name.to_string()),
+        r#type: Some(TypeProto {
+            value: Some(Value::TensorType(type_proto::Tensor {
+                elem_type: Some(1),
+                shape: Some(TensorShapeProto { dim }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn node(op: &str, name: &str, inputs: &[&str], outputs: &[&str]) -> NodeProto {
+    NodeProto {
+        name: Some(name.to_string()),
+        op_type: Some(op.to_string()),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: outputs.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+fn attr_int(name: &str, v: i64) -> AttributeProto {
+    AttributeProto {
+        name: Some(name.to_string()),
+        r#type: Some(AttributeType::Int as i32),
+        i: Some(v),
+        ..Default::default()
+    }
+}
+
+fn attr_ints(name: &str, v: &[i64]) -> AttributeProto {
+    AttributeProto {
+        name: Some(name.to_string()),
+        r#type: Some(AttributeType::Ints as i32),
+        ints: v.to_vec(),
+        ..Default::default()
+    }
+}
+
+struct Builder {
+    g: GraphProto,
+    rng: ChaCha8Rng,
+}
+
+impl Builder {
+    fn tensor(&mut self, name: &str, dims: &[i64], lo: f32, hi: f32) {
+        let n = dims.iter().product::<i64>() as usize;
+        let values: Vec<f32> = (0..n).map(|_| self.rng.random_range(lo..hi)).collect();
+        self.g.initializer.push(from_f32(name, dims, &values));
+    }
+
+    /// A Conv (kernel 1, or 3 with padding 1) with a bias, then Relu; `hw` is the spatial size.
+    fn conv(&mut self, name: &str, input: &str, cin: i64, out: i64, group: i64, hw: i64) -> String {
+        let (w, b) = (format!("{name}.w"), format!("{name}.b"));
+        self.tensor(&w, &[out, cin / group, 3, 3], -0.5, 0.5);
+        self.tensor(&b, &[out], -0.5, 0.5);
+        let mut conv = node("Conv", name, &[input, &w, &b], &[&format!("{name}.y")]);
+        conv.attribute.push(attr_int("group", group));
+        conv.attribute.push(attr_ints("pads", &[1, 1, 1, 1]));
+        self.g.node.push(conv);
+        self.g
+            .value_info
+            .push(info(&format!("{name}.y"), &[1, out, hw, hw]));
+        self.g.node.push(node(
+            "Relu",
+            &format!("{name}.relu"),
+            &[&format!("{name}.y")],
+            &[name],
+        ));
+        self.g.value_info.push(info(name, &[1, out, hw, hw]));
+        name.to_string()
+    }
+
+    fn op(&mut self, n: NodeProto, shape: &[i64]) {
+        for o in &n.output {
+            self.g.value_info.push(info(o, shape));
+        }
+        self.g.node.push(n);
+    }
+}
+
+/// Input `x` [1, 4, 8, 8]; BatchNormalization then Split (sizes as an input), a Slice on the
+/// channel axis, a depthwise Conv, a Resize with stored sizes, all concatenated into a head Conv
+/// whose output is the graph output.
+fn odd_ops_model(seed: u64) -> ModelProto {
+    let mut b = Builder {
+        g: GraphProto {
+            name: Some("odd".into()),
+            input: vec![info("x", &[1, 4, 8, 8])],
+            output: vec![info("y", &[1, 6, 8, 8])],
+            ..Default::default()
+        },
+        rng: ChaCha8Rng::seed_from_u64(seed),
+    };
+    // BatchNormalization after a Conv, then Split into 8 + 8.
+    let c1 = b.conv("c1", "x", 4, 16, 1, 8);
+    b.tensor("bn.s", &[16], 0.5, 1.5);
+    b.tensor("bn.b", &[16], -0.5, 0.5);
+    b.tensor("bn.m", &[16], -0.5, 0.5);
+    b.tensor("bn.v", &[16], 0.5, 1.5);
+    b.op(
+        node(
+            "BatchNormalization",
+            "bn",
+            &[&c1, "bn.s", "bn.b", "bn.m", "bn.v"],
+            &["bn"],
+        ),
+        &[1, 16, 8, 8],
+    );
+    b.g.initializer.push(from_i64("split.sizes", &[2], &[8, 8]));
+    let mut split = node("Split", "split", &["bn", "split.sizes"], &["s0", "s1"]);
+    split.attribute.push(attr_int("axis", 1));
+    b.op(split, &[1, 8, 8, 8]);
+    let a0 = b.conv("a0", "s0", 8, 8, 1, 8);
+    let a1 = b.conv("a1", "s1", 8, 8, 1, 8);
+    // Slice channels 4..12 of a 16-channel Conv.
+    let c2 = b.conv("c2", "x", 4, 16, 1, 8);
+    b.g.initializer.push(from_i64("sl.starts", &[1], &[4]));
+    b.g.initializer.push(from_i64("sl.ends", &[1], &[12]));
+    b.g.initializer.push(from_i64("sl.axes", &[1], &[1]));
+    b.op(
+        node(
+            "Slice",
+            "slice",
+            &[&c2, "sl.starts", "sl.ends", "sl.axes"],
+            &["sl"],
+        ),
+        &[1, 8, 8, 8],
+    );
+    let c3 = b.conv("c3", "sl", 8, 8, 1, 8);
+    // Depthwise.
+    let c4 = b.conv("c4", "x", 4, 16, 1, 8);
+    let dw = b.conv("dw", &c4, 16, 16, 16, 8);
+    let c5 = b.conv("c5", &dw, 16, 8, 1, 8);
+    // Resize with stored sizes, back down by MaxPool.
+    let c6 = b.conv("c6", "x", 4, 16, 1, 8);
+    b.g.initializer
+        .push(from_i64("rs.sizes", &[4], &[1, 16, 16, 16]));
+    let mut resize = node("Resize", "resize", &[&c6, "", "", "rs.sizes"], &["up"]);
+    resize.attribute.push(AttributeProto {
+        name: Some("mode".into()),
+        r#type: Some(AttributeType::String as i32),
+        s: Some(b"nearest".to_vec().into()),
+        ..Default::default()
+    });
+    b.op(resize, &[1, 16, 16, 16]);
+    let mut pool = node("MaxPool", "pool", &["up"], &["pooled"]);
+    pool.attribute.push(attr_ints("kernel_shape", &[2, 2]));
+    pool.attribute.push(attr_ints("strides", &[2, 2]));
+    b.op(pool, &[1, 16, 8, 8]);
+    let c7 = b.conv("c7", "pooled", 16, 8, 1, 8);
+    let mut cat = node("Concat", "cat", &[&a0, &a1, &c3, &c5, &c7], &["cat"]);
+    cat.attribute.push(attr_int("axis", 1));
+    b.op(cat, &[1, 40, 8, 8]);
+    b.tensor("head.w", &[6, 40, 1, 1], -0.5, 0.5);
+    b.g.node
+        .push(node("Conv", "head", &["cat", "head.w"], &["y"]));
+    ModelProto {
+        ir_version: Some(7),
+        producer_name: Some("shears-tests".into()),
+        opset_import: vec![OperatorSetIdProto {
+            domain: Some(String::new()),
+            version: Some(13),
+        }],
+        graph: Some(b.g),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn split_slice_depthwise_batchnorm_and_resize_survive_random_selections() {
+    let dir = scratch();
+    let mut pairs = Vec::new();
+    for seed in 0..6u64 {
+        let model = odd_ops_model(seed);
+        let path = dir.path().join(format!("odd{seed}.onnx"));
+        onnx::save(&model, &path, &SaveOptions::default()).unwrap();
+        let amount = ["0.25", "0.5", "0.75"][seed as usize % 3];
+        let (out, masked) = (
+            dir.path().join(format!("pruned{seed}.onnx")),
+            dir.path().join(format!("masked{seed}.onnx")),
+        );
+        let seed_arg = (seed + 100).to_string();
+        let stdout = prune(
+            &path,
+            &out,
+            &masked,
+            &[
+                "--amount",
+                amount,
+                "--importance",
+                "random",
+                "--seed",
+                &seed_arg,
+                "--round-to",
+                "1",
+                "--min-channels",
+                "1",
+            ],
+        );
+        assert!(stdout.contains("left alone: 1 locked"), "{stdout}");
+        let pruned = onnx::load(&out).unwrap().proto;
+        let g = pruned.graph.as_ref().unwrap();
+        let dw = g.node.iter().find(|n| n.name() == "dw").unwrap();
+        let dw_w = g
+            .initializer
+            .iter()
+            .find(|t| t.name() == dw.input[1])
+            .unwrap();
+        let group = dw.attribute.iter().find(|a| a.name() == "group").unwrap();
+        assert_eq!(group.i, Some(dw_w.dims[0]));
+        assert!(dw_w.dims[0] < 16);
+        // The comparison `--verify` relies on is not vacuous: the pruned model is not the
+        // unpruned one.
+        let diff = compare_outputs(&model, &pruned, &[0]).unwrap();
+        assert!(diff.max_abs_diff > 1e-3, "{diff:?}");
+        pairs.push((masked, out.clone()));
+        pairs.push((path, out));
+    }
+    let Some(report) = compare_pairs(&pairs) else {
+        return;
+    };
+    for (pair, r) in pairs.chunks(2).zip(report.chunks(2)) {
+        assert_eq!(r[1]["reference_shapes"], r[1]["candidate_shapes"]);
+        let diff = r[0]["max_abs_diff"].as_f64().unwrap();
+        let top = r[0]["max_abs"].as_f64().unwrap();
+        assert!(
+            diff <= 1e-4 * top.max(1.0),
+            "{}: {diff}",
+            pair[0].1.display()
+        );
+    }
+}
+
+#[test]
+fn include_and_exclude_select_groups_by_producer_name() {
+    let dir = scratch();
+    let path = dir.path().join("odd.onnx");
+    onnx::save(&odd_ops_model(2), &path, &SaveOptions::default()).unwrap();
+    let (out, masked) = (dir.path().join("out.onnx"), dir.path().join("masked.onnx"));
+    let args = [
+        "--amount",
+        "0.5",
+        "--round-to",
+        "1",
+        "--include",
+        "^c[26]$",
+        "--include",
+        "^c7",
+        "--exclude",
+        "7",
+    ];
+    let stdout = prune(&path, &out, &masked, &args);
+    assert!(stdout.contains("from 2 of 2 selected groups"), "{stdout}");
+    assert!(stdout.contains("1 locked, 7 not selected"), "{stdout}");
+    let original = onnx::load(&path).unwrap().proto;
+    let pruned = onnx::load(&out).unwrap().proto;
+    let width = |m: &ModelProto, conv: &str| {
+        let g = m.graph.as_ref().unwrap();
+        let node = g.node.iter().find(|n| n.name() == conv).unwrap();
+        g.initializer
+            .iter()
+            .find(|t| t.name() == node.input[1])
+            .unwrap()
+            .dims[0]
+    };
+    for conv in ["c1", "a0", "a1", "c3", "c4", "c5", "c7", "head"] {
+        assert_eq!(width(&pruned, conv), width(&original, conv), "{conv}");
+    }
+    // min_channels defaults to 8: 16 -> 8.
+    assert_eq!((width(&pruned, "c2"), width(&pruned, "c6")), (8, 8));
+    assert_equivalent(&[(masked, out)]);
+}
+
+#[test]
+fn amounts_outside_the_unit_interval_are_refused() {
+    let dir = scratch();
+    let path = dir.path().join("odd.onnx");
+    onnx::save(&odd_ops_model(0), &path, &SaveOptions::default()).unwrap();
+    for amount in ["1.5", "-0.1"] {
+        let out = dir.path().join("out.onnx");
+        let result = shears()
+            .arg("prune")
+            .arg(&path)
+            .arg("-o")
+            .arg(&out)
+            .args(["--method", "channel", "--amount", amount])
+            .output()
+            .unwrap();
+        assert_eq!(result.status.code(), Some(2));
+        let stderr = String::from_utf8_lossy(&result.stderr);
+        assert!(stderr.contains("outside [0, 1]"), "{stderr}");
+        assert!(!out.exists());
+    }
+}
+
+#[test]
+fn emptying_a_group_keeps_the_minimum_width_and_says_so() {
+    let Some(path) = fixture("models/yolov5n_op12.onnx") else {
+        return;
+    };
+    let dir = scratch();
+    let (out, masked) = (dir.path().join("all.onnx"), dir.path().join("masked.onnx"));
+    let stdout = prune(
+        &path,
+        &out,
+        &masked,
+        &["--amount", "1", "--min-channels", "16"],
+    );
+    assert!(stdout.contains("kept the minimum width"), "{stdout}");
+    assert!(
+        stdout.contains("50 groups kept the minimum width"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("would keep 0 of 32, keeps 16"), "{stdout}");
+    let original = onnx::load(&path).unwrap().proto;
+    let pruned = onnx::load(&out).unwrap().proto;
+    let analysis = channel_groups(original.graph.as_ref().unwrap()).unwrap();
+    let g = pruned.graph.as_ref().unwrap();
+    for group in &analysis.groups {
+        let node = g
+            .node
+            .iter()
+            .find(|n| n.name() == group.producer_names[0])
+            .unwrap();
+        let w = g
+            .initializer
+            .iter()
+            .find(|t| t.name() == node.input[1])
+            .unwrap();
+        let expected = if group.is_prunable() {
+            group.channels.min(16)
+        } else {
+            group.channels
+        };
+        assert_eq!(w.dims[0] as usize, expected, "{}", node.name());
+    }
+    assert_equivalent(&[(masked, out)]);
+}
+
+#[test]
+fn a_model_whose_groups_are_all_locked_prunes_nothing() {
+    let mut g = GraphProto {
+        name: Some("locked".into()),
+        input: vec![info("x", &[1, 4, 8, 8])],
+        output: vec![info("y", &[1, 16, 8, 8])],
+        ..Default::default()
+    };
+    g.initializer
+        .push(from_f32("w", &[16, 4, 1, 1], &[0.5; 64]));
+    g.node.push(node("Conv", "only", &["x", "w"], &["y"]));
+    let model = ModelProto {
+        ir_version: Some(7),
+        opset_import: vec![OperatorSetIdProto {
+            domain: Some(String::new()),
+            version: Some(13),
+        }],
+        graph: Some(g),
+        ..Default::default()
+    };
+    let dir = scratch();
+    let path = dir.path().join("locked.onnx");
+    onnx::save(&model, &path, &SaveOptions::default()).unwrap();
+    let (out, masked) = (dir.path().join("out.onnx"), dir.path().join("masked.onnx"));
+    let stdout = prune(&path, &out, &masked, &["--amount", "0.5"]);
+    assert!(stdout.contains("nothing was pruned"), "{stdout}");
+    assert!(stdout.contains("left alone: 1 locked"), "{stdout}");
+    assert!(stdout.contains("reaches graph output"), "{stdout}");
+    let pruned = onnx::load(&out).unwrap().proto;
+    assert_eq!(
+        pruned.graph.as_ref().unwrap().initializer,
+        model.graph.as_ref().unwrap().initializer
+    );
+}
+
+#[test]
+fn verification_fails_when_a_removed_channel_is_not_zero_after_masking() {
+    // Sigmoid(0) = 0.5: a masked channel still feeds the head, a removed one does not, so the
+    // pruned model is not the masked one and --verify must refuse it (exit 2, nothing written).
+    let mut b = Builder {
+        g: GraphProto {
+            name: Some("sigmoid".into()),
+            input: vec![info("x", &[1, 4, 8, 8])],
+            output: vec![info("y", &[1, 6, 8, 8])],
+            ..Default::default()
+        },
+        rng: ChaCha8Rng::seed_from_u64(9),
+    };
+    b.tensor("c.w", &[16, 4, 1, 1], -0.5, 0.5);
+    b.g.node.push(node("Conv", "c", &["x", "c.w"], &["c"]));
+    b.g.node.push(node("Sigmoid", "sig", &["c"], &["s"]));
+    b.tensor("head.w", &[6, 16, 1, 1], -0.5, 0.5);
+    b.g.node
+        .push(node("Conv", "head", &["s", "head.w"], &["y"]));
+    let model = ModelProto {
+        ir_version: Some(7),
+        opset_import: vec![OperatorSetIdProto {
+            domain: Some(String::new()),
+            version: Some(13),
+        }],
+        graph: Some(b.g),
+        ..Default::default()
+    };
+    let dir = scratch();
+    let path = dir.path().join("sigmoid.onnx");
+    onnx::save(&model, &path, &SaveOptions::default()).unwrap();
+    let out = dir.path().join("out.onnx");
+    let run = |extra: &[&str]| {
+        shears()
+            .arg("prune")
+            .arg(&path)
+            .arg("-o")
+            .arg(&out)
+            .args(["--method", "channel", "--amount", "0.5", "--no-zstd"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let result = run(&[]);
+    assert_eq!(result.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(stderr.contains("differ from the masked model"), "{stderr}");
+    assert!(!out.exists());
+    let result = run(&["--no-verify"]);
+    assert!(result.status.success());
+    assert!(out.exists());
+}
+
+#[test]
+fn a_failed_check_writes_nothing() {
+    let dir = scratch();
+    let path = dir.path().join("odd.onnx");
+    onnx::save(&odd_ops_model(1), &path, &SaveOptions::default()).unwrap();
+    let out = dir.path().join("out.onnx");
+    let options = JobOptions {
+        check: Some(Check::new(|_, _| anyhow::bail!("refused by the test"))),
+        ..Default::default()
+    };
+    let pass = PassConfig::PruneChannels(PruneChannels {
+        amount: 0.5,
+        importance: Default::default(),
+        scope: Default::default(),
+        round_to: 1,
+        min_channels: None,
+        seed: 0,
+        include: vec![],
+        exclude: vec![],
+    });
+    let err = prune_to_file(onnx::load(&path).unwrap(), &[pass], &out, &options).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("refused by the test"),
+        "{err:#}"
+    );
+    assert!(!out.exists());
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+}
