@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Channel pruning, really smaller and faster: generates yolov5s and yolov5m (`shears synth`,
+# random weights, the real architectures), prunes each at --amount 0.3 and 0.5 with
+# `--method channel`, and times dense and pruned side by side with `shears bench` on ONNX Runtime
+# and tract. Prints params, MACs, file size and latency ratios against the dense model, and the
+# latency ratio over the MAC ratio (1.0 = the whole theoretical gain is realised).
+#
+# usage: benches/channel_speed.sh [RUNS] [WARMUP]     (after cargo build --release and
+#        scripts/setup-venv.sh; SHEARS_BIN overrides the binary)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin=${SHEARS_BIN:-target/release/shears}
+runs=${1:-10}
+warmup=${2:-2}
+out=target/bench/channel
+mkdir -p "$out"
+for size in s m; do
+  dense="$out/yolov5$size.onnx"
+  [ -f "$dense" ] || "$bin" -q synth "yolov5$size" --seed 0 -o "$dense"
+  for amount in 0.3 0.5; do
+    "$bin" -q prune "$dense" --method channel --amount "$amount" --no-zstd \
+      -o "$out/yolov5$size-ch$amount.onnx" --json "$out/yolov5$size-ch$amount.prune.json"
+  done
+  for backend in ort tract; do
+    "$bin" -q bench "$dense" "$out/yolov5$size-ch0.3.onnx" "$out/yolov5$size-ch0.5.onnx" \
+      --backend "$backend" --runs "$runs" --warmup "$warmup" --json "$out/yolov5$size-$backend.bench.json" >/dev/null
+  done
+done
+echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+.venv/bin/python - "$out" <<'PY'
+import json, sys
+out = sys.argv[1]
+print(f"{'model':<10} {'amount':>6} {'params':>7} {'MACs':>7} {'file':>7} {'ort lat':>8} {'ort/MAC':>8} {'tract lat':>9} {'tract/MAC':>9}")
+for size in "sm":
+    bench = {b: json.load(open(f"{out}/yolov5{size}-{b}.bench.json")) for b in ("ort", "tract")}
+    for i, amount in enumerate(("0.3", "0.5"), start=1):
+        prune = json.load(open(f"{out}/yolov5{size}-ch{amount}.prune.json"))
+        before, after = prune["before"], prune["after"]
+        macs = after["macs"] / before["macs"]
+        lat = {b: bench[b]["models"][i]["latency_ratio"] for b in bench}
+        print(f"yolov5{size:<4} {amount:>6} {after['params'] / before['params']:>7.3f} {macs:>7.3f} "
+              f"{after['file_bytes'] / before['file_bytes']:>7.3f} {lat['ort']:>8.3f} {lat['ort'] / macs:>8.2f} "
+              f"{lat['tract']:>9.3f} {lat['tract'] / macs:>9.2f}")
+print("ratios are pruned / dense; latency = median of the bench runs")
+PY
