@@ -1122,32 +1122,12 @@ mod tests {
 
     use super::*;
     use crate::onnx::proto::attribute_proto::AttributeType;
-    use crate::onnx::proto::tensor_shape_proto::{Dimension, dimension};
-    use crate::onnx::proto::type_proto::{self, Value};
-    use crate::onnx::proto::{
-        AttributeProto, NodeProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
-    };
-    use crate::onnx::tensor::{from_f32, from_i64};
+
+    use crate::onnx::proto::{AttributeProto, NodeProto, TensorProto, ValueInfoProto};
+    use crate::onnx::tensor::{from_f32, from_i64, value_info_f32};
 
     fn info(name: &str, shape: &[i64]) -> ValueInfoProto {
-        let dim = shape
-            .iter()
-            .map(|&d| Dimension {
-                value: Some(dimension::Value::DimValue(d)),
-                ..Default::default()
-            })
-            .collect();
-        ValueInfoProto {
-            name: Some(name.to_string()),
-            r#type: Some(TypeProto {
-                value: Some(Value::TensorType(type_proto::Tensor {
-                    elem_type: Some(1),
-                    shape: Some(TensorShapeProto { dim }),
-                })),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
+        value_info_f32(name, shape)
     }
 
     fn node(op: &str, name: &str, inputs: &[&str], outputs: &[&str]) -> NodeProto {

@@ -3,8 +3,8 @@
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 
-use super::proto::TensorProto;
 use super::proto::tensor_proto::DataType;
+use super::proto::{TensorProto, ValueInfoProto};
 
 /// Number of elements described by `dims` (1 for a scalar).
 pub fn numel(dims: &[i64]) -> Result<usize> {
@@ -146,6 +146,30 @@ pub fn from_i64(name: &str, dims: &[i64], values: &[i64]) -> TensorProto {
         dims: dims.to_vec(),
         data_type: Some(DataType::Int64 as i32),
         raw_data: Some(le_bytes(values.iter().map(|v| v.to_le_bytes()))),
+        ..Default::default()
+    }
+}
+
+/// The `ValueInfoProto` of a FLOAT tensor with a static shape.
+pub fn value_info_f32(name: &str, dims: &[i64]) -> ValueInfoProto {
+    use super::proto::tensor_shape_proto::{Dimension, dimension};
+    use super::proto::{TensorShapeProto, TypeProto, type_proto};
+    let dim = dims
+        .iter()
+        .map(|&d| Dimension {
+            value: Some(dimension::Value::DimValue(d)),
+            ..Default::default()
+        })
+        .collect();
+    ValueInfoProto {
+        name: Some(name.to_owned()),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: Some(DataType::Float as i32),
+                shape: Some(TensorShapeProto { dim }),
+            })),
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }

@@ -8,10 +8,10 @@ use bytes::Bytes;
 use super::Export;
 use super::weights;
 use crate::onnx::proto::{
-    AttributeProto, GraphProto, NodeProto, TensorProto, TensorShapeProto, TypeProto,
-    ValueInfoProto, attribute_proto::AttributeType, tensor_proto::DataType,
-    tensor_shape_proto::Dimension, tensor_shape_proto::dimension, type_proto,
+    AttributeProto, GraphProto, NodeProto, TensorProto, attribute_proto::AttributeType,
+    tensor_proto::DataType,
 };
+use crate::onnx::tensor::value_info_f32;
 
 /// A parameter tensor to be filled with seeded random values when the graph is finished.
 #[derive(Debug, Clone)]
@@ -217,41 +217,18 @@ impl GraphBuilder {
                 .iter()
                 .flat_map(|n| n.output.iter())
                 .filter(|t| t.as_str() != output)
-                .map(|t| value_info(t, &self.shapes[t]))
+                .map(|t| value_info_f32(t, &self.shapes[t]))
                 .collect(),
         };
         GraphProto {
             node: nodes,
             name: Some("main_graph".to_owned()),
             initializer,
-            input: vec![value_info(&self.input, &self.shapes[&self.input])],
-            output: vec![value_info(output, &self.shapes[output])],
+            input: vec![value_info_f32(&self.input, &self.shapes[&self.input])],
+            output: vec![value_info_f32(output, &self.shapes[output])],
             value_info: intermediate,
             ..Default::default()
         }
-    }
-}
-
-/// A float tensor's `ValueInfoProto` with a static shape.
-fn value_info(name: &str, dims: &[i64]) -> ValueInfoProto {
-    ValueInfoProto {
-        name: Some(name.to_owned()),
-        r#type: Some(TypeProto {
-            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
-                elem_type: Some(DataType::Float as i32),
-                shape: Some(TensorShapeProto {
-                    dim: dims
-                        .iter()
-                        .map(|&d| Dimension {
-                            value: Some(dimension::Value::DimValue(d)),
-                            ..Default::default()
-                        })
-                        .collect(),
-                }),
-            })),
-            ..Default::default()
-        }),
-        ..Default::default()
     }
 }
 

@@ -11,13 +11,10 @@ use rand_chacha::ChaCha8Rng;
 use shears::analysis::{UseKind, channel_groups, model_stats};
 use shears::job::{Check, JobOptions, compare_outputs, prune_to_file};
 use shears::onnx::proto::attribute_proto::AttributeType;
-use shears::onnx::proto::tensor_shape_proto::{Dimension, dimension};
-use shears::onnx::proto::type_proto::{self, Value};
 use shears::onnx::proto::{
-    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorShapeProto,
-    TypeProto, ValueInfoProto,
+    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, ValueInfoProto,
 };
-use shears::onnx::tensor::{from_f32, from_i64};
+use shears::onnx::tensor::{from_f32, from_i64, value_info_f32};
 use shears::onnx::{self, SaveOptions};
 use shears::passes::{PassConfig, PruneChannels};
 use shears::synth::{Export, SynthSpec, Upsample, Variant, build};
@@ -341,24 +338,7 @@ fn synthesised_models_prune_to_their_masked_models() {
 // ---- A small graph with the ops YOLOv5 does not use ----
 
 fn info(name: &str, shape: &[i64]) -> ValueInfoProto {
-    let dim = shape
-        .iter()
-        .map(|&d| Dimension {
-            value: Some(dimension::Value::DimValue(d)),
-            ..Default::default()
-        })
-        .collect();
-    ValueInfoProto {
-        name: Some(name.to_string()),
-        r#type: Some(TypeProto {
-            value: Some(Value::TensorType(type_proto::Tensor {
-                elem_type: Some(1),
-                shape: Some(TensorShapeProto { dim }),
-            })),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    value_info_f32(name, shape)
 }
 
 fn node(op: &str, name: &str, inputs: &[&str], outputs: &[&str]) -> NodeProto {
