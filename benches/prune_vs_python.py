@@ -4,7 +4,7 @@ speed ratio and each side's peak resident memory (ru_maxrss of the child process
 
 usage: python benches/prune_vs_python.py [--runs N] [--warmup W] [--large]
 
-Needs a release build (cargo build --release) and the oracle venv (scripts/setup-venv.sh); run
+Needs a release build (cargo build --release; $SHEARS_BIN overrides target/release/shears) and the oracle venv (scripts/setup-venv.sh); run
 it with .venv/bin/python. --large also generates a yolov5x-sized model with `shears synth`
 (86.7M parameters, about 350 MB) into target/bench/.
 """
@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SHEARS = ROOT / "target" / "release" / "shears"
+SHEARS = Path(os.environ.get("SHEARS_BIN", ROOT / "target" / "release" / "shears"))
 FIXTURES = Path(os.environ.get("SHEARS_FIXTURES", ROOT.parent / "shared" / "fixtures"))
 SCRATCH = ROOT / "target" / "bench"
 
@@ -54,6 +54,7 @@ def main():
         if not large.exists():
             subprocess.run([SHEARS, "synth", "yolov5x", "--seed", "0", "-o", large], check=True)
         models.append(large)
+    print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"{'model':<24} {'MB':>7} {'shears s':>20} {'python s':>20} {'speed-up':>9} {'shears peak':>12} {'python peak':>12}")
     for model in models:
         size = model.stat().st_size
@@ -64,6 +65,7 @@ def main():
             f"{model.name:<24} {size / 1e6:>7.1f} {fmt(ours):>20} {fmt(peer):>20} {peer[0] / ours[0]:>8.1f}x "
             f"{ours[3] / size:>11.2f}x {peer[3] / size:>11.2f}x"
         )
+    print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print("times: median [min-max] of", args.runs, "runs after", args.warmup, "warm-up; peak = max RSS / model file size")
 
 
