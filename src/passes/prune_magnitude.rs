@@ -12,11 +12,11 @@
 //! deterministic. Entries already 0 count among the smallest.
 
 use anyhow::{Result, bail};
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::selection::{
-    LayerFilter, SelectedWeight, round_half_even, selected_weights, write_back, zero_like,
+    LayerFilter, SelectedWeight, read_values, rewrite_weights, round_half_even, selected_weights,
+    zero_like,
 };
 use crate::onnx::proto::GraphProto;
 
@@ -57,19 +57,20 @@ impl PruneMagnitude {
 
     pub fn run(&self, graph: &mut GraphProto) -> Result<String> {
         let filter = LayerFilter::new(&self.include, &self.exclude)?;
-        let mut weights = selected_weights(graph, &filter)?;
-        let zeroed: u64 = match self.scope {
-            Scope::Layer => weights
-                .par_iter_mut()
-                .map(|w| {
-                    let k = round_half_even(self.amount * w.values.len() as f64) as usize;
-                    zero_smallest(&mut w.values, k)
-                })
-                .sum(),
-            Scope::Global => zero_smallest_global(&mut weights, self.amount),
+        let weights = selected_weights(graph, &filter)?;
+        let zeroed = match self.scope {
+            Scope::Layer => rewrite_weights(graph, &weights, |_, w, values| {
+                let k = round_half_even(self.amount * w.numel as f64) as usize;
+                zero_smallest(values, k)
+            })?,
+            Scope::Global => {
+                let quotas = global_quotas(graph, &weights, self.amount)?;
+                rewrite_weights(graph, &weights, |i, _, values| {
+                    zero_below(values, quotas[i])
+                })?
+            }
         };
-        write_back(graph, &weights)?;
-        let total: usize = weights.iter().map(|w| w.values.len()).sum();
+        let total: usize = weights.iter().map(|w| w.numel).sum();
         let scope = match self.scope {
             Scope::Layer => "layer",
             Scope::Global => "global",
@@ -103,42 +104,77 @@ fn zero_smallest(values: &mut [f32], k: usize) -> u64 {
     k.min(values.len()) as u64
 }
 
-/// Zeros the `round_half_even(amount x N)` smallest |w| over all weights together.
-fn zero_smallest_global(weights: &mut [SelectedWeight], amount: f64) -> u64 {
-    let total: usize = weights.iter().map(|w| w.values.len()).sum();
+/// What one layer zeroes in global scope: every |w| below `threshold`, and the first `ties`
+/// entries equal to it.
+#[derive(Debug, Clone, Copy)]
+struct Quota {
+    threshold: f32,
+    ties: usize,
+}
+
+/// One threshold over all weights: the `round_half_even(amount x N)`-th smallest |w|. Entries
+/// below it all go; entries equal to it go in layer and index order until exactly that many are
+/// zero.
+fn global_quotas(
+    graph: &GraphProto,
+    weights: &[SelectedWeight],
+    amount: f64,
+) -> Result<Vec<Quota>> {
+    let total: usize = weights.iter().map(|w| w.numel).sum();
     let k = round_half_even(amount * total as f64) as usize;
     if k == 0 {
-        return 0;
+        return Ok(vec![
+            Quota {
+                threshold: 0.0,
+                ties: 0
+            };
+            weights.len()
+        ]);
     }
-    let mut magnitudes: Vec<f32> = weights
-        .iter()
-        .flat_map(|w| w.values.iter().map(|v| v.abs()))
-        .collect();
+    let mut magnitudes = Vec::with_capacity(total);
+    for w in weights {
+        magnitudes.extend(read_values(graph, w)?.iter().map(|v| v.abs()));
+    }
+    let mut sorted = magnitudes.clone();
     let threshold = if k >= total {
         f32::INFINITY
     } else {
-        *magnitudes.select_nth_unstable_by(k - 1, f32::total_cmp).1
+        *sorted.select_nth_unstable_by(k - 1, f32::total_cmp).1
     };
-    drop(magnitudes);
-    // Everything strictly below the threshold goes; ties at it go in layer and index order until
-    // exactly k entries are zero.
-    let below: usize = weights
-        .par_iter()
-        .map(|w| w.values.iter().filter(|v| v.abs() < threshold).count())
-        .sum();
+    drop(sorted);
+    let below = magnitudes.iter().filter(|m| **m < threshold).count();
     let mut ties_left = k.saturating_sub(below);
-    for w in weights.iter_mut() {
-        for v in w.values.iter_mut() {
-            let m = v.abs();
-            if m < threshold {
-                *v = zero_like(*v);
-            } else if m == threshold && ties_left > 0 {
-                *v = zero_like(*v);
-                ties_left -= 1;
+    let mut offset = 0;
+    Ok(weights
+        .iter()
+        .map(|w| {
+            let equal = magnitudes[offset..offset + w.numel]
+                .iter()
+                .filter(|m| **m == threshold)
+                .count();
+            offset += w.numel;
+            let ties = equal.min(ties_left);
+            ties_left -= ties;
+            Quota { threshold, ties }
+        })
+        .collect())
+}
+
+/// Applies a [`Quota`]; returns how many entries it zeroed.
+fn zero_below(values: &mut [f32], quota: Quota) -> u64 {
+    let mut ties = quota.ties;
+    let mut zeroed = 0;
+    for v in values.iter_mut() {
+        let m = v.abs();
+        if m < quota.threshold || (m == quota.threshold && ties > 0) {
+            if m == quota.threshold {
+                ties -= 1;
             }
+            *v = zero_like(*v);
+            zeroed += 1;
         }
     }
-    k.min(total) as u64
+    zeroed
 }
 
 #[cfg(test)]

@@ -6,10 +6,9 @@
 //! count of every selected layer must be a multiple of M. Biases are untouched.
 
 use anyhow::{Result, bail};
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::selection::{LayerFilter, selected_weights, write_back, zero_like};
+use super::selection::{LayerFilter, rewrite_weights, selected_weights, zero_like};
 use crate::onnx::proto::GraphProto;
 
 /// Options of `prune_n_m`.
@@ -51,7 +50,7 @@ impl PruneNM {
 
     pub fn run(&self, graph: &mut GraphProto) -> Result<String> {
         let filter = LayerFilter::new(&self.include, &self.exclude)?;
-        let mut weights = selected_weights(graph, &filter)?;
+        let weights = selected_weights(graph, &filter)?;
         for w in &weights {
             let inputs = w.dims.get(1).copied().unwrap_or(0);
             if !(inputs as usize).is_multiple_of(self.m) {
@@ -65,16 +64,12 @@ impl PruneNM {
                 );
             }
         }
-        let zeroed: u64 = weights
-            .par_iter_mut()
-            .map(|w| {
-                let inputs = w.dims[1] as usize;
-                let inner: usize = w.dims[2..].iter().product::<i64>() as usize;
-                prune_groups(&mut w.values, inputs, inner, self.n, self.m)
-            })
-            .sum();
-        write_back(graph, &weights)?;
-        let total: usize = weights.iter().map(|w| w.values.len()).sum();
+        let zeroed = rewrite_weights(graph, &weights, |_, w, values| {
+            let inputs = w.dims[1] as usize;
+            let inner: usize = w.dims[2..].iter().product::<i64>() as usize;
+            prune_groups(values, inputs, inner, self.n, self.m)
+        })?;
+        let total: usize = weights.iter().map(|w| w.numel).sum();
         Ok(format!(
             "zeroed {zeroed} of {total} weights in {} conv layers ({}:{} pattern)",
             weights.len(),

@@ -6,7 +6,9 @@ use regex::Regex;
 use crate::analysis::{ConvLayer, conv_layers};
 use crate::graph::GraphView;
 use crate::onnx::proto::GraphProto;
+use crate::onnx::proto::tensor_proto::DataType;
 use crate::onnx::tensor;
+use rayon::prelude::*;
 
 /// `include` / `exclude` regular expressions, searched anywhere in node names. A layer is
 /// selected when it matches some `include` pattern (or there is none) and no `exclude` pattern.
@@ -35,17 +37,19 @@ impl LayerFilter {
     }
 }
 
-/// A selected conv layer and its weight values.
+/// A selected conv layer and where its weight is.
 pub struct SelectedWeight {
     pub layer: ConvLayer,
     /// Position of the weight in `graph.initializer`.
     pub initializer: usize,
     pub dims: Vec<i64>,
-    pub values: Vec<f32>,
+    /// Number of weight values.
+    pub numel: usize,
 }
 
 /// The weights of the Conv layers `filter` selects, in node order. A weight shared by several
-/// selected convs is returned once. Errors when nothing is selected or a weight is sparse-stored.
+/// selected convs is returned once. Errors when nothing is selected, a weight is sparse-stored or
+/// not a floating-point tensor.
 pub fn selected_weights(graph: &GraphProto, filter: &LayerFilter) -> Result<Vec<SelectedWeight>> {
     let view = GraphView::new(graph);
     let layers: Vec<ConvLayer> = conv_layers(&view)?
@@ -55,6 +59,12 @@ pub fn selected_weights(graph: &GraphProto, filter: &LayerFilter) -> Result<Vec<
     if layers.is_empty() {
         bail!("no Conv layer to prune (the model has none, or include/exclude leave none)");
     }
+    let positions: std::collections::HashMap<&str, usize> = graph
+        .initializer
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.name(), i))
+        .collect();
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::new();
     for layer in layers {
@@ -67,30 +77,60 @@ pub fn selected_weights(graph: &GraphProto, filter: &LayerFilter) -> Result<Vec<
         if !seen.insert(layer.weight.clone()) {
             continue;
         }
-        let initializer = graph
-            .initializer
-            .iter()
-            .position(|t| t.name() == layer.weight)
-            .expect("conv_layers found it");
+        let initializer = positions[layer.weight.as_str()];
         let t = &graph.initializer[initializer];
-        let values =
-            tensor::to_f32(t).with_context(|| format!("{}: weight", view.describe(layer.node)))?;
+        if !matches!(
+            DataType::try_from(t.data_type()),
+            Ok(DataType::Float | DataType::Float16 | DataType::Double)
+        ) {
+            bail!(
+                "{}: weight is {}, not floating point",
+                view.describe(layer.node),
+                tensor::type_name(t)
+            );
+        }
         out.push(SelectedWeight {
             dims: t.dims.clone(),
+            numel: tensor::numel(&t.dims)?,
             initializer,
-            values,
             layer,
         });
     }
     Ok(out)
 }
 
-/// Writes pruned values back into their initializers.
-pub fn write_back(graph: &mut GraphProto, weights: &[SelectedWeight]) -> Result<()> {
-    for w in weights {
-        tensor::set_f32(&mut graph.initializer[w.initializer], &w.values)?;
-    }
-    Ok(())
+/// Reads the values of one selected weight.
+pub fn read_values(graph: &GraphProto, w: &SelectedWeight) -> Result<Vec<f32>> {
+    tensor::to_f32(&graph.initializer[w.initializer])
+        .with_context(|| format!("weight of {}", w.layer.name))
+}
+
+/// Rewrites every selected weight in parallel, one at a time per thread: reads its values,
+/// lets `edit` change them (returning a count), and stores them back in the same form. Only the
+/// weights being edited are held decoded, never all at once. Returns the sum of the counts.
+pub fn rewrite_weights(
+    graph: &mut GraphProto,
+    weights: &[SelectedWeight],
+    edit: impl Fn(usize, &SelectedWeight, &mut [f32]) -> u64 + Sync,
+) -> Result<u64> {
+    let by_position: std::collections::HashMap<usize, (usize, &SelectedWeight)> = weights
+        .iter()
+        .enumerate()
+        .map(|(i, w)| (w.initializer, (i, w)))
+        .collect();
+    graph
+        .initializer
+        .par_iter_mut()
+        .enumerate()
+        .filter_map(|(position, t)| by_position.get(&position).map(|&(i, w)| (i, w, t)))
+        .map(|(i, w, t)| {
+            let mut values =
+                tensor::to_f32(t).with_context(|| format!("weight of {}", w.layer.name))?;
+            let count = edit(i, w, &mut values);
+            tensor::set_f32(t, &values)?;
+            Ok(count)
+        })
+        .sum()
 }
 
 /// Zero with the sign of `v`, as multiplying by a 0/1 mask gives (torch's pruning does), so

@@ -14,7 +14,7 @@
 use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 
-use super::selection::{LayerFilter, selected_weights};
+use super::selection::{LayerFilter, read_values, selected_weights};
 use crate::onnx::proto::attribute_proto::AttributeType;
 use crate::onnx::proto::tensor_proto::DataType;
 use crate::onnx::proto::{AttributeProto, GraphProto, NodeProto, SparseTensorProto};
@@ -44,17 +44,16 @@ impl StoreSparse {
             if t.data_type() != DataType::Float as i32 {
                 continue;
             }
-            let nonzero: Vec<(i64, f32)> = w
-                .values
-                .iter()
+            let nonzero: Vec<(i64, f32)> = read_values(graph, w)?
+                .into_iter()
                 .enumerate()
-                .filter(|(_, v)| **v != 0.0)
-                .map(|(i, v)| (i as i64, *v))
+                .filter(|(_, v)| *v != 0.0)
+                .map(|(i, v)| (i as i64, v))
                 .collect();
-            if nonzero.len() * SPARSE_ENTRY_BYTES >= w.values.len() * 4 {
+            if nonzero.len() * SPARSE_ENTRY_BYTES >= w.numel * 4 {
                 continue;
             }
-            dense_bytes += w.values.len() * 4;
+            dense_bytes += w.numel * 4;
             sparse_bytes += nonzero.len() * SPARSE_ENTRY_BYTES;
             let (indices, values): (Vec<i64>, Vec<f32>) = nonzero.into_iter().unzip();
             let nnz = values.len() as i64;
