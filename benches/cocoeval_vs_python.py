@@ -17,11 +17,10 @@ import gzip
 import json
 import os
 import shutil
-import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
+
+from timing import measure
 
 import numpy as np
 
@@ -32,24 +31,6 @@ PEER = ROOT / "benches" / "peer_cocoeval.py"
 PEERS = ["pycocotools", "faster-coco-eval"]
 # The 80 COCO category ids (1..90 with gaps), as in instances_val2017.json.
 COCO_IDS = [i for i in range(1, 91) if i not in (12, 26, 29, 30, 45, 66, 68, 69, 71, 83)]
-
-
-def run(cmd):
-    """Runs cmd with stdout discarded; returns the wall time in seconds."""
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    elapsed = time.perf_counter() - start
-    if proc.returncode != 0:
-        sys.exit(f"failed: {' '.join(map(str, cmd))}\n{proc.stderr.decode()}")
-    return elapsed
-
-
-def measure(cmd, runs, warmup):
-    """Median, min and max wall time of `runs` runs after `warmup` untimed ones."""
-    for _ in range(warmup):
-        run(cmd)
-    times = [run(cmd) for _ in range(runs)]
-    return statistics.median(times), min(times), max(times)
 
 
 def fixture_pairs():

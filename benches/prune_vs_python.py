@@ -10,35 +10,16 @@ it with .venv/bin/python. --large also generates a yolov5x-sized model with `she
 """
 import argparse
 import os
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from timing import measure
 
 ROOT = Path(__file__).resolve().parent.parent
 SHEARS = Path(os.environ.get("SHEARS_BIN", ROOT / "target" / "release" / "shears"))
 FIXTURES = Path(os.environ.get("SHEARS_FIXTURES", ROOT.parent / "shared" / "fixtures"))
 SCRATCH = ROOT / "target" / "bench"
-
-
-def run(cmd):
-    """Runs cmd; returns (seconds, peak RSS in bytes)."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    elapsed = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        sys.exit(f"failed: {' '.join(map(str, cmd))}\n{proc.stderr.read().decode()}")
-    return elapsed, usage.ru_maxrss * 1024
-
-
-def measure(cmd, runs, warmup):
-    for _ in range(warmup):
-        run(cmd)
-    samples = [run(cmd) for _ in range(runs)]
-    times = [t for t, _ in samples]
-    return statistics.median(times), min(times), max(times), max(m for _, m in samples)
 
 
 def main():

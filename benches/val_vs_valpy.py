@@ -27,33 +27,14 @@ import argparse
 import json
 import os
 import shutil
-import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
+
+from timing import measure
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(os.environ.get("SHEARS_FIXTURES", ROOT.parent / "shared" / "fixtures"))
 SCRATCH = ROOT / "target" / "bench" / "valpy"
-
-
-def run(cmd):
-    """Runs cmd with its output discarded; returns the wall time in seconds."""
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    elapsed = time.perf_counter() - start
-    if proc.returncode != 0:
-        sys.exit(f"failed: {' '.join(map(str, cmd))}\n{proc.stderr.decode()[-4000:]}")
-    return elapsed
-
-
-def measure(cmd, runs, warmup):
-    """Median, min and max wall time of `runs` runs after `warmup` untimed ones."""
-    for _ in range(warmup):
-        run(cmd)
-    times = [run(cmd) for _ in range(runs)]
-    return statistics.median(times), min(times), max(times)
 
 
 def valpy_dataset(dataset):
