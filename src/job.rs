@@ -13,7 +13,7 @@ use crate::analysis::{Sparsity, model_stats};
 use crate::backend::{self, BackendSpec, bench::random_input};
 use crate::onnx::proto::ModelProto;
 use crate::onnx::{self, Model, SaveOptions};
-use crate::passes::{PassConfig, PassReport, PruneChannels, densify_sparse, record_provenance};
+use crate::passes::{PassConfig, PassReport, PruneChannels, record_provenance};
 
 /// Counts that describe a model before or after pruning.
 #[derive(Debug, Clone, Serialize)]
@@ -154,25 +154,14 @@ pub struct OutputDiff {
     pub max_abs: f64,
 }
 
-/// Runs `reference` and `candidate` (sparse initializers densified) with tract on batch-1 inputs uniform in [0, 1) from each of
+/// Runs `reference` and `candidate` with tract on batch-1 inputs uniform in [0, 1) from each of
 /// `seeds`, comparing every output; a non-finite difference counts as infinite.
 pub fn compare_outputs(
     reference: &ModelProto,
     candidate: &ModelProto,
     seeds: &[u64],
 ) -> Result<OutputDiff> {
-    // tract reads dense tensors only.
-    let bytes = |m: &ModelProto| -> Result<Vec<u8>> {
-        if m.graph
-            .as_ref()
-            .is_none_or(|g| g.sparse_initializer.is_empty())
-        {
-            return Ok(onnx::encode(m));
-        }
-        let mut dense = m.clone();
-        densify_sparse(&mut dense)?;
-        Ok(onnx::encode(&dense))
-    };
+    let bytes = |m: &ModelProto| backend::encode_runnable(m, backend::Engine::Tract);
     let spec = BackendSpec::default();
     let mut a = backend::open(&spec, &bytes(reference)?).context("reference model")?;
     let mut b = backend::open(&spec, &bytes(candidate)?).context("candidate model")?;

@@ -21,6 +21,7 @@ use anyhow::{Context, bail};
 use ndarray::{ArrayD, ArrayView4};
 
 use crate::onnx::Model;
+use crate::onnx::proto::ModelProto;
 use crate::passes::densify_sparse;
 
 /// One inference session. `Send`, so a session can live on the thread that runs inference while
@@ -186,23 +187,32 @@ pub fn open(spec: &BackendSpec, model_bytes: &[u8]) -> anyhow::Result<Box<dyn Ba
 /// are, otherwise the model re-encoded with external data inlined and, for tract (which reads
 /// only dense tensors), sparse-stored weights densified.
 pub fn runnable_bytes(model: &Model, engine: Engine) -> anyhow::Result<Cow<'_, [u8]>> {
-    let has_sparse = {
-        let graph = model.graph();
-        !graph.sparse_initializer.is_empty()
-            || graph
-                .node
-                .iter()
-                .any(|n| n.attribute.iter().any(|a| a.sparse_tensor.is_some()))
-    };
-    let densify = engine == Engine::Tract && has_sparse;
-    if !densify && !model.had_external_data {
+    if !needs_densify(&model.proto, engine) && !model.had_external_data {
         return Ok(Cow::Borrowed(&model.bytes[..]));
     }
-    let mut proto = model.proto.clone();
-    if densify {
-        densify_sparse(&mut proto)?;
+    Ok(Cow::Owned(encode_runnable(&model.proto, engine)?))
+}
+
+/// Encodes an in-memory model for [`open`] on `engine`: for tract, sparse-stored weights are
+/// densified first.
+pub fn encode_runnable(proto: &ModelProto, engine: Engine) -> anyhow::Result<Vec<u8>> {
+    if !needs_densify(proto, engine) {
+        return Ok(crate::onnx::encode(proto));
     }
-    Ok(Cow::Owned(crate::onnx::encode(&proto)))
+    let mut dense = proto.clone();
+    densify_sparse(&mut dense)?;
+    Ok(crate::onnx::encode(&dense))
+}
+
+/// Whether `engine` cannot read some tensor of the model as it is stored (tract reads dense only).
+fn needs_densify(proto: &ModelProto, engine: Engine) -> bool {
+    engine == Engine::Tract
+        && proto.graph.as_ref().is_some_and(|g| {
+            !g.sparse_initializer.is_empty()
+                || g.node
+                    .iter()
+                    .any(|n| n.attribute.iter().any(|a| a.sparse_tensor.is_some()))
+        })
 }
 
 /// The batch-1 input shape from a model's declared input dimensions (`None` = not fixed).
