@@ -9,9 +9,8 @@ use super::Export;
 use super::weights;
 use crate::onnx::proto::{
     AttributeProto, GraphProto, NodeProto, TensorProto, attribute_proto::AttributeType,
-    tensor_proto::DataType,
 };
-use crate::onnx::tensor::value_info_f32;
+use crate::onnx::tensor::{self, value_info_f32};
 
 /// A parameter tensor to be filled with seeded random values when the graph is finished.
 #[derive(Debug, Clone)]
@@ -232,25 +231,19 @@ impl GraphBuilder {
     }
 }
 
-/// A float32 tensor stored as `raw_data`, as the exporter writes constants.
+/// A nameless float32 tensor stored as `raw_data`, as the exporter writes constants.
 pub(super) fn tensor_f32(dims: Vec<i64>, values: &[f32]) -> TensorProto {
-    let raw: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
     TensorProto {
-        dims,
-        data_type: Some(DataType::Float as i32),
-        raw_data: Some(Bytes::from(raw)),
-        ..Default::default()
+        name: None,
+        ..tensor::from_f32("", &dims, values)
     }
 }
 
-/// An int64 tensor stored as `raw_data`.
+/// A nameless int64 tensor stored as `raw_data`.
 pub(super) fn tensor_i64(dims: Vec<i64>, values: &[i64]) -> TensorProto {
-    let raw: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
     TensorProto {
-        dims,
-        data_type: Some(DataType::Int64 as i32),
-        raw_data: Some(Bytes::from(raw)),
-        ..Default::default()
+        name: None,
+        ..tensor::from_i64("", &dims, values)
     }
 }
 
