@@ -1,8 +1,9 @@
 //! Latency measurement of a [`Backend`]: warm-up runs, then timed runs on one fixed input.
 
+use std::num::NonZeroUsize;
 use std::time::Instant;
 
-use ndarray::{Array4, ArrayView4};
+use ndarray::Array4;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
@@ -32,32 +33,50 @@ pub fn random_input(shape: [usize; 4], seed: u64) -> Array4<f32> {
     Array4::from_shape_simple_fn(shape, || rng.random::<f32>())
 }
 
-/// Runs `backend` on `input` `warmup` times untimed, then `runs` (at least 1) times timed, each
-/// inference timed on its own. Reports one step per run to `progress`.
-pub fn time_runs(
-    backend: &mut dyn Backend,
-    input: ArrayView4<'_, f32>,
+/// One model to time: its session and its input.
+pub struct Contender {
+    pub backend: Box<dyn Backend>,
+    pub input: Array4<f32>,
+}
+
+/// Times several models in turns: each runs `warmup` times untimed, then `runs` rounds run
+/// every model once, each inference timed on its own. Taking turns exposes every
+/// model to the same machine load, so their ratios hold on a busy machine where timing one
+/// model after another would not. A model whose run fails keeps its error and leaves the
+/// rounds; the others go on. Reports one step per inference to `progress`.
+pub fn time_in_turns(
+    contenders: &mut [Contender],
     warmup: usize,
-    runs: usize,
+    runs: NonZeroUsize,
     progress: &dyn Progress,
-) -> anyhow::Result<Timing> {
-    anyhow::ensure!(runs >= 1, "at least one timed run is needed");
-    progress.start("warm-up", Some(warmup as u64));
-    for _ in 0..warmup {
-        backend.run(input.view())?;
-        progress.advance(1);
+) -> Vec<anyhow::Result<Timing>> {
+    let mut samples: Vec<anyhow::Result<Vec<f64>>> = contenders
+        .iter()
+        .map(|_| Ok(Vec::with_capacity(runs.get())))
+        .collect();
+    let rounds = [("warm-up", warmup, false), ("timed runs", runs.get(), true)];
+    for (label, count, timed) in rounds {
+        progress.start(label, Some((count * contenders.len()) as u64));
+        for _ in 0..count {
+            for (contender, slot) in contenders.iter_mut().zip(&mut samples) {
+                let Ok(taken) = slot else { continue };
+                let start = Instant::now();
+                let outcome = contender.backend.run(contender.input.view());
+                let elapsed_ms = start.elapsed().as_secs_f64() * 1e3;
+                match outcome {
+                    Ok(_) if timed => taken.push(elapsed_ms),
+                    Ok(_) => {}
+                    Err(err) => *slot = Err(err),
+                }
+                progress.advance(1);
+            }
+        }
+        progress.finish();
     }
-    progress.finish();
-    progress.start("timed runs", Some(runs as u64));
-    let mut samples = Vec::with_capacity(runs);
-    for _ in 0..runs {
-        let start = Instant::now();
-        backend.run(input.view())?;
-        samples.push(start.elapsed().as_secs_f64() * 1e3);
-        progress.advance(1);
-    }
-    progress.finish();
-    Ok(summarize(samples, warmup))
+    samples
+        .into_iter()
+        .map(|s| s.map(|s| summarize(s, warmup)))
+        .collect()
 }
 
 /// Order statistics of the samples (milliseconds); `samples` must not be empty.

@@ -1,6 +1,7 @@
 //! `shears bench`: inference latency of one or more models on one backend, side by side.
 
 use std::io::Write;
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -10,9 +11,8 @@ use serde::Serialize;
 
 use super::common::{BackendArgs, load_model, write_json};
 use super::ui::Ui;
-use crate::backend::bench::{Timing, random_input, time_runs};
+use crate::backend::bench::{Contender, Timing, random_input, time_in_turns};
 use crate::backend::{self, BackendSpec, Engine};
-use crate::progress::Progress;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -21,7 +21,7 @@ pub struct Args {
     pub models: Vec<PathBuf>,
     #[command(flatten)]
     pub backend: BackendArgs,
-    /// Timed inferences per model.
+    /// Timed inferences per model. Models take turns: each round runs every model once.
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..))]
     pub runs: u64,
     /// Untimed warm-up inferences per model, before the timed ones.
@@ -66,22 +66,44 @@ struct ModelResult {
     error: Option<String>,
 }
 
-/// Times every model, prints the table, writes the JSON; a model that fails is reported and the
-/// others still run (exit code 2 at the end).
+/// Opens every model, times them in turns ([`time_in_turns`]), prints the table, writes the
+/// JSON; a model that fails is reported and the others still run (exit code 2 at the end).
 pub fn run(args: &Args, ui: &Ui) -> anyhow::Result<ExitCode> {
     let spec = args.backend.spec()?;
     let progress = ui.progress();
+    let runs =
+        NonZeroUsize::new(usize::try_from(args.runs)?).context("--runs must be at least 1")?;
+    let warmup = usize::try_from(args.warmup)?;
     let mut results = Vec::with_capacity(args.models.len());
+    let mut contenders = Vec::with_capacity(args.models.len());
+    let mut opened = Vec::with_capacity(args.models.len());
     for (index, model) in args.models.iter().enumerate() {
         ui.info(format_args!(
-            "[{}/{}] {} on {spec}",
+            "[{}/{}] opening {} on {spec}",
             index + 1,
             args.models.len(),
             model.display()
         ));
-        let result =
-            bench_model(&spec, model, args, ui, progress).unwrap_or_else(|err| failed(model, &err));
-        results.push(result);
+        match open_model(&spec, model, args.seed, ui) {
+            Ok((result, contender)) => {
+                opened.push(index);
+                results.push(result);
+                contenders.push(contender);
+            }
+            Err(err) => results.push(failed(model, &err)),
+        }
+    }
+    ui.info(format_args!(
+        "timing {} model(s) in turns: {warmup} warm-up and {runs} timed runs each",
+        contenders.len()
+    ));
+    let timings = time_in_turns(&mut contenders, warmup, runs, progress);
+    for (index, timing) in opened.into_iter().zip(timings) {
+        let model = &args.models[index];
+        match timing {
+            Ok(timing) => results[index].timing = Some(timing),
+            Err(err) => results[index] = failed(model, &err.context(model.display().to_string())),
+        }
     }
     let baseline = results
         .first()
@@ -116,36 +138,36 @@ pub fn run(args: &Args, ui: &Ui) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn bench_model(
+/// Loads `model` and opens its session: the result so far (timing still missing) and what
+/// [`time_in_turns`] runs.
+fn open_model(
     spec: &BackendSpec,
     model: &Path,
-    args: &Args,
+    seed: u64,
     ui: &Ui,
-    progress: &dyn Progress,
-) -> anyhow::Result<ModelResult> {
+) -> anyhow::Result<(ModelResult, Contender)> {
     let loaded = load_model(model, ui)?;
     let bytes = backend::runnable_bytes(&loaded, spec.engine())?;
     let start = Instant::now();
-    let mut session = backend::open(spec, &bytes).with_context(|| model.display().to_string())?;
+    let session = backend::open(spec, &bytes).with_context(|| model.display().to_string())?;
     let session_ms = start.elapsed().as_secs_f64() * 1e3;
-    let input = random_input(session.input_shape(), args.seed);
-    let timing = time_runs(
-        session.as_mut(),
-        input.view(),
-        usize::try_from(args.warmup)?,
-        usize::try_from(args.runs)?,
-        progress,
-    )
-    .with_context(|| model.display().to_string())?;
-    Ok(ModelResult {
+    let input = random_input(session.input_shape(), seed);
+    let result = ModelResult {
         model: model.to_path_buf(),
         provider: Some(session.provider().to_string()),
         input_shape: Some(session.input_shape()),
         session_ms: Some(session_ms),
-        timing: Some(timing),
+        timing: None,
         latency_ratio: None,
         error: None,
-    })
+    };
+    Ok((
+        result,
+        Contender {
+            backend: session,
+            input,
+        },
+    ))
 }
 
 fn failed(model: &Path, err: &anyhow::Error) -> ModelResult {
