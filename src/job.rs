@@ -109,9 +109,14 @@ pub fn prune_to_file(
     }
     let input_zstd = options
         .measure_zstd
-        .then(|| zstd_size(&model.bytes[..]))
+        .then(|| {
+            std::iter::once(&model.bytes)
+                .chain(&model.external_data)
+                .map(|bytes| zstd_size(&bytes[..]))
+                .sum::<Result<u64>>()
+        })
         .transpose()?;
-    let before = footprint(&model.proto, model.file_size(), input_zstd)?;
+    let before = footprint(&model.proto, model.total_size(), input_zstd)?;
     let input = options.check.as_ref().map(|_| model.proto.clone());
     let reports = passes
         .iter()

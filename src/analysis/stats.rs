@@ -63,39 +63,34 @@ pub fn model_stats(graph: &GraphProto) -> Result<ModelStats> {
     let shapes = infer_shapes(&view);
     let mut layers = Vec::new();
     for conv in conv_layers(&view)? {
-        let (weight_shape, weight_values) = if conv.sparse {
+        let (weight_shape, weight_numel, weight_zeros) = if conv.sparse {
             let s = view
                 .sparse_tensor(&conv.weight)
                 .expect("conv_layers found it");
-            let values = s
-                .values
-                .as_ref()
-                .map(tensor::to_f32)
-                .transpose()?
-                .unwrap_or_default();
-            let nonzero = values.iter().filter(|v| **v != 0.0).count() as u64;
-            (s.dims.clone(), Err(nonzero))
+            let numel = tensor::numel(&s.dims)? as u64;
+            let stored = match &s.values {
+                Some(values) => {
+                    tensor::numel(&values.dims)? as u64
+                        - tensor::count_zeros(values)
+                            .with_context(|| format!("weight of {}", conv.name))?
+                }
+                None => 0,
+            };
+            (s.dims.clone(), numel, numel - stored.min(numel))
         } else {
             let w = view
                 .initializer(&conv.weight)
                 .expect("conv_layers found it");
-            let values = tensor::to_f32(w).with_context(|| format!("weight of {}", conv.name))?;
-            (w.dims.clone(), Ok(values))
-        };
-        let weight_numel = tensor::numel(&weight_shape)? as u64;
-        let weight_zeros = match weight_values {
-            Ok(values) => values.iter().filter(|v| **v == 0.0).count() as u64,
-            Err(nonzero) => weight_numel - nonzero,
+            let zeros =
+                tensor::count_zeros(w).with_context(|| format!("weight of {}", conv.name))?;
+            (w.dims.clone(), tensor::numel(&w.dims)? as u64, zeros)
         };
         let (bias_numel, bias_zeros) = match conv.bias.as_deref().and_then(|b| view.initializer(b))
         {
-            Some(b) => {
-                let values = tensor::to_f32(b).with_context(|| format!("bias of {}", conv.name))?;
-                (
-                    values.len() as u64,
-                    values.iter().filter(|v| **v == 0.0).count() as u64,
-                )
-            }
+            Some(b) => (
+                tensor::numel(&b.dims)? as u64,
+                tensor::count_zeros(b).with_context(|| format!("bias of {}", conv.name))?,
+            ),
             None => (0, 0),
         };
         let output = &view.node(conv.node).output[0];

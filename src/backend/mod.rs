@@ -187,7 +187,7 @@ pub fn open(spec: &BackendSpec, model_bytes: &[u8]) -> anyhow::Result<Box<dyn Ba
 /// are, otherwise the model re-encoded with external data inlined and, for tract (which reads
 /// only dense tensors), sparse-stored weights densified.
 pub fn runnable_bytes(model: &Model, engine: Engine) -> anyhow::Result<Cow<'_, [u8]>> {
-    if !needs_densify(&model.proto, engine) && !model.had_external_data {
+    if !needs_densify(&model.proto, engine) && !model.had_external_data() {
         return Ok(Cow::Borrowed(&model.bytes[..]));
     }
     Ok(Cow::Owned(encode_runnable(&model.proto, engine)?))

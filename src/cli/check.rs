@@ -76,7 +76,7 @@ pub fn run(args: &Args, ui: &Ui) -> Result<ExitCode> {
             g.node.len(),
             g.initializer.len(),
             g.sparse_initializer.len(),
-            if model.had_external_data {
+            if model.had_external_data() {
                 ", external data"
             } else {
                 ""

@@ -63,15 +63,15 @@ pub fn for_each_tensor_mut(
     Ok(())
 }
 
-/// Replaces every external reference by the data it points to. Returns whether there was any.
-pub fn inline_all(model: &mut ModelProto, base: &Path) -> Result<bool> {
+/// Replaces every external reference by the data it points to. Returns the data files it read, in
+/// order of first use.
+pub fn inline_all(model: &mut ModelProto, base: &Path) -> Result<Vec<Bytes>> {
     let mut files: HashMap<String, Bytes> = HashMap::new();
-    let mut any = false;
+    let mut order = Vec::new();
     for_each_tensor_mut(model, &mut |t| {
         if t.data_location != Some(DataLocation::External as i32) {
             return Ok(());
         }
-        any = true;
         let name = t.name().to_string();
         let entry = |key: &str| {
             t.external_data
@@ -91,6 +91,7 @@ pub fn inline_all(model: &mut ModelProto, base: &Path) -> Result<bool> {
             None => {
                 let data = map_data_file(base, &location)?;
                 files.insert(location.clone(), data.clone());
+                order.push(data.clone());
                 data
             }
         };
@@ -106,7 +107,7 @@ pub fn inline_all(model: &mut ModelProto, base: &Path) -> Result<bool> {
         t.data_location = None;
         Ok(())
     })?;
-    Ok(any)
+    Ok(order)
 }
 
 fn parse_number(value: Option<&str>, key: &str, tensor: &str) -> Result<u64> {
@@ -133,10 +134,7 @@ fn map_data_file(base: &Path, location: &str) -> Result<Bytes> {
     if file.metadata()?.len() == 0 {
         return Ok(Bytes::new());
     }
-    // SAFETY: read-only mapping of a file shears never writes in place (see load.rs).
-    let map = unsafe { memmap2::Mmap::map(&file) }
-        .with_context(|| format!("cannot memory-map {}", path.display()))?;
-    Ok(Bytes::from_owner(map))
+    super::mapping::map_file(&file).with_context(|| format!("cannot memory-map {}", path.display()))
 }
 
 /// Moves every tensor of at least [`EXTERNAL_MIN_BYTES`] into `data`, recording `location`.

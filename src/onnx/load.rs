@@ -7,9 +7,9 @@ use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use prost::Message;
 
-use super::external;
 use super::proto::ModelProto;
 use super::schema::{self, SchemaFinding};
+use super::{external, mapping};
 
 /// A decoded model and what is known about where it came from.
 #[derive(Debug, Clone)]
@@ -20,8 +20,8 @@ pub struct Model {
     pub path: PathBuf,
     /// The bytes of that file, exactly as read (memory-mapped).
     pub bytes: Bytes,
-    /// Whether any tensor came from an external data file.
-    pub had_external_data: bool,
+    /// The external data files its tensors came from (memory-mapped), in order of first use.
+    pub external_data: Vec<Bytes>,
     /// Fields this schema does not know, or an IR version newer than it: re-encoding loses or
     /// changes something, so writers refuse unless forced.
     pub schema_findings: Vec<SchemaFinding>,
@@ -31,6 +31,21 @@ impl Model {
     /// Size in bytes of the `.onnx` file (external data not included).
     pub fn file_size(&self) -> u64 {
         self.bytes.len() as u64
+    }
+
+    /// Size in bytes of the `.onnx` file and its external data files.
+    pub fn total_size(&self) -> u64 {
+        self.file_size()
+            + self
+                .external_data
+                .iter()
+                .map(|d| d.len() as u64)
+                .sum::<u64>()
+    }
+
+    /// Whether any tensor came from an external data file.
+    pub fn had_external_data(&self) -> bool {
+        !self.external_data.is_empty()
     }
 
     /// The graph, which every model loaded through [`load`] has.
@@ -53,11 +68,9 @@ pub fn load(path: &Path) -> Result<Model> {
     if len == 0 {
         bail!("{} is empty, not an ONNX model", path.display());
     }
-    // SAFETY: the mapping is read-only; shears never writes over a file it has mapped (outputs
-    // are written to a temporary file and renamed into place, which leaves this mapping intact).
-    let map = unsafe { memmap2::Mmap::map(&file) }
+    let bytes = mapping::map_file(&file)
         .with_context(|| format!("cannot memory-map {}", path.display()))?;
-    load_bytes(Bytes::from_owner(map), path)
+    load_bytes(bytes, path)
 }
 
 /// Decodes a model from bytes; `path` names it in messages and anchors external data files.
@@ -72,13 +85,13 @@ pub fn load_bytes(bytes: Bytes, path: &Path) -> Result<Model> {
     let schema_findings = schema::findings(&bytes, &proto)
         .with_context(|| format!("cannot scan {}", path.display()))?;
     let base = path.parent().unwrap_or(Path::new("."));
-    let had_external_data = external::inline_all(&mut proto, base)
+    let external_data = external::inline_all(&mut proto, base)
         .with_context(|| format!("cannot load the external data of {}", path.display()))?;
     Ok(Model {
         proto,
         path: path.to_path_buf(),
         bytes,
-        had_external_data,
+        external_data,
         schema_findings,
     })
 }

@@ -5,6 +5,7 @@
 
 mod external;
 mod load;
+pub mod mapping;
 mod save;
 mod schema;
 pub mod tensor;

@@ -1,5 +1,10 @@
 //! Saving a model: deterministic encoding, written atomically (a temporary file in the target
 //! folder, renamed into place), optionally with tensor data in an external file.
+//!
+//! Atomic, not forced to disk: no reader and no interrupted run ever sees a partial file, but
+//! the data is not fsync-ed before the rename. Outputs are derived artifacts that a rerun
+//! recreates, as compilers and build tools treat theirs; forcing a large model to disk would
+//! double the time of a prune (0.55 s of 1.35 s for a 350 MB model here).
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -95,12 +100,10 @@ pub fn save(model: &ModelProto, path: &Path, options: &SaveOptions) -> Result<Sa
     let mut sink = FileSink::new(temp.as_file_mut());
     model.encode(&mut sink).with_context(write_error)?;
     sink.finish().with_context(write_error)?;
-    temp.as_file().sync_data().with_context(write_error)?;
     let bytes = temp.as_file().metadata().with_context(write_error)?.len();
 
     let external_data = match data {
         Some((data, data_path)) => {
-            data.as_file().sync_data().with_context(write_error)?;
             let size = data.as_file().metadata()?.len();
             data.persist(&data_path)
                 .with_context(|| format!("cannot write {}", data_path.display()))?;
@@ -193,7 +196,6 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let write_error = || format!("cannot write {}", path.display());
     let mut temp = tempfile::NamedTempFile::new_in(folder).with_context(write_error)?;
     temp.write_all(bytes).with_context(write_error)?;
-    temp.as_file().sync_data().with_context(write_error)?;
     temp.persist(path).with_context(write_error)?;
     Ok(())
 }

@@ -3,6 +3,7 @@
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 
+use super::mapping;
 use super::proto::tensor_proto::DataType;
 use super::proto::{TensorProto, ValueInfoProto};
 
@@ -71,37 +72,69 @@ pub fn to_f32(t: &TensorProto) -> Result<Vec<f32>> {
 }
 
 /// Replaces the values of a FLOAT, FLOAT16 or DOUBLE tensor, keeping its element type and the
-/// field it stores values in (`raw_data` or the typed field).
-pub fn set_f32(t: &mut TensorProto, values: &[f32]) -> Result<()> {
+/// field it stores values in (`raw_data` or the typed field). The pages of the old `raw_data`
+/// are handed back when it was part of a mapped file ([`mapping::release`]).
+pub fn set_f32(t: &mut TensorProto, values: Vec<f32>) -> Result<()> {
     expect_len(t, values.len(), numel(&t.dims)?)?;
-    let raw = t.raw_data.is_some();
-    match DataType::try_from(t.data_type()) {
-        Ok(DataType::Float) if raw => {
-            t.raw_data = Some(le_bytes(values.iter().map(|v| v.to_le_bytes())))
+    let raw = match (DataType::try_from(t.data_type()), t.raw_data.is_some()) {
+        (Ok(DataType::Float), true) => Some(f32_le_bytes(values)),
+        (Ok(DataType::Float), false) => {
+            t.float_data = values;
+            None
         }
-        Ok(DataType::Float) => t.float_data = values.to_vec(),
-        Ok(DataType::Float16) if raw => {
-            t.raw_data = Some(le_bytes(
-                values.iter().map(|&v| half::f16::from_f32(v).to_le_bytes()),
-            ))
-        }
-        Ok(DataType::Float16) => {
+        (Ok(DataType::Float16), true) => Some(le_bytes(
+            values.iter().map(|&v| half::f16::from_f32(v).to_le_bytes()),
+        )),
+        (Ok(DataType::Float16), false) => {
             t.int32_data = values
                 .iter()
                 .map(|&v| i32::from(half::f16::from_f32(v).to_bits()))
-                .collect()
+                .collect();
+            None
         }
-        Ok(DataType::Double) if raw => {
-            t.raw_data = Some(le_bytes(values.iter().map(|&v| f64::from(v).to_le_bytes())))
+        (Ok(DataType::Double), true) => {
+            Some(le_bytes(values.iter().map(|&v| f64::from(v).to_le_bytes())))
         }
-        Ok(DataType::Double) => t.double_data = values.iter().map(|&v| f64::from(v)).collect(),
+        (Ok(DataType::Double), false) => {
+            t.double_data = values.iter().map(|&v| f64::from(v)).collect();
+            None
+        }
         _ => bail!(
             "tensor {:?} is {}, not a floating-point tensor",
             t.name(),
             type_name(t)
         ),
+    };
+    if let Some(old) = raw.and_then(|raw| t.raw_data.replace(raw)) {
+        mapping::release(&old);
     }
     Ok(())
+}
+
+/// How many values of a FLOAT, FLOAT16 or DOUBLE tensor are zero (either sign), read from its
+/// bytes without decoding them.
+pub fn count_zeros(t: &TensorProto) -> Result<u64> {
+    let n = numel(&t.dims)?;
+    let zeros = match DataType::try_from(t.data_type()) {
+        Ok(DataType::Float) => match &t.raw_data {
+            Some(raw) => le_chunks::<4>(t, raw, n)?
+                .map(|b| usize::from(u32::from_le_bytes(b) << 1 == 0))
+                .sum(),
+            None => t.float_data.iter().filter(|v| **v == 0.0).count(),
+        },
+        Ok(DataType::Float16) => match &t.raw_data {
+            Some(raw) => le_chunks::<2>(t, raw, n)?
+                .map(|b| usize::from(u16::from_le_bytes(b) << 1 == 0))
+                .sum(),
+            None => t
+                .int32_data
+                .iter()
+                .filter(|v| (**v as u16) << 1 == 0)
+                .count(),
+        },
+        _ => to_f32(t)?.iter().filter(|v| **v == 0.0).count(),
+    };
+    Ok(zeros as u64)
 }
 
 /// The values of an INT64 or INT32 tensor as i64 (shape constants, split sizes, indices).
@@ -194,6 +227,24 @@ fn le_chunks<'a, const N: usize>(
         .map(|c| c.try_into().expect("chunks_exact yields N bytes")))
 }
 
+/// `values` as little-endian bytes, without a copy on little-endian targets.
+fn f32_le_bytes(values: Vec<f32>) -> Bytes {
+    if cfg!(target_endian = "little") {
+        Bytes::from_owner(F32Bytes(values))
+    } else {
+        le_bytes(values.iter().map(|v| v.to_le_bytes()))
+    }
+}
+
+/// A vector of f32 seen as its native-endian bytes.
+struct F32Bytes(Vec<f32>);
+
+impl AsRef<[u8]> for F32Bytes {
+    fn as_ref(&self) -> &[u8] {
+        bytemuck::cast_slice(&self.0)
+    }
+}
+
 fn le_bytes<const N: usize>(values: impl ExactSizeIterator<Item = [u8; N]>) -> Bytes {
     let mut out = Vec::with_capacity(values.len() * N);
     values.for_each(|v| out.extend_from_slice(&v));
@@ -208,7 +259,7 @@ mod tests {
     fn f32_round_trips_through_raw_and_typed_fields() {
         let mut t = from_f32("w", &[2, 2], &[1.0, -2.0, 0.5, 0.0]);
         assert_eq!(to_f32(&t).unwrap(), [1.0, -2.0, 0.5, 0.0]);
-        set_f32(&mut t, &[0.0, 1.0, 2.0, 3.0]).unwrap();
+        set_f32(&mut t, vec![0.0, 1.0, 2.0, 3.0]).unwrap();
         assert_eq!(to_f32(&t).unwrap(), [0.0, 1.0, 2.0, 3.0]);
         let mut typed = TensorProto {
             dims: vec![2],
@@ -216,9 +267,37 @@ mod tests {
             float_data: vec![1.0, 2.0],
             ..Default::default()
         };
-        set_f32(&mut typed, &[3.0, 4.0]).unwrap();
+        set_f32(&mut typed, vec![3.0, 4.0]).unwrap();
         assert_eq!(typed.float_data, [3.0, 4.0]);
         assert!(typed.raw_data.is_none());
+    }
+
+    #[test]
+    fn zeros_of_either_sign_are_counted_in_every_form() {
+        let values = [0.0, -0.0, 1e-30, -2.0];
+        let raw = from_f32("w", &[4], &values);
+        assert_eq!(count_zeros(&raw).unwrap(), 2);
+        let typed = TensorProto {
+            raw_data: None,
+            float_data: values.to_vec(),
+            ..raw.clone()
+        };
+        assert_eq!(count_zeros(&typed).unwrap(), 2);
+        // FLOAT16 +0, -0, the smallest subnormal, 1.0.
+        let half = TensorProto {
+            dims: vec![4],
+            data_type: Some(DataType::Float16 as i32),
+            raw_data: Some(Bytes::from_static(&[0, 0, 0, 0x80, 1, 0, 0, 0x3c])),
+            ..Default::default()
+        };
+        assert_eq!(count_zeros(&half).unwrap(), 2);
+        let double = TensorProto {
+            dims: vec![2],
+            data_type: Some(DataType::Double as i32),
+            double_data: vec![-0.0, 3.0],
+            ..Default::default()
+        };
+        assert_eq!(count_zeros(&double).unwrap(), 1);
     }
 
     #[test]
@@ -238,7 +317,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(to_f32(&t).unwrap(), [1.0, -2.0]);
-        set_f32(&mut t, &[0.5, 0.0]).unwrap();
+        set_f32(&mut t, vec![0.5, 0.0]).unwrap();
         assert_eq!(to_f32(&t).unwrap(), [0.5, 0.0]);
     }
 }

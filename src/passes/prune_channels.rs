@@ -880,7 +880,7 @@ fn zero_along(t: &TensorProto, axis: usize, zeroed: &BTreeSet<usize>) -> Result<
         }
     }
     let mut out = t.clone();
-    tensor::set_f32(&mut out, &values)?;
+    tensor::set_f32(&mut out, values)?;
     Ok(out)
 }
 

@@ -19,6 +19,7 @@ use super::selection::{
     zero_like,
 };
 use crate::onnx::proto::GraphProto;
+use rayon::prelude::*;
 
 /// Options of `prune_magnitude`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -85,74 +86,127 @@ impl PruneMagnitude {
 
 /// Zeros the `k` entries of smallest |w| (lowest index first among equals); returns `k`.
 fn zero_smallest(values: &mut [f32], k: usize) -> u64 {
+    let k = k.min(values.len());
     if k == 0 {
         return 0;
     }
-    // |w| as bits orders like |w| for non-NaN floats; the index in the low half breaks ties.
-    let mut keys: Vec<u64> = values
-        .iter()
-        .enumerate()
-        .map(|(i, v)| (u64::from(v.abs().to_bits()) << 32) | i as u64)
-        .collect();
-    if k < keys.len() {
-        keys.select_nth_unstable(k);
-    }
-    for &key in &keys[..k.min(keys.len())] {
-        let v = &mut values[(key & 0xffff_ffff) as usize];
-        *v = zero_like(*v);
-    }
-    k.min(values.len()) as u64
+    let mut histogram = Histogram::new();
+    histogram.add(values);
+    let (bucket, below) = histogram.locate(k);
+    let quota = Quota::at_rank(&mut keys_in_bucket(values, bucket), k, below);
+    zero_below(values, quota)
 }
 
-/// What one layer zeroes in global scope: every |w| below `threshold`, and the first `ties`
-/// entries equal to it.
+/// The order in which entries go: the bits of |w|, which order like |w| (NaN above all).
+fn magnitude_key(v: f32) -> u32 {
+    v.to_bits() & 0x7fff_ffff
+}
+
+/// What one layer zeroes: every entry whose [`magnitude_key`] is below `threshold`, and the first
+/// `ties` entries equal to it.
 #[derive(Debug, Clone, Copy)]
 struct Quota {
-    threshold: f32,
+    threshold: u32,
     ties: usize,
+}
+
+impl Quota {
+    const NONE: Quota = Quota {
+        threshold: 0,
+        ties: 0,
+    };
+
+    /// The quota of the `k` smallest keys (1-based), given `candidates`, the keys of the
+    /// [`Histogram`] bucket that holds the `k`-th, and `below`, the count of keys in lower
+    /// buckets. Reorders `candidates`.
+    fn at_rank(candidates: &mut [u32], k: usize, below: usize) -> Quota {
+        let threshold = *candidates.select_nth_unstable(k - below - 1).1;
+        let smaller = below + candidates.iter().filter(|&&c| c < threshold).count();
+        Quota {
+            threshold,
+            ties: k - smaller,
+        }
+    }
+}
+
+/// Counts of magnitude keys by their high 16 bits: selecting the `k` smallest entries first
+/// finds the bucket of the `k`-th, so only that bucket's keys are copied and ordered.
+struct Histogram(Vec<u64>);
+
+impl Histogram {
+    const SHIFT: u32 = 15;
+
+    fn new() -> Self {
+        Histogram(vec![0; 1 << (31 - Self::SHIFT)])
+    }
+
+    fn add(&mut self, values: &[f32]) {
+        for &v in values {
+            self.0[(magnitude_key(v) >> Self::SHIFT) as usize] += 1;
+        }
+    }
+
+    fn merge(mut self, other: Histogram) -> Histogram {
+        self.0.iter_mut().zip(other.0).for_each(|(a, b)| *a += b);
+        self
+    }
+
+    /// The bucket that holds the `k`-th smallest key (1 <= k <= the number of keys counted),
+    /// and the number of keys in lower buckets.
+    fn locate(&self, k: usize) -> (u32, usize) {
+        let mut below = 0;
+        for (bucket, &count) in self.0.iter().enumerate() {
+            if below + count as usize >= k {
+                return (bucket as u32, below);
+            }
+            below += count as usize;
+        }
+        unreachable!("k = {k} exceeds the {below} keys counted")
+    }
+}
+
+/// The magnitude keys of `values` that fall in `bucket` of a [`Histogram`].
+fn keys_in_bucket(values: &[f32], bucket: u32) -> Vec<u32> {
+    values
+        .iter()
+        .map(|&v| magnitude_key(v))
+        .filter(|key| key >> Histogram::SHIFT == bucket)
+        .collect()
 }
 
 /// One threshold over all weights: the `round_half_even(amount x N)`-th smallest |w|. Entries
 /// below it all go; entries equal to it go in layer and index order until exactly that many are
-/// zero.
+/// zero. Reads the weights twice (a histogram, then the keys near the threshold) and holds only
+/// those keys, never all weights.
 fn global_quotas(
     graph: &GraphProto,
     weights: &[SelectedWeight],
     amount: f64,
 ) -> Result<Vec<Quota>> {
     let total: usize = weights.iter().map(|w| w.numel).sum();
-    let k = round_half_even(amount * total as f64) as usize;
+    let k = (round_half_even(amount * total as f64) as usize).min(total);
     if k == 0 {
-        return Ok(vec![
-            Quota {
-                threshold: 0.0,
-                ties: 0
-            };
-            weights.len()
-        ]);
+        return Ok(vec![Quota::NONE; weights.len()]);
     }
-    let mut magnitudes = Vec::with_capacity(total);
-    for w in weights {
-        magnitudes.extend(read_values(graph, w)?.iter().map(|v| v.abs()));
-    }
-    let mut sorted = magnitudes.clone();
-    let threshold = if k >= total {
-        f32::INFINITY
-    } else {
-        *sorted.select_nth_unstable_by(k - 1, f32::total_cmp).1
-    };
-    drop(sorted);
-    let below = magnitudes.iter().filter(|m| **m < threshold).count();
-    let mut ties_left = k.saturating_sub(below);
-    let mut offset = 0;
-    Ok(weights
-        .iter()
+    let histogram = weights
+        .par_iter()
         .map(|w| {
-            let equal = magnitudes[offset..offset + w.numel]
-                .iter()
-                .filter(|m| **m == threshold)
-                .count();
-            offset += w.numel;
+            let mut h = Histogram::new();
+            h.add(&read_values(graph, w)?);
+            anyhow::Ok(h)
+        })
+        .try_reduce(Histogram::new, |a, b| Ok(a.merge(b)))?;
+    let (bucket, below) = histogram.locate(k);
+    let candidates: Vec<Vec<u32>> = weights
+        .par_iter()
+        .map(|w| Ok(keys_in_bucket(&read_values(graph, w)?, bucket)))
+        .collect::<Result<_>>()?;
+    let Quota { threshold, ties } = Quota::at_rank(&mut candidates.concat(), k, below);
+    let mut ties_left = ties;
+    Ok(candidates
+        .iter()
+        .map(|keys| {
+            let equal = keys.iter().filter(|&&key| key == threshold).count();
             let ties = equal.min(ties_left);
             ties_left -= ties;
             Quota { threshold, ties }
@@ -162,15 +216,22 @@ fn global_quotas(
 
 /// Applies a [`Quota`]; returns how many entries it zeroed.
 fn zero_below(values: &mut [f32], quota: Quota) -> u64 {
-    let mut ties = quota.ties;
     let mut zeroed = 0;
     for v in values.iter_mut() {
-        let m = v.abs();
-        if m < quota.threshold || (m == quota.threshold && ties > 0) {
-            if m == quota.threshold {
-                ties -= 1;
-            }
+        // Branch-free, so that it vectorises: entries below keep only their sign bit.
+        let below = magnitude_key(*v) < quota.threshold;
+        let keep = if below { 0x8000_0000 } else { u32::MAX };
+        *v = f32::from_bits(v.to_bits() & keep);
+        zeroed += u64::from(below);
+    }
+    let mut ties = quota.ties;
+    for v in values.iter_mut() {
+        if ties == 0 {
+            break;
+        }
+        if magnitude_key(*v) == quota.threshold {
             *v = zero_like(*v);
+            ties -= 1;
             zeroed += 1;
         }
     }
@@ -180,6 +241,99 @@ fn zero_below(values: &mut [f32], quota: Quota) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::onnx::tensor;
+    use crate::synth::{SynthSpec, Variant, build};
+
+    /// The synthetic yolov5n's graph with weights rounded to multiples of 1/64, so that many
+    /// entries tie at any threshold, within and across layers.
+    fn coarse_yolov5n() -> (GraphProto, Vec<SelectedWeight>) {
+        let mut graph = build(&SynthSpec::new(Variant::N)).unwrap().graph.unwrap();
+        let all = LayerFilter::new(&[], &[]).unwrap();
+        let weights = selected_weights(&graph, &all).unwrap();
+        for w in &weights {
+            let t = &mut graph.initializer[w.initializer];
+            let coarse = tensor::to_f32(t)
+                .unwrap()
+                .iter()
+                .map(|v| (v * 64.0).round() / 64.0)
+                .collect();
+            tensor::set_f32(t, coarse).unwrap();
+        }
+        (graph, weights)
+    }
+
+    /// Oracle: zero the first `k` of `keys` after a full sort of (|w|, layer, index).
+    fn zero_first_k(
+        mut layers: Vec<Vec<f32>>,
+        mut keys: Vec<(u32, usize, usize)>,
+        k: usize,
+    ) -> Vec<Vec<f32>> {
+        keys.sort_unstable();
+        for &(_, layer, index) in &keys[..k] {
+            let v = &mut layers[layer][index];
+            *v = zero_like(*v);
+        }
+        layers
+    }
+
+    fn bits(layers: &[Vec<f32>]) -> Vec<Vec<u32>> {
+        layers
+            .iter()
+            .map(|l| l.iter().map(|v| v.to_bits()).collect())
+            .collect()
+    }
+
+    #[test]
+    fn both_scopes_zero_the_k_smallest_as_a_full_sort_does() {
+        let (graph, weights) = coarse_yolov5n();
+        let before: Vec<Vec<f32>> = weights
+            .iter()
+            .map(|w| read_values(&graph, w).unwrap())
+            .collect();
+        let keys = |layer: usize| {
+            before[layer]
+                .iter()
+                .enumerate()
+                .map(move |(index, v)| (v.abs().to_bits(), layer, index))
+        };
+        let amount = 0.37;
+        for scope in [Scope::Layer, Scope::Global] {
+            let mut pruned = graph.clone();
+            let pass = PruneMagnitude {
+                amount,
+                scope,
+                include: vec![],
+                exclude: vec![],
+            };
+            pass.run(&mut pruned).unwrap();
+            let got: Vec<Vec<f32>> = weights
+                .iter()
+                .map(|w| read_values(&pruned, w).unwrap())
+                .collect();
+            let expected = match scope {
+                Scope::Layer => (0..before.len())
+                    .map(|l| {
+                        let k = round_half_even(amount * before[l].len() as f64) as usize;
+                        zero_first_k(
+                            vec![before[l].clone()],
+                            keys(l).map(|(m, _, i)| (m, 0, i)).collect(),
+                            k,
+                        )
+                        .remove(0)
+                    })
+                    .collect(),
+                Scope::Global => {
+                    let all: Vec<_> = (0..before.len()).flat_map(keys).collect();
+                    let k = round_half_even(amount * all.len() as f64) as usize;
+                    zero_first_k(before.clone(), all, k)
+                }
+            };
+            assert!(
+                bits(&got) == bits(&expected),
+                "{scope:?} scope differs from the full sort"
+            );
+        }
+    }
 
     #[test]
     fn zero_smallest_breaks_ties_by_index() {

@@ -107,7 +107,8 @@ pub fn read_values(graph: &GraphProto, w: &SelectedWeight) -> Result<Vec<f32>> {
 
 /// Rewrites every selected weight in parallel, one at a time per thread: reads its values,
 /// lets `edit` change them (returning a count), and stores them back in the same form. Only the
-/// weights being edited are held decoded, never all at once. Returns the sum of the counts.
+/// weights being edited are held decoded, never all at once, and the input pages of each are
+/// handed back once it is rewritten ([`tensor::set_f32`]). Returns the sum of the counts.
 pub fn rewrite_weights(
     graph: &mut GraphProto,
     weights: &[SelectedWeight],
@@ -127,7 +128,7 @@ pub fn rewrite_weights(
             let mut values =
                 tensor::to_f32(t).with_context(|| format!("weight of {}", w.layer.name))?;
             let count = edit(i, w, &mut values);
-            tensor::set_f32(t, &values)?;
+            tensor::set_f32(t, values)?;
             Ok(count)
         })
         .sum()

@@ -310,7 +310,7 @@ fn zeroed(model: &ModelProto, slices: &[(String, usize, usize)]) -> ModelProto {
                 values[base..base + inner].fill(0.0);
             }
         }
-        tensor::set_f32(t, &values).unwrap();
+        tensor::set_f32(t, values).unwrap();
     }
     out
 }

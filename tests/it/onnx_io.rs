@@ -123,7 +123,12 @@ fn external_data_loads_and_saves() {
         &[src.to_str().unwrap(), external.to_str().unwrap()],
     );
     let model = onnx::load(&external).unwrap();
-    assert!(model.had_external_data);
+    assert!(model.had_external_data());
+    let on_disk = |p: &std::path::Path| std::fs::metadata(p).unwrap().len();
+    assert_eq!(
+        model.total_size(),
+        on_disk(&external) + on_disk(&dir.path().join("ext.onnx.data"))
+    );
     let original = onnx::load(&src).unwrap();
     assert_eq!(
         model.proto, original.proto,
