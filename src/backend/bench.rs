@@ -39,11 +39,17 @@ pub struct Contender {
     pub input: Array4<f32>,
 }
 
-/// Times several models in turns: each runs `warmup` times untimed, then `runs` rounds run
-/// every model once, each inference timed on its own. Taking turns exposes every
-/// model to the same machine load, so their ratios hold on a busy machine where timing one
-/// model after another would not. A model whose run fails keeps its error and leaves the
-/// rounds; the others go on. Reports one step per inference to `progress`.
+/// Timed runs a model makes in one turn of [`time_in_turns`].
+const TURN_RUNS: usize = 5;
+
+/// Times several models in turns. Each first runs `warmup` times untimed. Then, until every
+/// model has `runs` timed runs, each takes a turn: one untimed run, which lets the previous
+/// model's threads go idle and brings this model's weights back into the caches, then up to
+/// [`TURN_RUNS`] runs, each timed on its own. Turns expose every model to the same changes of
+/// machine load, so their ratios hold on a busy machine where timing one model after the other
+/// would not; the runs within a turn keep the warm state a deployed model runs in. A model whose
+/// run fails keeps its error and drops out; the others go on. Reports one step per inference
+/// to `progress`.
 pub fn time_in_turns(
     contenders: &mut [Contender],
     warmup: usize,
@@ -54,29 +60,53 @@ pub fn time_in_turns(
         .iter()
         .map(|_| Ok(Vec::with_capacity(runs.get())))
         .collect();
-    let rounds = [("warm-up", warmup, false), ("timed runs", runs.get(), true)];
-    for (label, count, timed) in rounds {
-        progress.start(label, Some((count * contenders.len()) as u64));
-        for _ in 0..count {
-            for (contender, slot) in contenders.iter_mut().zip(&mut samples) {
-                let Ok(taken) = slot else { continue };
-                let start = Instant::now();
-                let outcome = contender.backend.run(contender.input.view());
-                let elapsed_ms = start.elapsed().as_secs_f64() * 1e3;
-                match outcome {
-                    Ok(_) if timed => taken.push(elapsed_ms),
-                    Ok(_) => {}
-                    Err(err) => *slot = Err(err),
-                }
+    progress.start("warm-up", Some((warmup * contenders.len()) as u64));
+    for (contender, slot) in contenders.iter_mut().zip(&mut samples) {
+        for _ in 0..warmup {
+            run_once(contender, slot, false);
+            progress.advance(1);
+        }
+    }
+    progress.finish();
+    progress.start("timed runs", Some((runs.get() * contenders.len()) as u64));
+    loop {
+        let mut turns = 0;
+        for (contender, slot) in contenders.iter_mut().zip(&mut samples) {
+            let turn = match slot {
+                Ok(taken) => (runs.get() - taken.len()).min(TURN_RUNS),
+                Err(_) => 0,
+            };
+            if turn == 0 {
+                continue;
+            }
+            turns += 1;
+            run_once(contender, slot, false);
+            for _ in 0..turn {
+                run_once(contender, slot, true);
                 progress.advance(1);
             }
         }
-        progress.finish();
+        if turns == 0 {
+            break;
+        }
     }
+    progress.finish();
     samples
         .into_iter()
         .map(|s| s.map(|s| summarize(s, warmup)))
         .collect()
+}
+
+/// Runs `contender` once: adds the time in milliseconds to `slot` when `timed`, or replaces it
+/// with the error. Does nothing once `slot` holds an error.
+fn run_once(contender: &mut Contender, slot: &mut anyhow::Result<Vec<f64>>, timed: bool) {
+    let Ok(taken) = slot else { return };
+    let start = Instant::now();
+    match contender.backend.run(contender.input.view()) {
+        Ok(_) if timed => taken.push(start.elapsed().as_secs_f64() * 1e3),
+        Ok(_) => {}
+        Err(err) => *slot = Err(err),
+    }
 }
 
 /// Order statistics of the samples (milliseconds); `samples` must not be empty.

@@ -21,7 +21,8 @@ pub struct Args {
     pub models: Vec<PathBuf>,
     #[command(flatten)]
     pub backend: BackendArgs,
-    /// Timed inferences per model. Models take turns: each round runs every model once.
+    /// Timed inferences per model. Models take turns of up to 5 timed runs, each turn after one
+    /// untimed run.
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..))]
     pub runs: u64,
     /// Untimed warm-up inferences per model, before the timed ones.

@@ -4,8 +4,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
-
+use super::common::write_json;
 use crate::eval::coco;
 
 #[derive(Debug, clap::Args)]
@@ -30,28 +29,16 @@ struct Report<'a> {
 pub fn run(args: &Args, _ui: &super::Ui) -> anyhow::Result<ExitCode> {
     let stats = coco::evaluate_files(&args.gt, &args.dt)?;
     if let Some(path) = &args.json {
-        let text = serde_json::to_string_pretty(&Report {
-            stats: &stats.stats,
-        })?;
-        write_atomic(path, text.as_bytes())?;
+        write_json(
+            path,
+            &Report {
+                stats: &stats.stats,
+            },
+        )?;
     }
     let mut out = std::io::stdout().lock();
     for line in &stats.lines {
         writeln!(out, "{line}")?;
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("cannot write in {}", dir.display()))?;
-    tmp.write_all(bytes)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    tmp.persist(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
 }
