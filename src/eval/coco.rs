@@ -154,9 +154,6 @@ pub fn evaluate(
             })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    if anns.is_empty() {
-        bail!("no detections to evaluate");
-    }
     let dt = gt.load_res_anns(anns).context("cannot load detections")?;
     let mut ev = COCOeval::new(gt, dt, IouType::Bbox);
     if let Some(ids) = img_ids {
@@ -241,6 +238,25 @@ mod tests {
             1,
             "no temp file left"
         );
+    }
+
+    /// A model that detects nothing scores 0, like any model whose detections are all wrong
+    /// (pycocotools cannot load an empty results list; val.py then reports no COCO stats).
+    #[test]
+    fn no_detections_score_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        let gt = dir.path().join("gt.json");
+        std::fs::write(
+            &gt,
+            r#"{"images": [{"id": 1, "width": 100, "height": 100}],
+                "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 50, 50],
+                                 "area": 2500, "iscrowd": 0}],
+                "categories": [{"id": 1, "name": "person"}]}"#,
+        )
+        .unwrap();
+        let stats = evaluate(load_ground_truth(&gt).unwrap(), &[], None).unwrap();
+        assert_eq!(stats.stats[0], 0.0, "{:?}", stats.stats);
+        assert_eq!(stats.stats[8], 0.0, "{:?}", stats.stats);
     }
 
     #[test]
