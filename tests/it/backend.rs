@@ -315,27 +315,21 @@ fn bench_two_models_side_by_side() {
     };
     let dir = common::scratch();
     let json = dir.path().join("bench.json");
-    let out = common::shears()
-        .args([
-            "bench",
-            "--backend",
-            "ort",
-            "--runs",
-            "3",
-            "--warmup",
-            "1",
-            "--json",
-        ])
-        .arg(&json)
-        .arg(&a)
-        .arg(&b)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = common::succeed(
+        common::shears()
+            .args([
+                "bench",
+                "--backend",
+                "ort",
+                "--runs",
+                "3",
+                "--warmup",
+                "1",
+                "--json",
+            ])
+            .arg(&json)
+            .arg(&a)
+            .arg(&b),
     );
     assert!(stdout.contains("ratio"), "{stdout}");
     assert!(stdout.contains("1.000x"), "{stdout}");

@@ -50,31 +50,16 @@ fn unreadable_files_are_clear_errors() {
     let d = dir.path();
     let s = |p: &Path| p.to_str().unwrap().to_string();
     let out = s(&d.join("out.onnx"));
-    fails(
-        d,
-        &[
-            "prune",
-            "--amount",
-            "0.3",
-            "-o",
-            &out,
-            &s(&d.join("missing.onnx")),
-        ],
-        "cannot open",
-    );
+    let prune_fails = |input: &str, needle: &str| {
+        fails(
+            d,
+            &["prune", "--amount", "0.3", "-o", &out, &s(&d.join(input))],
+            needle,
+        )
+    };
+    prune_fails("missing.onnx", "cannot open");
     std::fs::write(d.join("empty.onnx"), b"").unwrap();
-    fails(
-        d,
-        &[
-            "prune",
-            "--amount",
-            "0.3",
-            "-o",
-            &out,
-            &s(&d.join("empty.onnx")),
-        ],
-        "is empty",
-    );
+    prune_fails("empty.onnx", "is empty");
     std::fs::write(d.join("text.onnx"), b"this is not a model at all\n").unwrap();
     fails(
         d,
@@ -86,18 +71,7 @@ fn unreadable_files_are_clear_errors() {
     };
     let bytes = std::fs::read(&model).unwrap();
     std::fs::write(d.join("truncated.onnx"), &bytes[..bytes.len() / 2]).unwrap();
-    fails(
-        d,
-        &[
-            "prune",
-            "--amount",
-            "0.3",
-            "-o",
-            &out,
-            &s(&d.join("truncated.onnx")),
-        ],
-        "truncated.onnx is not a valid ONNX model",
-    );
+    prune_fails("truncated.onnx", "truncated.onnx is not a valid ONNX model");
     let Some(jpeg) = fixture("coco/coco128/images/train2017/000000000009.jpg") else {
         return;
     };

@@ -45,18 +45,19 @@ pub fn oracle_python() -> Option<PathBuf> {
 
 /// Runs a Python oracle script with arguments; panics with its stderr when it fails.
 pub fn run_python(python: &Path, script: &str, args: &[&str]) -> String {
-    let out = Command::new(python)
-        .arg("-c")
-        .arg(script)
-        .args(args)
-        .output()
-        .expect("start oracle python");
+    succeed(Command::new(python).arg("-c").arg(script).args(args))
+}
+
+/// Runs `command` and returns its stdout; panics with its stdout and stderr when it fails.
+pub fn succeed(command: &mut Command) -> String {
+    let out = command.output().expect("start the command");
+    let stdout = String::from_utf8(out.stdout).expect("utf-8 stdout");
     assert!(
         out.status.success(),
-        "oracle script failed:\n{}",
+        "{command:?} failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8(out.stdout).expect("utf-8 from oracle")
+    stdout
 }
 
 /// The `shears` binary built for these tests.

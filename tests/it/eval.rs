@@ -15,7 +15,7 @@ use shears::eval::nms::{Detection, NmsConfig, non_max_suppression, scale_to_orig
 use shears::eval::preprocess::{DEFAULT_SIZE, Letterbox, letterbox_rgb, load_rgb, preprocess_file};
 use shears::progress::Silent;
 
-use crate::common::{fixture, oracle_python, run_python, scratch, shears};
+use crate::common::{fixture, oracle_python, run_python, scratch, shears, succeed};
 
 const RUNS: [&str; 4] = [
     "yolov5n_pt",
@@ -565,21 +565,15 @@ fn cocoeval_command_matches_live_pycocotools() {
     };
     let tmp = scratch();
     let report = tmp.path().join("stats.json");
-    let out = shears()
-        .args(["cocoeval", "--gt"])
-        .arg(&ann)
-        .arg("--dt")
-        .arg(&dt)
-        .arg("--json")
-        .arg(&report)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = succeed(
+        shears()
+            .args(["cocoeval", "--gt"])
+            .arg(&ann)
+            .arg("--dt")
+            .arg(&dt)
+            .arg("--json")
+            .arg(&report),
     );
-    let stdout = String::from_utf8(out.stdout).unwrap();
     assert_eq!(
         stdout.lines().filter(|l| l.contains("Average")).count(),
         12,

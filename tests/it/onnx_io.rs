@@ -5,7 +5,7 @@ use std::path::Path;
 
 use shears::onnx::{self, SaveOptions};
 
-use crate::common::{fixture, oracle_python, run_python, scratch, shears};
+use crate::common::{fixture, oracle_python, run_python, scratch, shears, succeed};
 
 const FIXTURE_MODELS: [&str; 4] = [
     "models/yolov5n_op12.onnx",
@@ -38,13 +38,7 @@ fn every_fixture_model_saves_back_byte_identical() {
 fn check_command_reports_identical_round_trip() {
     let paths: Option<Vec<_>> = FIXTURE_MODELS.iter().map(|m| fixture(m)).collect();
     let Some(paths) = paths else { return };
-    let out = shears().arg("check").args(&paths).output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = succeed(shears().arg("check").args(&paths));
     assert_eq!(
         stdout.matches("round trip byte-identical").count(),
         FIXTURE_MODELS.len(),

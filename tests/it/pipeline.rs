@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use crate::common::{fixture, fixtures, scratch, shears};
+use crate::common::{fixture, fixtures, scratch, shears, succeed};
 
 fn run_pipeline(path: &Path, extra: &[&str]) -> std::process::Output {
     shears()
@@ -177,17 +177,12 @@ fn the_demo_generates_its_model_when_the_fixtures_are_absent() {
     let pipeline = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/demo.yaml");
     let dir = scratch();
     let report = dir.path().join("demo");
-    let out = shears()
-        .arg("run")
-        .arg(&pipeline)
-        .args(["--report", report.to_str().unwrap()])
-        .env("SHEARS_FIXTURES", dir.path().join("no-fixtures-here"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    succeed(
+        shears()
+            .arg("run")
+            .arg(&pipeline)
+            .args(["--report", report.to_str().unwrap()])
+            .env("SHEARS_FIXTURES", dir.path().join("no-fixtures-here")),
     );
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(report.with_extension("json")).unwrap())

@@ -266,17 +266,12 @@ fn generated_models_pass_checker_and_run_in_onnxruntime() {
     let mut paths = Vec::new();
     for (file, args, _) in &cases {
         let path = dir.path().join(file);
-        let out = common::shears()
-            .args(["-q", "synth"])
-            .args(*args)
-            .arg("-o")
-            .arg(&path)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        common::succeed(
+            common::shears()
+                .args(["-q", "synth"])
+                .args(*args)
+                .arg("-o")
+                .arg(&path),
         );
         paths.push(path.to_str().unwrap().to_owned());
     }
@@ -293,15 +288,10 @@ fn generated_models_pass_checker_and_run_in_onnxruntime() {
 fn cli_writes_the_library_model_and_rejects_bad_sizes() {
     let dir = common::scratch();
     let path = dir.path().join("m.onnx");
-    let out = common::shears()
-        .args(["synth", "yolov5n", "--seed", "3", "-o"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = common::succeed(
+        common::shears()
+            .args(["synth", "yolov5n", "--seed", "3", "-o"])
+            .arg(&path),
     );
     let expected = synth::build(&SynthSpec {
         seed: 3,
@@ -310,7 +300,7 @@ fn cli_writes_the_library_model_and_rejects_bad_sizes() {
     .unwrap()
     .encode_to_vec();
     assert_eq!(std::fs::read(&path).unwrap(), expected);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("1867405 parameters"));
+    assert!(stdout.contains("1867405 parameters"));
 
     let out = common::shears()
         .args(["synth", "yolov5n", "--imgsz", "650", "-o"])

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::common::{fixture, fixtures, oracle_python, scratch, shears};
+use crate::common::{fixture, fixtures, oracle_python, scratch, shears, succeed};
 
 /// The official numbers allow this much difference (issue 3: within 0.003).
 const TOLERANCE: f64 = 0.003;
@@ -20,23 +20,17 @@ fn reference() -> Value {
 fn val(dataset: &str, backend: &str, models: &[&Path], dir: &Path) -> Value {
     let root = fixtures().join("coco").join(dataset);
     let report = dir.join(format!("{dataset}-{backend}.json"));
-    let out = shears()
-        .arg("val")
-        .args(models)
-        .arg("--data")
-        .arg(fixtures().join(format!("coco/{dataset}.yaml")))
-        .arg("--data-root")
-        .arg(&root)
-        .args(["--backend", backend, "--iou", "0.65", "--json"])
-        .arg(&report)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = succeed(
+        shears()
+            .arg("val")
+            .args(models)
+            .arg("--data")
+            .arg(fixtures().join(format!("coco/{dataset}.yaml")))
+            .arg("--data-root")
+            .arg(&root)
+            .args(["--backend", backend, "--iou", "0.65", "--json"])
+            .arg(&report),
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains("Speed: ") && stdout.contains("per image at shape (1, 3, 640, 640)"),
         "{stdout}"
