@@ -9,7 +9,7 @@ use shears::analysis::{ChannelAnalysis, ChannelGroup, Edit, GroupStatus, UseKind
 use shears::onnx::proto::ModelProto;
 use shears::onnx::{self, SaveOptions, tensor};
 
-use crate::common::{fixture, oracle_python, run_python, scratch, shears};
+use crate::common::{fixture, oracle_python, run_python, scratch, shears, succeed};
 
 const MODELS: [&str; 3] = [
     "models/yolov5n_op12.onnx",
@@ -257,35 +257,20 @@ fn inspect_groups_prints_a_table_and_json() {
     let Some(model) = fixture("models/yolov5n_op17_sim.onnx") else {
         return;
     };
-    let out = shears()
-        .args(["inspect", "--groups"])
-        .arg(&model)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = succeed(shears().args(["inspect", "--groups"]).arg(&model));
     assert!(text.contains("53 channel groups: 50 prunable"), "{text}");
     assert!(text.contains("locked: channels reshaped by"), "{text}");
 
-    let out = shears()
-        .args(["inspect", "--groups", "--json"])
-        .arg(&model)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let json = succeed(shears().args(["inspect", "--groups", "--json"]).arg(&model));
+    let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
     let groups = doc["groups"].as_array().unwrap();
     assert_eq!(groups.len(), 53);
     assert_eq!(groups[0]["status"], "prunable");
     assert_eq!(groups[50]["status"], "locked");
     assert!(groups[50]["reasons"][0]["reason"].is_string());
     // Without --groups the key is absent.
-    let out = shears()
-        .args(["inspect", "--json"])
-        .arg(&model)
-        .output()
-        .unwrap();
-    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let json = succeed(shears().args(["inspect", "--json"]).arg(&model));
+    let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert!(doc.get("groups").is_none());
 }
 

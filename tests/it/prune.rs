@@ -6,7 +6,7 @@ use std::path::Path;
 use shears::analysis::model_stats;
 use shears::onnx::{self, tensor};
 
-use crate::common::{fixture, oracle_python, run_python, scratch, shears};
+use crate::common::{fixture, oracle_python, run_python, scratch, shears, succeed};
 
 fn prune(args: &[&str], model: &Path, out: &Path) -> String {
     let result = shears()
@@ -276,13 +276,8 @@ fn inspect_counts_parameters_like_yolov5() {
         ("models/yolov5s_random_op12.onnx", 7_225_885),
     ] {
         let Some(path) = fixture(name) else { return };
-        let out = shears()
-            .args(["inspect", "--json"])
-            .arg(&path)
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let json = succeed(shears().args(["inspect", "--json"]).arg(&path));
+        let report: serde_json::Value = serde_json::from_str(&json).unwrap();
         assert_eq!(report["params"], params, "{name}");
         assert_eq!(report["conv_layers"], 60);
         assert!(

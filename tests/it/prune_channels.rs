@@ -19,7 +19,7 @@ use shears::onnx::{self, SaveOptions};
 use shears::passes::{PassConfig, PruneChannels};
 use shears::synth::{Export, SynthSpec, Upsample, Variant, build};
 
-use crate::common::{fixture, oracle_python, run_python, scratch, shears};
+use crate::common::{fixture, oracle_python, run_python, scratch, shears, succeed};
 
 /// Runs `shears prune MODEL -o OUT --method channel ARGS --emit-masked MASKED` (verify on) and
 /// returns stdout; panics when it fails.
@@ -262,22 +262,14 @@ fn yolov5s_at_half_width_has_the_yolov5n_architecture() {
     };
     let dir = scratch();
     let out = dir.path().join("half.onnx");
-    let result = shears()
-        .arg("prune")
-        .arg(&s)
-        .arg("-o")
-        .arg(&out)
-        .args([
-            "--method",
-            "channel",
-            "--amount",
-            "0.5",
-            "--no-verify",
-            "--no-zstd",
-        ])
-        .output()
-        .unwrap();
-    assert!(result.status.success());
+    succeed(shears().arg("prune").arg(&s).arg("-o").arg(&out).args([
+        "--method",
+        "channel",
+        "--amount",
+        "0.5",
+        "--no-verify",
+        "--no-zstd",
+    ]));
     let ours = model_stats(onnx::load(&out).unwrap().graph()).unwrap();
     let yolov5n = model_stats(onnx::load(&n).unwrap().graph()).unwrap();
     assert_eq!(ours.params, 1_867_405);

@@ -83,13 +83,12 @@ fn ort_reproduces_the_official_numbers_on_coco128_for_dense_and_pruned() {
     }
     let dir = scratch();
     let ours = dir.path().join("ours_pruned30.onnx");
-    let pruned = shears()
-        .args(["prune", "--amount", "0.3", "--no-zstd", "-o"])
-        .arg(&ours)
-        .arg(&dense)
-        .output()
-        .unwrap();
-    assert!(pruned.status.success());
+    succeed(
+        shears()
+            .args(["prune", "--amount", "0.3", "--no-zstd", "-o"])
+            .arg(&ours)
+            .arg(&dense),
+    );
     let report = val("coco128", "ort", &[&dense, &official, &ours], dir.path());
     let models = report["models"].as_array().unwrap();
     assert_eq!(models[0]["provider"], "CPUExecutionProvider");
