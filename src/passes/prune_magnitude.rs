@@ -12,6 +12,7 @@
 //! deterministic. Entries already 0 count among the smallest.
 
 use anyhow::{Result, bail};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::selection::{
@@ -19,7 +20,6 @@ use super::selection::{
     zero_like,
 };
 use crate::onnx::proto::GraphProto;
-use rayon::prelude::*;
 
 /// Options of `prune_magnitude`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
