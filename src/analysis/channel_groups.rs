@@ -1121,32 +1121,16 @@ mod tests {
     //! Ops the YOLOv5 exports do not use, on small hand-built graphs.
 
     use super::*;
-    use crate::onnx::proto::attribute_proto::AttributeType;
-
-    use crate::onnx::proto::{AttributeProto, NodeProto, TensorProto, ValueInfoProto};
+    use crate::onnx::build::{int_attr, node};
+    use crate::onnx::proto::{NodeProto, TensorProto, ValueInfoProto};
     use crate::onnx::tensor::{from_f32, from_i64, value_info_f32};
 
     fn info(name: &str, shape: &[i64]) -> ValueInfoProto {
         value_info_f32(name, shape)
     }
 
-    fn node(op: &str, name: &str, inputs: &[&str], outputs: &[&str]) -> NodeProto {
-        NodeProto {
-            name: Some(name.to_string()),
-            op_type: Some(op.to_string()),
-            input: inputs.iter().map(|s| s.to_string()).collect(),
-            output: outputs.iter().map(|s| s.to_string()).collect(),
-            ..Default::default()
-        }
-    }
-
     fn with_int(mut n: NodeProto, name: &str, v: i64) -> NodeProto {
-        n.attribute.push(AttributeProto {
-            name: Some(name.to_string()),
-            r#type: Some(AttributeType::Int as i32),
-            i: Some(v),
-            ..Default::default()
-        });
+        n.attribute.push(int_attr(name, v));
         n
     }
 

@@ -8,10 +8,11 @@
 //! shape `[1, 3, ny, nx, 2]`: they depend only on the input size, the strides and the anchors.
 
 use super::arch::{ANCHORS, NA, STRIDES};
-use super::graph::{GraphBuilder, Init, attr_int, attr_ints, tensor_f32, tensor_i64};
+use super::graph::{GraphBuilder, Init, tensor_f32, tensor_i64};
 use super::network::{conv_node, indexed};
 use super::weights;
 use super::{Export, SynthSpec, Upsample};
+use crate::onnx::build::{int_attr, ints_attr};
 
 /// Hoisting rank of a constant that onnxsim puts after all the others.
 pub(super) const RANK_LAST: u32 = 1000;
@@ -121,7 +122,7 @@ pub(super) fn trace(g: &mut GraphBuilder, spec: &SynthSpec, inputs: [&str; 3], f
             g.constant(&constant_name(0), tensor_i64(vec![5], &view5))
         };
         let reshape_attrs = if simplified {
-            vec![attr_int("allowzero", 0)]
+            vec![int_attr("allowzero", 0)]
         } else {
             vec![]
         };
@@ -136,7 +137,7 @@ pub(super) fn trace(g: &mut GraphBuilder, spec: &SynthSpec, inputs: [&str; 3], f
             "Transpose",
             &format!("{SCOPE}/{}", indexed("Transpose", i)),
             &[&reshaped],
-            vec![attr_ints("perm", &[0, 1, 3, 4, 2])],
+            vec![ints_attr("perm", &[0, 1, 3, 4, 2])],
             cell_shape(no64),
         );
         let sig = g.node1(
@@ -159,7 +160,7 @@ pub(super) fn trace(g: &mut GraphBuilder, spec: &SynthSpec, inputs: [&str; 3], f
                 "Split",
                 &split_name,
                 &[&sig, &sizes],
-                vec![attr_int("axis", 4)],
+                vec![int_attr("axis", 4)],
                 split_shapes,
             )
         } else {
@@ -167,7 +168,7 @@ pub(super) fn trace(g: &mut GraphBuilder, spec: &SynthSpec, inputs: [&str; 3], f
                 "Split",
                 &split_name,
                 &[&sig],
-                vec![attr_int("axis", 4), attr_ints("split", &split_sizes)],
+                vec![int_attr("axis", 4), ints_attr("split", &split_sizes)],
                 split_shapes,
             )
         };
@@ -217,7 +218,7 @@ pub(super) fn trace(g: &mut GraphBuilder, spec: &SynthSpec, inputs: [&str; 3], f
             "Concat",
             &format!("{SCOPE}/{}", indexed("Concat", i)),
             &[&xy, &wh, &parts[2]],
-            vec![attr_int("axis", 4)],
+            vec![int_attr("axis", 4)],
             cell_shape(no64),
         );
         let view3 = [1, na64 * ny64 * nx64, no64];
@@ -244,7 +245,7 @@ pub(super) fn trace(g: &mut GraphBuilder, spec: &SynthSpec, inputs: [&str; 3], f
         "Concat",
         &format!("{SCOPE}/Concat_3"),
         &refs,
-        vec![attr_int("axis", 1)],
+        vec![int_attr("axis", 1)],
         vec![1, rows, no as i64],
     );
 }

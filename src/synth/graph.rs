@@ -3,13 +3,10 @@
 
 use std::collections::HashMap;
 
-use bytes::Bytes;
-
 use super::Export;
 use super::weights;
-use crate::onnx::proto::{
-    AttributeProto, GraphProto, NodeProto, TensorProto, attribute_proto::AttributeType,
-};
+use crate::onnx::build::tensor_attr;
+use crate::onnx::proto::{AttributeProto, GraphProto, NodeProto, TensorProto};
 use crate::onnx::tensor::{self, value_info_f32};
 
 /// A parameter tensor to be filled with seeded random values when the graph is finished.
@@ -116,7 +113,7 @@ impl GraphBuilder {
             "Constant",
             name,
             &[],
-            vec![attr_tensor("value", value)],
+            vec![tensor_attr("value", value)],
             shape,
         )
     }
@@ -129,7 +126,7 @@ impl GraphBuilder {
             "Constant",
             name,
             &[],
-            vec![attr_tensor("value", value)],
+            vec![tensor_attr("value", value)],
             vec![shape],
         );
         let output = node.output[0].clone();
@@ -244,53 +241,5 @@ pub(super) fn tensor_i64(dims: Vec<i64>, values: &[i64]) -> TensorProto {
     TensorProto {
         name: None,
         ..tensor::from_i64("", &dims, values)
-    }
-}
-
-fn attr(name: &str, kind: AttributeType) -> AttributeProto {
-    AttributeProto {
-        name: Some(name.to_owned()),
-        r#type: Some(kind as i32),
-        ..Default::default()
-    }
-}
-
-/// An `INT` attribute.
-pub(super) fn attr_int(name: &str, value: i64) -> AttributeProto {
-    AttributeProto {
-        i: Some(value),
-        ..attr(name, AttributeType::Int)
-    }
-}
-
-/// An `INTS` attribute.
-pub(super) fn attr_ints(name: &str, values: &[i64]) -> AttributeProto {
-    AttributeProto {
-        ints: values.to_vec(),
-        ..attr(name, AttributeType::Ints)
-    }
-}
-
-/// A `FLOAT` attribute.
-pub(super) fn attr_float(name: &str, value: f32) -> AttributeProto {
-    AttributeProto {
-        f: Some(value),
-        ..attr(name, AttributeType::Float)
-    }
-}
-
-/// A `STRING` attribute.
-pub(super) fn attr_string(name: &str, value: &str) -> AttributeProto {
-    AttributeProto {
-        s: Some(Bytes::copy_from_slice(value.as_bytes())),
-        ..attr(name, AttributeType::String)
-    }
-}
-
-/// A `TENSOR` attribute.
-pub(super) fn attr_tensor(name: &str, value: TensorProto) -> AttributeProto {
-    AttributeProto {
-        t: Some(value),
-        ..attr(name, AttributeType::Tensor)
     }
 }

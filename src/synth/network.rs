@@ -7,11 +7,10 @@
 
 use super::arch::{DETECT_FROM, LAYERS, Layer};
 use super::detect;
-use super::graph::{
-    GraphBuilder, Init, attr_float, attr_int, attr_ints, attr_string, tensor_f32, tensor_i64,
-};
+use super::graph::{GraphBuilder, Init, tensor_f32, tensor_i64};
 use super::weights;
 use super::{Export, SynthSpec, Upsample};
+use crate::onnx::build::{float_attr, int_attr, ints_attr, string_attr};
 
 /// Name of the graph input (float32 `[1, 3, imgsz, imgsz]`).
 pub(super) const INPUT: &str = "images";
@@ -105,11 +104,11 @@ pub(super) fn conv_node(
         name,
         &[x, weight, bias],
         vec![
-            attr_ints("dilations", &[1, 1]),
-            attr_int("group", 1),
-            attr_ints("kernel_shape", &[k, k]),
-            attr_ints("pads", &[p, p, p, p]),
-            attr_ints("strides", &[s, s]),
+            ints_attr("dilations", &[1, 1]),
+            int_attr("group", 1),
+            ints_attr("kernel_shape", &[k, k]),
+            ints_attr("pads", &[p, p, p, p]),
+            ints_attr("strides", &[s, s]),
         ],
         out_shape,
     )
@@ -269,11 +268,11 @@ fn sppf(g: &mut GraphBuilder, layer: usize, x: &str, c2: usize) -> String {
             &format!("{scope}/{}/MaxPool", indexed("m", k)),
             &[&prev],
             vec![
-                attr_int("ceil_mode", 0),
-                attr_ints("dilations", &[1, 1]),
-                attr_ints("kernel_shape", &[5, 5]),
-                attr_ints("pads", &[2, 2, 2, 2]),
-                attr_ints("strides", &[1, 1]),
+                int_attr("ceil_mode", 0),
+                ints_attr("dilations", &[1, 1]),
+                ints_attr("kernel_shape", &[5, 5]),
+                ints_attr("pads", &[2, 2, 2, 2]),
+                ints_attr("strides", &[1, 1]),
             ],
             shape.clone(),
         ));
@@ -298,7 +297,7 @@ fn concat(g: &mut GraphBuilder, layer: usize, inputs: &[&str]) -> String {
         "Concat",
         &format!("/model.{layer}/Concat"),
         inputs,
-        vec![attr_int("axis", 1)],
+        vec![int_attr("axis", 1)],
         shape,
     )
 }
@@ -340,7 +339,7 @@ fn upsample(
                     "Unsqueeze",
                     &format!("{scope}/{}", indexed("Unsqueeze", k)),
                     &[f],
-                    vec![attr_ints("axes", &[0])],
+                    vec![ints_attr("axes", &[0])],
                     vec![1],
                 ));
             }
@@ -348,7 +347,7 @@ fn upsample(
                 "Concat",
                 &format!("{scope}/Concat"),
                 &[&unsqueezed[0], &unsqueezed[1]],
-                vec![attr_int("axis", 0)],
+                vec![int_attr("axis", 0)],
                 vec![2],
             );
             let shape = g.node1("Shape", &format!("{scope}/Shape"), &[x], vec![], vec![4]);
@@ -366,14 +365,14 @@ fn upsample(
                 "Cast",
                 &format!("{scope}/Cast"),
                 &[&hw],
-                vec![attr_int("to", 7)],
+                vec![int_attr("to", 7)],
                 vec![2],
             );
             let sizes = g.node1(
                 "Concat",
                 &format!("{scope}/Concat_1"),
                 &[&nc, &hw_int],
-                vec![attr_int("axis", 0)],
+                vec![int_attr("axis", 0)],
                 vec![4],
             );
             let roi = g.constant(&format!("{scope}/Constant_5"), empty_f32());
@@ -408,10 +407,10 @@ fn upsample(
         &format!("{scope}/Resize"),
         &refs,
         vec![
-            attr_string("coordinate_transformation_mode", "asymmetric"),
-            attr_float("cubic_coeff_a", -0.75),
-            attr_string("mode", "nearest"),
-            attr_string("nearest_mode", "floor"),
+            string_attr("coordinate_transformation_mode", "asymmetric"),
+            float_attr("cubic_coeff_a", -0.75),
+            string_attr("mode", "nearest"),
+            string_attr("nearest_mode", "floor"),
         ],
         out_shape,
     )

@@ -10,10 +10,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use shears::analysis::{UseKind, channel_groups, model_stats};
 use shears::job::{Check, JobOptions, compare_outputs, prune_to_file};
-use shears::onnx::proto::attribute_proto::AttributeType;
-use shears::onnx::proto::{
-    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, ValueInfoProto,
-};
+use shears::onnx::build::{int_attr, ints_attr, node, string_attr};
+use shears::onnx::proto::{GraphProto, ModelProto, NodeProto, OperatorSetIdProto, ValueInfoProto};
 use shears::onnx::tensor::{from_f32, from_i64, value_info_f32};
 use shears::onnx::{self, SaveOptions};
 use shears::passes::{PassConfig, PruneChannels};
@@ -333,34 +331,6 @@ fn info(name: &str, shape: &[i64]) -> ValueInfoProto {
     value_info_f32(name, shape)
 }
 
-fn node(op: &str, name: &str, inputs: &[&str], outputs: &[&str]) -> NodeProto {
-    NodeProto {
-        name: Some(name.to_string()),
-        op_type: Some(op.to_string()),
-        input: inputs.iter().map(|s| s.to_string()).collect(),
-        output: outputs.iter().map(|s| s.to_string()).collect(),
-        ..Default::default()
-    }
-}
-
-fn attr_int(name: &str, v: i64) -> AttributeProto {
-    AttributeProto {
-        name: Some(name.to_string()),
-        r#type: Some(AttributeType::Int as i32),
-        i: Some(v),
-        ..Default::default()
-    }
-}
-
-fn attr_ints(name: &str, v: &[i64]) -> AttributeProto {
-    AttributeProto {
-        name: Some(name.to_string()),
-        r#type: Some(AttributeType::Ints as i32),
-        ints: v.to_vec(),
-        ..Default::default()
-    }
-}
-
 struct Builder {
     g: GraphProto,
     rng: ChaCha8Rng,
@@ -379,8 +349,8 @@ impl Builder {
         self.tensor(&w, &[out, cin / group, 3, 3], -0.5, 0.5);
         self.tensor(&b, &[out], -0.5, 0.5);
         let mut conv = node("Conv", name, &[input, &w, &b], &[&format!("{name}.y")]);
-        conv.attribute.push(attr_int("group", group));
-        conv.attribute.push(attr_ints("pads", &[1, 1, 1, 1]));
+        conv.attribute.push(int_attr("group", group));
+        conv.attribute.push(ints_attr("pads", &[1, 1, 1, 1]));
         self.g.node.push(conv);
         self.g
             .value_info
@@ -433,7 +403,7 @@ fn odd_ops_model(seed: u64) -> ModelProto {
     );
     b.g.initializer.push(from_i64("split.sizes", &[2], &[8, 8]));
     let mut split = node("Split", "split", &["bn", "split.sizes"], &["s0", "s1"]);
-    split.attribute.push(attr_int("axis", 1));
+    split.attribute.push(int_attr("axis", 1));
     b.op(split, &[1, 8, 8, 8]);
     let a0 = b.conv("a0", "s0", 8, 8, 1, 8);
     let a1 = b.conv("a1", "s1", 8, 8, 1, 8);
@@ -461,20 +431,15 @@ fn odd_ops_model(seed: u64) -> ModelProto {
     b.g.initializer
         .push(from_i64("rs.sizes", &[4], &[1, 16, 16, 16]));
     let mut resize = node("Resize", "resize", &[&c6, "", "", "rs.sizes"], &["up"]);
-    resize.attribute.push(AttributeProto {
-        name: Some("mode".into()),
-        r#type: Some(AttributeType::String as i32),
-        s: Some(b"nearest".to_vec().into()),
-        ..Default::default()
-    });
+    resize.attribute.push(string_attr("mode", "nearest"));
     b.op(resize, &[1, 16, 16, 16]);
     let mut pool = node("MaxPool", "pool", &["up"], &["pooled"]);
-    pool.attribute.push(attr_ints("kernel_shape", &[2, 2]));
-    pool.attribute.push(attr_ints("strides", &[2, 2]));
+    pool.attribute.push(ints_attr("kernel_shape", &[2, 2]));
+    pool.attribute.push(ints_attr("strides", &[2, 2]));
     b.op(pool, &[1, 16, 8, 8]);
     let c7 = b.conv("c7", "pooled", 16, 8, 1, 8);
     let mut cat = node("Concat", "cat", &[&a0, &a1, &c3, &c5, &c7], &["cat"]);
-    cat.attribute.push(attr_int("axis", 1));
+    cat.attribute.push(int_attr("axis", 1));
     b.op(cat, &[1, 40, 8, 8]);
     b.tensor("head.w", &[6, 40, 1, 1], -0.5, 0.5);
     b.g.node
