@@ -40,7 +40,7 @@ pub struct Contender {
 }
 
 /// Timed runs a model makes in one turn of [`time_in_turns`].
-const TURN_RUNS: usize = 5;
+pub const TURN_RUNS: usize = 5;
 
 /// Times several models in turns. Each first runs `warmup` times untimed. Then, until every
 /// model has `runs` timed runs, each takes a turn: one untimed run, which lets the previous
