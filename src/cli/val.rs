@@ -183,25 +183,26 @@ fn print_report(
             "{class:>22}{images:>11}{n:>11}{p:>11.3}{rc:>11.3}{a50:>11.3}{a:>11.3}"
         )
     };
+    let m = &r.metrics;
     row(
         out,
         "all",
-        r.images,
-        r.instances,
-        r.precision,
-        r.recall,
-        r.map50,
-        r.map50_95,
+        m.images,
+        m.instances,
+        m.precision,
+        m.recall,
+        m.map50,
+        m.map50_95,
     )?;
     if per_class {
-        for c in &r.per_class {
+        for c in &m.per_class {
             let name = names
                 .get(c.class as usize)
                 .map_or_else(|| c.class.to_string(), Clone::clone);
             row(
                 out,
                 &name,
-                r.images,
+                m.images,
                 c.instances,
                 c.precision,
                 c.recall,
@@ -231,10 +232,10 @@ type MetricOf = fn(&ValReport) -> Option<f64>;
 fn print_comparison(out: &mut impl Write, reports: &[ValReport]) -> Result<()> {
     let base = &reports[0];
     let metrics: [(&str, MetricOf); 8] = [
-        ("P", |r| Some(r.precision)),
-        ("R", |r| Some(r.recall)),
-        ("mAP50", |r| Some(r.map50)),
-        ("mAP50-95", |r| Some(r.map50_95)),
+        ("P", |r| Some(r.metrics.precision)),
+        ("R", |r| Some(r.metrics.recall)),
+        ("mAP50", |r| Some(r.metrics.map50)),
+        ("mAP50-95", |r| Some(r.metrics.map50_95)),
         ("COCO AP", |r| r.coco.as_ref().map(|c| c.stats[0])),
         ("COCO AP50", |r| r.coco.as_ref().map(|c| c.stats[1])),
         ("inference ms", |r| Some(r.speed_ms.inference)),

@@ -37,13 +37,9 @@ pub struct ValReport {
     /// The execution provider that really ran.
     pub provider: String,
     pub input_shape: [usize; 4],
-    pub images: usize,
-    pub instances: usize,
-    pub precision: f64,
-    pub recall: f64,
-    pub map50: f64,
-    pub map50_95: f64,
-    pub per_class: Vec<super::metrics::ClassMetrics>,
+    /// val.py's figures (in JSON, its fields sit at the top level of the report).
+    #[serde(flatten)]
+    pub metrics: ValMetrics,
     /// The 12 COCOeval bbox stats, when ground-truth annotations were given.
     pub coco: Option<CocoStats>,
     pub speed_ms: Speed,
@@ -123,15 +119,7 @@ pub fn validate(
     });
     progress.finish();
     outcome?;
-    let ValMetrics {
-        images,
-        instances,
-        precision,
-        recall,
-        map50,
-        map50_95,
-        per_class,
-    } = acc.finish();
+    let metrics = acc.finish();
     let coco = match gt {
         Some(path) => {
             let ids: Vec<u64> = dataset
@@ -149,19 +137,14 @@ pub fn validate(
         }
         None => None,
     };
-    let per_image = |ms: f64| ms / images.max(1) as f64;
+    let images = metrics.images.max(1) as f64;
+    let per_image = |ms: f64| ms / images;
     let report = ValReport {
         model: name.to_string(),
         backend: spec.engine().to_string(),
         provider: session.provider().to_string(),
         input_shape: shape,
-        images,
-        instances,
-        precision,
-        recall,
-        map50,
-        map50_95,
-        per_class,
+        metrics,
         coco,
         speed_ms: Speed {
             pre: per_image(pre_ms),

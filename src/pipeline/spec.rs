@@ -105,8 +105,8 @@ impl GateMetric {
     pub fn value(self, report: &crate::eval::validate::ValReport) -> f64 {
         match self {
             GateMetric::CocoAp => report.coco.as_ref().map_or(f64::NAN, |c| c.stats[0]),
-            GateMetric::Map50_95 => report.map50_95,
-            GateMetric::Map50 => report.map50,
+            GateMetric::Map50_95 => report.metrics.map50_95,
+            GateMetric::Map50 => report.metrics.map50,
         }
     }
 
