@@ -10,6 +10,7 @@
 //! them); shears densifies them before building a session.
 
 pub mod bench;
+mod heap;
 mod ort;
 mod tract;
 
@@ -177,6 +178,7 @@ impl fmt::Display for Device {
 /// The model must have one float32 input of rank 4 whose dimensions are fixed except perhaps the
 /// batch (set to 1), and no sparse initializers.
 pub fn open(spec: &BackendSpec, model_bytes: &[u8]) -> anyhow::Result<Box<dyn Backend>> {
+    heap::keep_freed_memory();
     match spec.engine {
         Engine::Tract => Ok(Box::new(tract::TractBackend::new(model_bytes)?)),
         Engine::Ort => Ok(Box::new(ort::OrtBackend::new(spec, model_bytes)?)),
