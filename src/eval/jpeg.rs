@@ -495,18 +495,11 @@ impl Decoder {
         let header_end = data_start + s.len();
         let mut br = BitReader::new(d, header_end);
         self.eobrun = 0;
-        // which blocks: one component => its real block grid; several => MCUs
-        let units: Vec<(usize, usize, usize)> = if ns == 1 {
-            let c = &frame.comps[sel[0].0];
-            let (bw, bh) = (c.width.div_ceil(8), c.height.div_ceil(8));
-            (0..bh)
-                .flat_map(|by| (0..bw).map(move |bx| (0usize, bx, by)))
-                .collect()
-        } else {
-            Vec::new()
-        };
+        // which blocks: one component => its real block grid, one block per unit; several =>
+        // MCUs, each component's h x v blocks per unit
         let n_units = if ns == 1 {
-            units.len()
+            let c = &frame.comps[sel[0].0];
+            c.width.div_ceil(8) * c.height.div_ceil(8)
         } else {
             frame.mcux * frame.mcuy
         };
@@ -524,7 +517,9 @@ impl Decoder {
             Mode::AcRefine
         };
         let tables = (&self.dc, &self.ac);
-        for (u, unit) in (0..n_units).map(|u| (u, units.get(u).copied())) {
+        // (component, DC table, AC table, coefficient offset) of each block of the current unit
+        let mut blocks: Vec<(usize, usize, usize, usize)> = Vec::new();
+        for u in 0..n_units {
             if self.restart_interval > 0 && u > 0 && u % self.restart_interval == 0 {
                 br.restart();
                 self.eobrun = 0;
@@ -532,11 +527,26 @@ impl Decoder {
                     frame.comps[ci].dc_pred = 0;
                 }
             }
+            blocks.clear();
             if ns == 1 {
                 let (ci, td, ta) = sel[0];
-                let (_, bx, by) = unit.ok_or_else(|| "scan unit out of range".to_string())?;
+                let c = &frame.comps[ci];
+                let row = c.width.div_ceil(8);
+                blocks.push((ci, td, ta, ((u / row) * c.bw + u % row) * 64));
+            } else {
+                let (mx, my) = (u % frame.mcux, u / frame.mcux);
+                for &(ci, td, ta) in &sel {
+                    let c = &frame.comps[ci];
+                    for yy in 0..c.v {
+                        for xx in 0..c.h {
+                            let (bx, by) = (mx * c.h + xx, my * c.v + yy);
+                            blocks.push((ci, td, ta, (by * c.bw + bx) * 64));
+                        }
+                    }
+                }
+            }
+            for &(ci, td, ta, off) in &blocks {
                 let c = &mut frame.comps[ci];
-                let off = (by * c.bw + bx) * 64;
                 decode_block(
                     &mut br,
                     mode,
@@ -550,30 +560,6 @@ impl Decoder {
                     &mut c.coefs[off..off + 64],
                     &mut self.eobrun,
                 )?;
-            } else {
-                let (mx, my) = (u % frame.mcux, u / frame.mcux);
-                for &(ci, td, ta) in &sel {
-                    let c = &mut frame.comps[ci];
-                    for yy in 0..c.v {
-                        for xx in 0..c.h {
-                            let (bx, by) = (mx * c.h + xx, my * c.v + yy);
-                            let off = (by * c.bw + bx) * 64;
-                            decode_block(
-                                &mut br,
-                                mode,
-                                tables,
-                                td,
-                                ta,
-                                ss,
-                                se,
-                                al,
-                                &mut c.dc_pred,
-                                &mut c.coefs[off..off + 64],
-                                &mut self.eobrun,
-                            )?;
-                        }
-                    }
-                }
             }
         }
         Ok(br.marker_pos())
