@@ -3,7 +3,8 @@
 # random weights, the real architectures), prunes each at --amount 0.3 and 0.5 with
 # `--method channel`, and times dense and pruned side by side with `shears bench` on ONNX Runtime
 # and tract. Prints params, MACs, file size and latency ratios against the dense model, and the
-# latency ratio over the MAC ratio (1.0 = the whole theoretical gain is realised).
+# latency ratio over the MAC ratio (1.0 = the whole theoretical gain is realised), by median
+# latency and by fastest run (see `shears bench`: load on the machine inflates the first).
 #
 # usage: benches/channel_speed.sh [RUNS] [WARMUP]     (after cargo build --release and
 #        scripts/setup-venv.sh; SHEARS_BIN overrides the binary)
@@ -30,16 +31,20 @@ echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 .venv/bin/python - "$out" <<'PY'
 import json, sys
 out = sys.argv[1]
-print(f"{'model':<10} {'amount':>6} {'params':>7} {'MACs':>7} {'file':>7} {'ort lat':>8} {'ort/MAC':>8} {'tract lat':>9} {'tract/MAC':>9}")
+print(f"{'model':<10} {'amount':>6} {'params':>7} {'MACs':>7} {'file':>7}"
+      + "".join(f" {b + ' lat':>9} {b + '/MAC':>9} {'min/MAC':>8}" for b in ("ort", "tract")))
 for size in "sm":
     bench = {b: json.load(open(f"{out}/yolov5{size}-{b}.bench.json")) for b in ("ort", "tract")}
     for i, amount in enumerate(("0.3", "0.5"), start=1):
         prune = json.load(open(f"{out}/yolov5{size}-ch{amount}.prune.json"))
         before, after = prune["before"], prune["after"]
         macs = after["macs"] / before["macs"]
-        lat = {b: bench[b]["models"][i]["latency_ratio"] for b in bench}
-        print(f"yolov5{size:<4} {amount:>6} {after['params'] / before['params']:>7.3f} {macs:>7.3f} "
-              f"{after['file_bytes'] / before['file_bytes']:>7.3f} {lat['ort']:>8.3f} {lat['ort'] / macs:>8.2f} "
-              f"{lat['tract']:>9.3f} {lat['tract'] / macs:>9.2f}")
-print("ratios are pruned / dense; latency = median of the bench runs")
+        row = (f"yolov5{size:<4} {amount:>6} {after['params'] / before['params']:>7.3f} {macs:>7.3f} "
+               f"{after['file_bytes'] / before['file_bytes']:>7.3f}")
+        for b in ("ort", "tract"):
+            model = bench[b]["models"][i]
+            row += (f" {model['latency_ratio']:>9.3f} {model['latency_ratio'] / macs:>9.2f}"
+                    f" {model['min_ratio'] / macs:>8.2f}")
+        print(row)
+print("ratios are pruned / dense; lat = ratio of the median latencies, min = of the fastest runs")
 PY

@@ -63,6 +63,11 @@ struct ModelResult {
     /// Median latency over the first model's median.
     #[serde(skip_serializing_if = "Option::is_none")]
     latency_ratio: Option<f64>,
+    /// Fastest run over the first model's fastest run. Other load on the machine only ever adds
+    /// time, and the same absolute delay weighs more on a faster model, so on a busy machine the
+    /// median ratio of a smaller model drifts towards 1 while the minimum ratio holds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    min_ratio: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
 }
@@ -106,14 +111,12 @@ pub fn run(args: &Args, ui: &Ui) -> anyhow::Result<ExitCode> {
             Err(err) => results[index] = failed(model, &err.context(model.display().to_string())),
         }
     }
-    let baseline = results
-        .first()
-        .and_then(|first| first.timing.as_ref())
-        .map(|t| t.median_ms);
+    let baseline = results.first().and_then(|first| first.timing.clone());
     for result in &mut results {
-        result.latency_ratio = baseline
-            .zip(result.timing.as_ref())
-            .map(|(base, t)| t.median_ms / base);
+        if let (Some(base), Some(t)) = (&baseline, &result.timing) {
+            result.latency_ratio = Some(t.median_ms / base.median_ms);
+            result.min_ratio = Some(t.min_ms / base.min_ms);
+        }
     }
     let report = Report {
         backend: spec.engine().to_string(),
@@ -160,6 +163,7 @@ fn open_model(
         session_ms: Some(session_ms),
         timing: None,
         latency_ratio: None,
+        min_ratio: None,
         error: None,
     };
     Ok((
@@ -180,12 +184,13 @@ fn failed(model: &Path, err: &anyhow::Error) -> ModelResult {
         session_ms: None,
         timing: None,
         latency_ratio: None,
+        min_ratio: None,
         error: Some(format!("{err:#}")),
     }
 }
 
 /// One header line, then one row per model: latency statistics in ms and, for two or more
-/// models, the median latency ratio against the first.
+/// models, the median and minimum latency ratios against the first.
 fn print_table(report: &Report, args: &Args) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(
@@ -207,7 +212,7 @@ fn print_table(report: &Report, args: &Args) -> anyhow::Result<()> {
         "model", "provider", "median", "p10", "p90", "min", "max"
     )?;
     if with_ratio {
-        write!(out, " {:>8}", "ratio")?;
+        write!(out, " {:>8} {:>9}", "ratio", "min ratio")?;
     }
     writeln!(out)?;
     for m in &report.models {
@@ -224,8 +229,10 @@ fn print_table(report: &Report, args: &Args) -> anyhow::Result<()> {
                     t.min_ms,
                     t.max_ms
                 )?;
-                if let Some(ratio) = m.latency_ratio.filter(|_| with_ratio) {
-                    write!(out, " {ratio:>7.3}x")?;
+                if let (true, Some(ratio), Some(min_ratio)) =
+                    (with_ratio, m.latency_ratio, m.min_ratio)
+                {
+                    write!(out, " {ratio:>7.3}x {min_ratio:>8.3}x")?;
                 }
                 writeln!(out)?;
             }
@@ -236,7 +243,8 @@ fn print_table(report: &Report, args: &Args) -> anyhow::Result<()> {
         out,
         "(milliseconds per inference{})",
         if with_ratio {
-            "; ratio = median latency / median of the first model"
+            "; ratio = median latency / median of the first model; min ratio = the same for the \
+             fastest runs, which other load on the machine disturbs least"
         } else {
             ""
         }

@@ -304,7 +304,7 @@ fn cuda_runs_on_cuda_or_fails_clearly() {
     }
 }
 
-/// `bench` on two models prints both with a latency ratio and writes the JSON it promises.
+/// `bench` on two models prints both with latency ratios and writes the JSON it promises.
 #[test]
 fn bench_two_models_side_by_side() {
     let (Some(a), Some(b)) = (
@@ -337,6 +337,7 @@ fn bench_two_models_side_by_side() {
     let models = report["models"].as_array().unwrap();
     assert_eq!(models.len(), 2);
     assert_eq!(models[0]["latency_ratio"], 1.0);
+    assert_eq!(models[0]["min_ratio"], 1.0);
     for m in models {
         let t = &m["timing"];
         assert_eq!(t["runs"], 3);
@@ -354,4 +355,10 @@ fn bench_two_models_side_by_side() {
         .map(|m| m["timing"]["median_ms"].as_f64().unwrap())
         .collect();
     assert!((ratio - medians[1] / medians[0]).abs() < 1e-9);
+    let min_ratio = models[1]["min_ratio"].as_f64().unwrap();
+    let mins: Vec<f64> = models
+        .iter()
+        .map(|m| m["timing"]["min_ms"].as_f64().unwrap())
+        .collect();
+    assert!((min_ratio - mins[1] / mins[0]).abs() < 1e-9);
 }
