@@ -213,15 +213,13 @@ fn missing_onnxruntime_library_exits_2() {
         return;
     };
     let missing = dir.path().join("no/libonnxruntime.so.1.31.1");
-    let out = common::shears()
-        .args(["bench", "--backend", "ort", "--runs", "1"])
-        .arg(&model)
-        .env("ORT_DYLIB_PATH", &missing)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains(&*missing.to_string_lossy()), "{stderr}");
+    let stderr = common::error_exit(
+        common::shears()
+            .args(["bench", "--backend", "ort", "--runs", "1"])
+            .arg(&model)
+            .env("ORT_DYLIB_PATH", &missing),
+        &missing.to_string_lossy(),
+    );
     assert!(
         stderr.contains("pip install onnxruntime==1.31.1"),
         "{stderr}"
@@ -236,32 +234,21 @@ fn non_onnxruntime_library_exits_2() {
     };
     let fake = dir.path().join("libonnxruntime.so.1.31.1");
     std::fs::write(&fake, b"not a shared library").unwrap();
-    let out = common::shears()
-        .args(["bench", "--backend", "ort", "--runs", "1"])
-        .arg(&model)
-        .env("ORT_DYLIB_PATH", &fake)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(
-        stderr.contains(&format!(
-            "could not load ONNX Runtime from {}",
-            fake.display()
-        )),
-        "{stderr}"
+    common::error_exit(
+        common::shears()
+            .args(["bench", "--backend", "ort", "--runs", "1"])
+            .arg(&model)
+            .env("ORT_DYLIB_PATH", &fake),
+        &format!("could not load ONNX Runtime from {}", fake.display()),
     );
 }
 
 #[test]
 fn tract_on_cuda_is_rejected() {
-    let out = common::shears()
-        .args(["bench", "model.onnx", "--device", "cuda"])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("CPU only"), "{stderr}");
+    common::error_exit(
+        common::shears().args(["bench", "model.onnx", "--device", "cuda"]),
+        "CPU only",
+    );
 }
 
 /// `--device cuda` either runs on CUDA or fails saying why; with the CPU-only wheel of the

@@ -6,7 +6,7 @@ use prost::Message;
 use shears::onnx::proto::{ModelProto, NodeProto};
 use shears::onnx::{self, SaveOptions};
 
-use crate::common::{fixture, scratch, shears};
+use crate::common::{error_exit, fixture, scratch, shears};
 
 /// Runs shears with `args`, expects exit code 2 with `needle` in stderr, and checks that the
 /// folder `dir` holds the same files afterwards.
@@ -20,13 +20,7 @@ fn fails(dir: &Path, args: &[&str], needle: &str) {
         names
     };
     let before = listing();
-    let out = shears().args(args).output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
-    assert!(
-        stderr.contains(needle),
-        "{args:?}: expected {needle:?} in: {stderr}"
-    );
+    let stderr = error_exit(shears().args(args), needle);
     let error_line = stderr
         .lines()
         .find(|l| l.starts_with("error: "))

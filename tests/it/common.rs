@@ -48,6 +48,18 @@ pub fn run_python(python: &Path, script: &str, args: &[&str]) -> String {
     succeed(Command::new(python).arg("-c").arg(script).args(args))
 }
 
+/// Runs `command`, expecting an error: exit code 2 and `needle` in stderr, which it returns.
+pub fn error_exit(command: &mut Command, needle: &str) -> String {
+    let out = command.output().expect("start the command");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{command:?}: {stderr}");
+    assert!(
+        stderr.contains(needle),
+        "{command:?}: expected {needle:?} in: {stderr}"
+    );
+    stderr
+}
+
 /// Runs `command` and returns its stdout; panics with its stdout and stderr when it fails.
 pub fn succeed(command: &mut Command) -> String {
     let out = command.output().expect("start the command");

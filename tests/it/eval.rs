@@ -15,7 +15,7 @@ use shears::eval::nms::{Detection, NmsConfig, non_max_suppression, scale_to_orig
 use shears::eval::preprocess::{DEFAULT_SIZE, Letterbox, letterbox_rgb, load_rgb, preprocess_file};
 use shears::progress::Silent;
 
-use crate::common::{fixture, oracle_python, run_python, scratch, shears, succeed};
+use crate::common::{error_exit, fixture, oracle_python, run_python, scratch, shears, succeed};
 
 const RUNS: [&str; 4] = [
     "yolov5n_pt",
@@ -628,29 +628,27 @@ print(json.dumps({"stats": [float(x) for x in e.stats], "summary": out.getvalue(
 fn cocoeval_command_reports_bad_input_with_exit_2() {
     let tmp = scratch();
     let missing = tmp.path().join("missing.json");
-    let out = shears()
-        .args(["cocoeval", "--gt"])
-        .arg(&missing)
-        .arg("--dt")
-        .arg(&missing)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.json"));
+    error_exit(
+        shears()
+            .args(["cocoeval", "--gt"])
+            .arg(&missing)
+            .arg("--dt")
+            .arg(&missing),
+        "missing.json",
+    );
     let Some(ann) = annotations("coco128") else {
         return;
     };
     let bad = tmp.path().join("bad.json");
     std::fs::write(&bad, b"{\"not\": \"a list\"}").unwrap();
-    let out = shears()
-        .args(["cocoeval", "--gt"])
-        .arg(&ann)
-        .arg("--dt")
-        .arg(&bad)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("bad.json"));
+    error_exit(
+        shears()
+            .args(["cocoeval", "--gt"])
+            .arg(&ann)
+            .arg("--dt")
+            .arg(&bad),
+        "bad.json",
+    );
 }
 
 #[test]

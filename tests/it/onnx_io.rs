@@ -5,7 +5,7 @@ use std::path::Path;
 
 use shears::onnx::{self, SaveOptions};
 
-use crate::common::{fixture, oracle_python, run_python, scratch, shears, succeed};
+use crate::common::{error_exit, fixture, oracle_python, run_python, scratch, shears, succeed};
 
 const FIXTURE_MODELS: [&str; 4] = [
     "models/yolov5n_op12.onnx",
@@ -76,14 +76,13 @@ fn unknown_fields_warn_and_block_rewrites_unless_forced() {
     assert!(String::from_utf8_lossy(&inspect.stderr).contains("unknown field ModelProto: #99"));
 
     let out = dir.path().join("pruned.onnx");
-    let refused = shears()
-        .args(["prune", "--amount", "0.3", "-o"])
-        .arg(&out)
-        .arg(&model)
-        .output()
-        .unwrap();
-    assert_eq!(refused.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("--force"));
+    error_exit(
+        shears()
+            .args(["prune", "--amount", "0.3", "-o"])
+            .arg(&out)
+            .arg(&model),
+        "--force",
+    );
     assert!(!out.exists());
 
     let forced = shears()

@@ -17,7 +17,7 @@ use shears::onnx::{self, SaveOptions};
 use shears::passes::{PassConfig, PruneChannels};
 use shears::synth::{Export, SynthSpec, Upsample, Variant, build};
 
-use crate::common::{fixture, oracle_python, run_python, scratch, shears, succeed};
+use crate::common::{error_exit, fixture, oracle_python, run_python, scratch, shears, succeed};
 
 /// Runs `shears prune MODEL -o OUT --method channel ARGS --emit-masked MASKED` (verify on) and
 /// returns stdout; panics when it fails.
@@ -568,17 +568,15 @@ fn amounts_outside_the_unit_interval_are_refused() {
     onnx::save(&odd_ops_model(0), &path, &SaveOptions::default()).unwrap();
     for amount in ["1.5", "-0.1"] {
         let out = dir.path().join("out.onnx");
-        let result = shears()
-            .arg("prune")
-            .arg(&path)
-            .arg("-o")
-            .arg(&out)
-            .args(["--method", "channel", "--amount", amount])
-            .output()
-            .unwrap();
-        assert_eq!(result.status.code(), Some(2));
-        let stderr = String::from_utf8_lossy(&result.stderr);
-        assert!(stderr.contains("outside [0, 1]"), "{stderr}");
+        error_exit(
+            shears()
+                .arg("prune")
+                .arg(&path)
+                .arg("-o")
+                .arg(&out)
+                .args(["--method", "channel", "--amount", amount]),
+            "outside [0, 1]",
+        );
         assert!(!out.exists());
     }
 }

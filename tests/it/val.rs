@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::common::{fixture, fixtures, oracle_python, scratch, shears, succeed};
+use crate::common::{error_exit, fixture, fixtures, oracle_python, scratch, shears, succeed};
 
 /// The official numbers allow this much difference (issue 3: within 0.003).
 const TOLERANCE: f64 = 0.003;
@@ -140,13 +140,12 @@ fn val_without_a_dataset_is_a_clear_error() {
         return;
     };
     let dir = scratch();
-    let out = shears()
-        .arg("val")
-        .arg(&dense)
-        .arg("--data")
-        .arg(dir.path().join("missing.yaml"))
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.yaml"));
+    error_exit(
+        shears()
+            .arg("val")
+            .arg(&dense)
+            .arg("--data")
+            .arg(dir.path().join("missing.yaml")),
+        "missing.yaml",
+    );
 }
