@@ -1,7 +1,8 @@
 //! Where tract spends an inference: optimises the model as shears' tract backend does (batch 1,
-//! IMGSZ x IMGSZ, default 640), times every node of the plan over RUNS runs after one untimed
-//! run, and prints the mean time per run of each tract op, then of each ONNX node (the tract
-//! nodes it became: a Conv's padding, packing and matrix product count as that Conv's).
+//! IMGSZ x IMGSZ, default 640, the same allocator settings), times every node of the plan over
+//! RUNS runs after one untimed run, and prints the mean time per run of each tract op, then of
+//! each ONNX node (the tract nodes it became: a Conv's padding, packing and matrix product count
+//! as that Conv's).
 //!
 //! usage: cargo run --release --example tract_profile -- MODEL.onnx [RUNS] [IMGSZ]
 //!
@@ -26,6 +27,7 @@ fn main() -> anyhow::Result<()> {
         .map_or(Ok(640), |r| r.parse())
         .context("IMGSZ")?;
     let shape = [1, 3, imgsz, imgsz];
+    shears::backend::keep_freed_memory();
     let plan = tract_onnx::onnx()
         .model_for_path(&path)
         .with_context(|| format!("reading {path}"))?

@@ -18,9 +18,10 @@ const MMAP_THRESHOLD: libc::c_int = 32 << 20;
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 const TRIM_THRESHOLD: libc::c_int = 512 << 20;
 
-/// Fixes glibc's thresholds once per process, before the first session is built; elsewhere it
-/// does nothing. It only moves where large blocks come from, never what a program computes.
-pub(super) fn keep_freed_memory() {
+/// Fixes glibc's thresholds once per process; [`super::open`] calls it before building a session.
+/// Elsewhere than glibc it does nothing. It only moves where large blocks come from, never what a
+/// program computes.
+pub fn keep_freed_memory() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         #[cfg(all(target_os = "linux", target_env = "gnu"))]

@@ -25,6 +25,8 @@ use crate::onnx::Model;
 use crate::onnx::proto::ModelProto;
 use crate::passes::densify_sparse;
 
+pub use heap::keep_freed_memory;
+
 /// One inference session. `Send`, so a session can live on the thread that runs inference while
 /// other threads preprocess.
 pub trait Backend: Send {
