@@ -1,5 +1,5 @@
 //! Where tract spends an inference: optimises the model as shears' tract backend does (batch 1,
-//! IMGSZ x IMGSZ, default 640, the same allocator settings), times every node of the plan over
+//! IMGSZ x IMGSZ, default 640, the same tract and allocator settings), times every node of the plan over
 //! RUNS runs after one untimed run, and prints the mean time per run of each tract op, then of
 //! each ONNX node (the tract nodes it became: a Conv's padding, packing and matrix product count
 //! as that Conv's).
@@ -28,12 +28,11 @@ fn main() -> anyhow::Result<()> {
         .context("IMGSZ")?;
     let shape = [1, 3, imgsz, imgsz];
     shears::backend::keep_freed_memory();
-    let plan = tract_onnx::onnx()
+    let model = tract_onnx::onnx()
         .model_for_path(&path)
         .with_context(|| format!("reading {path}"))?
-        .with_input_fact(0, f32::fact(shape).into())?
-        .into_optimized()?
-        .into_runnable()?;
+        .with_input_fact(0, f32::fact(shape).into())?;
+    let plan = shears::backend::tract::optimise(model)?.into_runnable()?;
     let mut state = plan.spawn()?;
     // a mid-grey image
     let input: Tensor = tract_ndarray::ArrayD::from_elem(&shape[..], 0.5f32).into();

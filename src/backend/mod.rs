@@ -12,7 +12,7 @@
 pub mod bench;
 mod heap;
 mod ort;
-mod tract;
+pub mod tract;
 
 use std::borrow::Cow;
 use std::fmt;
