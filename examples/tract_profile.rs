@@ -1,8 +1,8 @@
 //! Where tract spends an inference: optimises the model as shears' tract backend does (batch 1,
-//! IMGSZ x IMGSZ, default 640, the same tract and allocator settings), times every node of the plan over
-//! RUNS runs after one untimed run, and prints the mean time per run of each tract op, then of
-//! each ONNX node (the tract nodes it became: a Conv's padding, packing and matrix product count
-//! as that Conv's).
+//! IMGSZ x IMGSZ, default 640, the same tract and allocator settings), times every node of the
+//! plan over RUNS runs after one untimed run, and prints the mean time per run of each tract op,
+//! then of each ONNX node (the tract nodes it became: a Conv's padding, packing and matrix
+//! product count as that Conv's).
 //!
 //! usage: cargo run --release --example tract_profile -- MODEL.onnx [RUNS] [IMGSZ]
 //!
