@@ -69,15 +69,18 @@ pub fn optimise(model: InferenceModel) -> anyhow::Result<TypedModel> {
 /// tract's im2col convs; turning it off made a dense yolov5s inference about 25% faster and a
 /// channel-pruned one about 15% (README, "Measured").
 fn optimisation_knobs() -> knobs::KnobScope {
-    if std::env::var_os("TRACT_DISABLE_DIRECT_SPATIAL").is_some() {
+    if std::env::var_os(DIRECT_SPATIAL_KNOB).is_some() {
         return knobs::KnobScope::default();
     }
     // A tract without this knob keeps its own choice; a unit test notices it gone.
     direct_spatial_off().unwrap_or_default()
 }
 
+/// The tract knob that turns its direct spatial convolution off.
+const DIRECT_SPATIAL_KNOB: &str = "TRACT_DISABLE_DIRECT_SPATIAL";
+
 fn direct_spatial_off() -> TractResult<knobs::KnobScope> {
-    knobs::KnobScope::new([("TRACT_DISABLE_DIRECT_SPATIAL", "true")])
+    knobs::KnobScope::new([(DIRECT_SPATIAL_KNOB, "true")])
 }
 
 /// The declared dimensions of float32 graph input `name` (`None` where not a fixed size).

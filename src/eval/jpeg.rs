@@ -497,9 +497,10 @@ impl Decoder {
         self.eobrun = 0;
         // which blocks: one component => its real block grid, one block per unit; several =>
         // MCUs, each component's h x v blocks per unit
+        // blocks per row of a single-component scan
+        let scan_row = frame.comps[sel[0].0].width.div_ceil(8);
         let n_units = if ns == 1 {
-            let c = &frame.comps[sel[0].0];
-            c.width.div_ceil(8) * c.height.div_ceil(8)
+            scan_row * frame.comps[sel[0].0].height.div_ceil(8)
         } else {
             frame.mcux * frame.mcuy
         };
@@ -530,9 +531,8 @@ impl Decoder {
             blocks.clear();
             if ns == 1 {
                 let (ci, td, ta) = sel[0];
-                let c = &frame.comps[ci];
-                let row = c.width.div_ceil(8);
-                blocks.push((ci, td, ta, ((u / row) * c.bw + u % row) * 64));
+                let bw = frame.comps[ci].bw;
+                blocks.push((ci, td, ta, ((u / scan_row) * bw + u % scan_row) * 64));
             } else {
                 let (mx, my) = (u % frame.mcux, u / frame.mcux);
                 for &(ci, td, ta) in &sel {
