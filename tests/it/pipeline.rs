@@ -1,17 +1,19 @@
 //! YAML pipelines: strict parsing with located errors, model zoos, summaries, exit codes.
 
 use std::path::Path;
+use std::process::Command;
 
-use crate::common::{fixture, fixtures, scratch, shears, succeed};
+use crate::common::{error_exit, fixture, fixtures, scratch, shears, succeed};
 
-fn run_pipeline(path: &Path, extra: &[&str]) -> std::process::Output {
-    shears()
+/// `shears run PATH EXTRA...` with the fixtures of this test run.
+fn run_pipeline(path: &Path, extra: &[&str]) -> Command {
+    let mut command = shears();
+    command
         .arg("run")
         .arg(path)
         .args(extra)
-        .env("SHEARS_FIXTURES", fixtures())
-        .output()
-        .unwrap()
+        .env("SHEARS_FIXTURES", fixtures());
+    command
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
@@ -58,19 +60,11 @@ fn malformed_pipelines_name_file_line_and_key() {
     ];
     for (name, text, needle) in cases {
         let path = write(d, name, text);
-        let out = run_pipeline(&path, &[]);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{name}: {stderr}");
+        let stderr = error_exit(&mut run_pipeline(&path, &[]), needle);
         assert!(stderr.contains(name), "{name}: the file is named: {stderr}");
-        assert!(
-            stderr.contains(needle),
-            "{name}: expected {needle:?} in {stderr}"
-        );
     }
     // Type and key errors carry a line and column.
-    let out = run_pipeline(&d.join("wrong_type.yaml"), &[]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("line 3"), "{stderr}");
+    error_exit(&mut run_pipeline(&d.join("wrong_type.yaml"), &[]), "line 3");
 }
 
 #[test]
@@ -93,7 +87,7 @@ fn a_zoo_run_survives_a_failing_model_and_writes_a_summary() {
         "models: ['zoo/*.onnx']\npasses:\n  - prune_magnitude: {amount: 0.3}\noutput: out/{stem}.onnx\nreport: out/summary\n",
     );
     std::fs::create_dir(dir.path().join("out")).unwrap();
-    let out = run_pipeline(&pipeline, &["--jobs", "2"]);
+    let out = run_pipeline(&pipeline, &["--jobs", "2"]).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         out.status.code(),
@@ -136,12 +130,10 @@ fn the_guide_pipeline_reproduces_the_guides_sparsity() {
     let pipeline = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/yolov5-guide-30.yaml");
     let dir = scratch();
     let report = dir.path().join("guide");
-    let out = run_pipeline(&pipeline, &["--report", report.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeed(&mut run_pipeline(
+        &pipeline,
+        &["--report", report.to_str().unwrap()],
+    ));
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(report.with_extension("json")).unwrap())
             .unwrap();
@@ -166,9 +158,7 @@ fn outputs_that_collide_are_refused_before_any_work() {
             n.display()
         ),
     );
-    let out = run_pipeline(&pipeline, &[]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("would both be written"));
+    error_exit(&mut run_pipeline(&pipeline, &[]), "would both be written");
     assert!(!dir.path().join("same.onnx").exists());
 }
 
@@ -213,7 +203,7 @@ fn a_validation_gate_fails_with_exit_code_1_when_the_drop_exceeds_the_budget() {
             root.display()
         ),
     );
-    let out = run_pipeline(&pipeline, &[]);
+    let out = run_pipeline(&pipeline, &[]).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");

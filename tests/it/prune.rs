@@ -9,20 +9,14 @@ use shears::onnx::{self, tensor};
 use crate::common::{fixture, oracle_python, run_python, scratch, shears, succeed};
 
 fn prune(args: &[&str], model: &Path, out: &Path) -> String {
-    let result = shears()
-        .arg("prune")
-        .args(args)
-        .arg("-o")
-        .arg(out)
-        .arg(model)
-        .output()
-        .unwrap();
-    assert!(
-        result.status.success(),
-        "prune {args:?} failed: {}",
-        String::from_utf8_lossy(&result.stderr)
-    );
-    String::from_utf8(result.stdout).unwrap()
+    succeed(
+        shears()
+            .arg("prune")
+            .args(args)
+            .arg("-o")
+            .arg(out)
+            .arg(model),
+    )
 }
 
 fn check_and_compare(models: &[&Path]) -> serde_json::Value {

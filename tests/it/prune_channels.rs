@@ -22,22 +22,16 @@ use crate::common::{error_exit, fixture, oracle_python, run_python, scratch, she
 /// Runs `shears prune MODEL -o OUT --method channel ARGS --emit-masked MASKED` (verify on) and
 /// returns stdout; panics when it fails.
 fn prune(model: &Path, out: &Path, masked: &Path, args: &[&str]) -> String {
-    let result = shears()
-        .arg("prune")
-        .arg(model)
-        .arg("-o")
-        .arg(out)
-        .args(["--method", "channel", "--no-zstd", "--emit-masked"])
-        .arg(masked)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        result.status.success(),
-        "prune {args:?} failed:\n{}",
-        String::from_utf8_lossy(&result.stderr)
+    let stdout = succeed(
+        shears()
+            .arg("prune")
+            .arg(model)
+            .arg("-o")
+            .arg(out)
+            .args(["--method", "channel", "--no-zstd", "--emit-masked"])
+            .arg(masked)
+            .args(args),
     );
-    let stdout = String::from_utf8(result.stdout).unwrap();
     assert!(
         stdout.contains("verified against the masked dense model"),
         "{stdout}"
@@ -692,24 +686,20 @@ fn verification_fails_when_a_removed_channel_is_not_zero_after_masking() {
     let path = dir.path().join("sigmoid.onnx");
     onnx::save(&model, &path, &SaveOptions::default()).unwrap();
     let out = dir.path().join("out.onnx");
-    let run = |extra: &[&str]| {
-        shears()
+    let prune = |extra: &[&str]| {
+        let mut command = shears();
+        command
             .arg("prune")
             .arg(&path)
             .arg("-o")
             .arg(&out)
             .args(["--method", "channel", "--amount", "0.5", "--no-zstd"])
-            .args(extra)
-            .output()
-            .unwrap()
+            .args(extra);
+        command
     };
-    let result = run(&[]);
-    assert_eq!(result.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&result.stderr);
-    assert!(stderr.contains("differ from the masked model"), "{stderr}");
+    error_exit(&mut prune(&[]), "differ from the masked model");
     assert!(!out.exists());
-    let result = run(&["--no-verify"]);
-    assert!(result.status.success());
+    succeed(&mut prune(&["--no-verify"]));
     assert!(out.exists());
 }
 
