@@ -1,8 +1,8 @@
 //! Where tract spends an inference: optimises the model as shears' tract backend does (batch 1,
 //! IMGSZ x IMGSZ, default 640, the same tract and allocator settings), times every node of the
-//! plan over RUNS runs after one untimed run, and prints the mean time per run of each tract op,
-//! then of each ONNX node (the tract nodes it became: a Conv's padding, packing and matrix
-//! product count as that Conv's).
+//! plan over RUNS runs on the input `shears bench` uses, after one untimed run, and prints the
+//! mean time per run in all and in its nodes, of each tract op, then of each ONNX node (the tract
+//! nodes it became: a Conv's padding, packing and matrix product count as that Conv's).
 //!
 //! usage: cargo run --release --example tract_profile -- MODEL.onnx [RUNS] [IMGSZ]
 //!
@@ -34,13 +34,17 @@ fn main() -> anyhow::Result<()> {
         .with_input_fact(0, f32::fact(shape).into())?;
     let plan = shears::backend::tract::optimise(model)?.into_runnable()?;
     let mut state = plan.spawn()?;
-    // a mid-grey image
-    let input: Tensor = tract_ndarray::ArrayD::from_elem(&shape[..], 0.5f32).into();
+    // the input `shears bench` times
+    let input: Tensor = shears::backend::bench::random_input(shape, 0)
+        .into_dyn()
+        .into();
     let mut per_op: BTreeMap<String, f64> = BTreeMap::new();
     // ONNX node -> (the tract ops it became, seconds)
     let mut per_source: BTreeMap<String, (BTreeSet<String>, f64)> = BTreeMap::new();
+    let mut wall = 0.0;
     for run in 0..=runs {
         let inputs = tvec![input.clone().into_tvalue()];
+        let start = Instant::now();
         state.run_plan_with_eval(inputs, |ctx, op_state, node, inputs| {
             let start = Instant::now();
             let outputs = eval(ctx, op_state, node, inputs);
@@ -56,12 +60,19 @@ fn main() -> anyhow::Result<()> {
             }
             outputs
         })?;
+        if run > 0 {
+            wall += start.elapsed().as_secs_f64();
+        }
     }
     let ms = |seconds: f64| seconds * 1e3 / f64::from(runs);
     let mut per_op: Vec<_> = per_op.into_iter().collect();
     per_op.sort_by(|a, b| b.1.total_cmp(&a.1));
     let total: f64 = per_op.iter().map(|(_, seconds)| seconds).sum();
-    println!("{path}: {:.2} ms per run, mean of {runs}", ms(total));
+    println!(
+        "{path}: {:.2} ms per run in its nodes, {:.2} ms in all, mean of {runs}",
+        ms(total),
+        ms(wall)
+    );
     for (op, seconds) in &per_op {
         println!("{:>10.3} ms  {op}", ms(*seconds));
     }
