@@ -5,6 +5,8 @@
 # and tract. Prints params, MACs, file size and latency ratios against the dense model, and the
 # latency ratio over the MAC ratio (1.0 = the whole theoretical gain is realised), by median
 # latency and by fastest run (see `shears bench`: load on the machine inflates the first).
+# yolov5s at 0.5 has yolov5n's widths and depth; a generated yolov5n runs in the same `shears bench`
+# as its peer, which tells the cost of the surgery apart from the cost of the narrower widths.
 #
 # usage: benches/channel_speed.sh [RUNS] [WARMUP]     (after cargo build --release and
 #        scripts/setup-venv.sh; SHEARS_BIN overrides the binary)
@@ -22,8 +24,14 @@ for size in s m; do
     "$bin" -q prune "$dense" --method channel --amount "$amount" --no-zstd \
       -o "$out/yolov5$size-ch$amount.onnx" --json "$out/yolov5$size-ch$amount.prune.json"
   done
+  native=()
+  if [ "$size" = s ]; then
+    native=("$out/yolov5n.onnx")
+    [ -f "${native[0]}" ] || "$bin" -q synth yolov5n --seed 0 -o "${native[0]}"
+    "$bin" inspect "${native[0]}" --json > "$out/yolov5n.inspect.json"
+  fi
   for backend in ort tract; do
-    "$bin" -q bench "$dense" "$out/yolov5$size-ch0.3.onnx" "$out/yolov5$size-ch0.5.onnx" \
+    "$bin" -q bench "$dense" "$out/yolov5$size-ch0.3.onnx" "$out/yolov5$size-ch0.5.onnx" "${native[@]}" \
       --backend "$backend" --runs "$runs" --warmup "$warmup" --json "$out/yolov5$size-$backend.bench.json" >/dev/null
   done
 done
@@ -47,4 +55,12 @@ for size in "sm":
                     f" {model['min_ratio'] / macs:>8.2f}")
         print(row)
 print("ratios are pruned / dense; lat = ratio of the median latencies, min = of the fastest runs")
+native = json.load(open(f"{out}/yolov5n.inspect.json"))
+pruned = json.load(open(f"{out}/yolov5s-ch0.5.prune.json"))["after"]
+print(f"yolov5s at 0.5 ({pruned['params']:,} params, {pruned['macs']:,} MACs) against a generated "
+      f"yolov5n ({native['params']:,} params, {native['macs']:,} MACs), pruned / native latency:")
+for b in ("ort", "tract"):
+    _, _, half, yolov5n = json.load(open(f"{out}/yolov5s-{b}.bench.json"))["models"]
+    print(f"  {b:<5} median {half['latency_ratio'] / yolov5n['latency_ratio']:.3f}, "
+          f"fastest {half['min_ratio'] / yolov5n['min_ratio']:.3f}")
 PY
