@@ -1,7 +1,7 @@
 //! Inference backends: one session built once from serialized ONNX bytes, then run many times on
 //! batch-1 float32 NCHW inputs.
 //!
-//! Two engines sit behind [`Backend`]: tract (pure Rust, CPU, one thread; `tract.rs`) and ONNX
+//! Two engines sit behind [`Backend`]: tract (pure Rust, CPU; `tract.rs`) and ONNX
 //! Runtime loaded at run time from the `onnxruntime` Python wheel, on the CPU or on CUDA (`ort.rs`,
 //! which documents where the library is looked for). Sessions take the model as bytes, never as a
 //! path, so a model edited in memory runs without being written. [`open`] builds one.
@@ -68,7 +68,7 @@ pub enum Device {
     Cuda(u32),
 }
 
-/// What [`open`] builds: an engine, a device, and the number of intra-op threads.
+/// What [`open`] builds: an engine, a device, and the number of threads an inference runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct BackendSpec {
     engine: Engine,
@@ -97,11 +97,18 @@ impl BackendSpec {
         Self::new(backend.parse()?, device.parse()?)
     }
 
-    /// Sets the number of intra-op threads ONNX Runtime uses (default: the number of cores the
-    /// process may use). tract always runs on one thread.
+    /// Sets the number of threads one inference runs on (default: the number of cores the
+    /// process may use).
     pub fn with_threads(mut self, threads: usize) -> Self {
         self.threads = Some(threads.max(1));
         self
+    }
+
+    /// Gives each of `sessions` sessions running at once an equal share of the cores (at least
+    /// one thread).
+    pub fn shared_by(self, sessions: usize) -> Self {
+        let threads = self.threads() / sessions.max(1);
+        self.with_threads(threads)
     }
 
     /// The engine.
@@ -114,7 +121,7 @@ impl BackendSpec {
         self.device
     }
 
-    /// The intra-op thread count ONNX Runtime will use.
+    /// The number of threads one inference runs on.
     pub fn threads(&self) -> usize {
         self.threads.unwrap_or_else(|| {
             std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
@@ -182,7 +189,10 @@ impl fmt::Display for Device {
 pub fn open(spec: &BackendSpec, model_bytes: &[u8]) -> anyhow::Result<Box<dyn Backend>> {
     heap::keep_freed_memory();
     match spec.engine {
-        Engine::Tract => Ok(Box::new(tract::TractBackend::new(model_bytes)?)),
+        Engine::Tract => Ok(Box::new(tract::TractBackend::new(
+            model_bytes,
+            spec.threads(),
+        )?)),
         Engine::Ort => Ok(Box::new(ort::OrtBackend::new(spec, model_bytes)?)),
     }
 }
@@ -278,6 +288,15 @@ mod tests {
             BackendSpec::default()
         );
         assert_eq!(spec.to_string(), "ort on cuda:1");
+    }
+
+    #[test]
+    fn sessions_share_the_threads() {
+        let eight = BackendSpec::default().with_threads(8);
+        assert_eq!(eight.shared_by(3).threads(), 2);
+        assert_eq!(eight.shared_by(1).threads(), 8);
+        assert_eq!(eight.shared_by(0).threads(), 8);
+        assert_eq!(eight.shared_by(16).threads(), 1);
     }
 
     #[test]

@@ -1,13 +1,15 @@
-//! The tract backend: pure Rust, CPU, one thread.
+//! The tract backend: pure Rust, on the CPU, on as many threads as the spec asks for.
 //!
 //! Precondition: the model bytes hold no sparse initializers (tract-onnx does not read
 //! `GraphProto.sparse_initializer`); shears densifies them before building a session.
 
 use anyhow::{Context, bail};
 use ndarray::{ArrayD, ArrayView4};
+use tract_linalg::multithread::Executor;
 use tract_onnx::pb::{self, tensor_proto, tensor_shape_proto::dimension, type_proto};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::knobs;
+use tract_onnx::tract_core::runtime::RunOptions;
 
 use super::{Backend, batch1_shape, check_input};
 
@@ -19,8 +21,8 @@ pub(super) struct TractBackend {
 
 impl TractBackend {
     /// Parses the model, fixes the first input to its declared shape with batch 1 (other
-    /// dimensions must be fixed), optimises it and builds the plan.
-    pub(super) fn new(model_bytes: &[u8]) -> anyhow::Result<Self> {
+    /// dimensions must be fixed), optimises it and builds a plan that runs on `threads` threads.
+    pub(super) fn new(model_bytes: &[u8], threads: usize) -> anyhow::Result<Self> {
         let onnx = tract_onnx::onnx();
         let proto = onnx
             .proto_model_for_read(&mut &model_bytes[..])
@@ -36,8 +38,12 @@ impl TractBackend {
         let dims = declared_dims(&proto, &name)?;
         let input_shape = batch1_shape(&name, &dims)?;
         model.set_input_fact(0, f32::fact(input_shape).into())?;
+        let options = RunOptions {
+            executor: Some(executor(threads)?),
+            ..RunOptions::default()
+        };
         let plan = optimise(model)?
-            .into_runnable()
+            .into_runnable_with_options(&options)
             .context("tract could not plan the model")?;
         let state = plan.spawn()?;
         Ok(Self { state, input_shape })
@@ -58,6 +64,20 @@ pub fn optimise(model: InferenceModel) -> anyhow::Result<TypedModel> {
     optimisation_knobs()
         .enter(|| model.into_optimized())
         .context("tract could not optimise the model")
+}
+
+/// What runs a plan's parallel work (matrix products, element-wise ops, pooling): a pool of
+/// `threads` threads of its own, or the calling thread alone for one.
+fn executor(threads: usize) -> anyhow::Result<Executor> {
+    if threads <= 1 {
+        return Ok(Executor::SingleThread);
+    }
+    let pool = rayon::ThreadPoolBuilder::new()
+        .thread_name(|index| format!("shears-tract-{index}"))
+        .num_threads(threads)
+        .build()
+        .with_context(|| format!("could not start {threads} threads for tract"))?;
+    Ok(Executor::MultiThread(std::sync::Arc::new(pool)))
 }
 
 /// The tract settings shears optimises models with: tract's direct spatial convolution off,

@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::common::{BackendArgs, load_model, write_json};
 use super::ui::Ui;
 use crate::backend::bench::{Contender, Timing, random_input, time_in_turns};
-use crate::backend::{self, BackendSpec, Engine};
+use crate::backend::{self, BackendSpec};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -121,10 +121,7 @@ pub fn run(args: &Args, ui: &Ui) -> anyhow::Result<ExitCode> {
     let report = Report {
         backend: spec.engine().to_string(),
         device: spec.device().to_string(),
-        threads: match spec.engine() {
-            Engine::Ort => spec.threads(),
-            Engine::Tract => 1,
-        },
+        threads: spec.threads(),
         seed: args.seed,
         models: results,
     };

@@ -66,7 +66,7 @@ pub struct BackendArgs {
     /// Device: `cpu`, `cuda` or `cuda:N` (CUDA needs `--backend ort`).
     #[arg(long, value_name = "cpu|cuda|cuda:N", default_value = "cpu")]
     pub device: Device,
-    /// ONNX Runtime intra-op threads [default: number of cores].
+    /// Threads one inference runs on [default: number of cores].
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
 }

@@ -181,10 +181,11 @@ struct Validator<'a> {
 
 impl<'a> Validator<'a> {
     /// `None` when the pipeline has no `validate:` block, or its dataset is missing and
-    /// `skip_if_missing` is set.
+    /// `skip_if_missing` is set. `jobs` models validate at once; they share the cores.
     fn prepare(
         spec: Option<&'a ValidateSpec>,
         base: &Path,
+        jobs: usize,
         progress: &dyn Progress,
     ) -> Result<Option<Self>> {
         let Some(spec) = spec else { return Ok(None) };
@@ -214,7 +215,7 @@ impl<'a> Validator<'a> {
         };
         Ok(Some(Validator {
             spec,
-            backend: BackendSpec::parse(&spec.backend, &spec.device)?,
+            backend: BackendSpec::parse(&spec.backend, &spec.device)?.shared_by(jobs),
             dataset,
             gt,
             nms,
@@ -246,7 +247,7 @@ pub fn run_pipeline(
 ) -> Result<PipelineRun> {
     let base = spec_path.parent().unwrap_or(Path::new("."));
     let planned = plan(spec, base)?;
-    let validator = Validator::prepare(spec.validate.as_ref(), base, progress)
+    let validator = Validator::prepare(spec.validate.as_ref(), base, jobs, progress)
         .with_context(|| format!("{}", spec_path.display()))?;
     let options = JobOptions {
         measure_zstd: true,

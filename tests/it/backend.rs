@@ -167,6 +167,22 @@ fn tract_and_ort_agree_with_onnxruntime() {
     }
 }
 
+/// tract shares an inference out among threads without changing any output value.
+#[test]
+fn tract_threads_leave_outputs_unchanged() {
+    let Some(model) = common::fixture("models/yolov5n_op12.onnx") else {
+        return;
+    };
+    let bytes = std::fs::read(&model).unwrap();
+    let input = backend::bench::random_input([1, 3, 640, 640], 0);
+    let [one, three] = [1, 3].map(|threads| {
+        let spec = BackendSpec::default().with_threads(threads);
+        let mut session = backend::open(&spec, &bytes).expect("tract session");
+        session.run(input.view()).expect("tract run")
+    });
+    assert!(one == three, "1 and 3 tract threads disagree");
+}
+
 /// Every output comes back from `run_all`, the first equal to `run`'s, and a wrong input shape
 /// is an error, not a crash.
 #[test]
