@@ -1,6 +1,6 @@
 //! Where tract spends an inference: optimises the model as shears' tract backend does (batch 1,
-//! IMGSZ x IMGSZ, default 640, the same tract and allocator settings), times every node of the
-//! plan over RUNS runs on the input `shears bench` uses, after one untimed run, and prints the
+//! IMGSZ x IMGSZ, default 640, the same tract and allocator settings, one thread), times every
+//! node of the plan over RUNS runs on the input `shears bench` uses, after one untimed run, and prints the
 //! mean time per run in all and in its nodes, of each tract op, then of each ONNX node (the tract
 //! nodes it became: a Conv's padding, packing and matrix product count as that Conv's).
 //!
@@ -44,7 +44,7 @@ fn main() -> anyhow::Result<()> {
     let mut wall = 0.0;
     for run in 0..=runs {
         let inputs = tvec![input.clone().into_tvalue()];
-        let start = Instant::now();
+        let run_start = Instant::now();
         state.run_plan_with_eval(inputs, |ctx, op_state, node, inputs| {
             let start = Instant::now();
             let outputs = eval(ctx, op_state, node, inputs);
@@ -61,7 +61,7 @@ fn main() -> anyhow::Result<()> {
             outputs
         })?;
         if run > 0 {
-            wall += start.elapsed().as_secs_f64();
+            wall += run_start.elapsed().as_secs_f64();
         }
     }
     let ms = |seconds: f64| seconds * 1e3 / f64::from(runs);
