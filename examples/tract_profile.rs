@@ -1,8 +1,9 @@
 //! Where tract spends an inference: optimises the model as shears' tract backend does (batch 1,
 //! IMGSZ x IMGSZ, default 640, the same tract and allocator settings, one thread), times every
-//! node of the plan over RUNS runs on the input `shears bench` uses, after one untimed run, and prints the
-//! mean time per run in all and in its nodes, of each tract op, then of each ONNX node (the tract
-//! nodes it became: a Conv's padding, packing and matrix product count as that Conv's).
+//! node of the plan over RUNS runs on the input `shears bench` uses, after one untimed run, and
+//! prints the mean time per run in all and in its nodes, of each tract op, then of each ONNX node
+//! (the tract nodes it became: a Conv's padding, packing and matrix product count as that
+//! Conv's).
 //!
 //! usage: cargo run --release --example tract_profile -- MODEL.onnx [RUNS] [IMGSZ]
 //!
