@@ -20,12 +20,10 @@ import shutil
 import sys
 from pathlib import Path
 
-from timing import measure
+from timing import FIXTURES, ROOT, SHEARS, measure
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = Path(os.environ.get("SHEARS_FIXTURES", ROOT.parent / "shared" / "fixtures"))
 SCRATCH = ROOT / "target" / "bench"
 PEER = ROOT / "benches" / "peer_cocoeval.py"
 PEERS = ["pycocotools", "faster-coco-eval"]
@@ -112,7 +110,7 @@ def main():
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--shears", type=Path,
-                        default=Path(os.environ.get("SHEARS_BIN", ROOT / "target" / "release" / "shears")))
+                        default=SHEARS)
     parser.add_argument("--skip-synth", action="store_true", help="only the fixture oracles")
     args = parser.parse_args()
     SCRATCH.mkdir(parents=True, exist_ok=True)

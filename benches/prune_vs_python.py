@@ -12,13 +12,9 @@ import argparse
 import os
 import subprocess
 import sys
-from pathlib import Path
 
-from timing import measure
+from timing import FIXTURES, ROOT, SHEARS, measure
 
-ROOT = Path(__file__).resolve().parent.parent
-SHEARS = Path(os.environ.get("SHEARS_BIN", ROOT / "target" / "release" / "shears"))
-FIXTURES = Path(os.environ.get("SHEARS_FIXTURES", ROOT.parent / "shared" / "fixtures"))
 SCRATCH = ROOT / "target" / "bench"
 
 

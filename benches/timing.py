@@ -1,10 +1,16 @@
-"""Timing of whole commands for the bench scripts: wall time and peak resident memory of each
-child process, medians after warm-up runs."""
+"""What the bench scripts share: the repository's paths, and timing of whole commands (wall time
+and peak resident memory of each child process, medians after warm-up runs)."""
 import os
 import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = Path(os.environ.get("SHEARS_FIXTURES", ROOT.parent / "shared" / "fixtures"))
+# the release build, unless $SHEARS_BIN names another
+SHEARS = Path(os.environ.get("SHEARS_BIN", ROOT / "target" / "release" / "shears"))
 
 
 def run(cmd):

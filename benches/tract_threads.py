@@ -14,47 +14,43 @@ import os
 import statistics
 import sys
 import tempfile
+from pathlib import Path
 
-import timing
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from timing import FIXTURES, SHEARS, run
 
 
 def main():
-    fixtures = os.environ.get("SHEARS_FIXTURES", os.path.join(ROOT, "..", "shared", "fixtures"))
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--shears", default=os.environ.get(
-        "SHEARS_BIN", os.path.join(ROOT, "target", "release", "shears")))
-    parser.add_argument("--model", default=os.path.join(fixtures, "models", "yolov5n_op12.onnx"))
+    parser.add_argument("--shears", type=Path, default=SHEARS)
+    parser.add_argument("--model", type=Path, default=FIXTURES / "models" / "yolov5n_op12.onnx")
     args = parser.parse_args()
     cores = len(os.sched_getaffinity(0))
     if cores < 2:
         sys.exit("one core: nothing to compare")
     settings = [1, cores]
-    coco = os.path.join(fixtures, "coco")
+    coco = FIXTURES / "coco"
     with tempfile.TemporaryDirectory() as scratch:
+        scratch = Path(scratch)
+
         def command(threads):
-            return [args.shears, "-q", "val", args.model,
-                    "--data", os.path.join(coco, "coco128.yaml"),
-                    "--data-root", os.path.join(coco, "coco128"), "--backend", "tract",
-                    "--threads", str(threads), "--iou", "0.65",
-                    "--json", os.path.join(scratch, f"{threads}.json")]
+            return [args.shears, "-q", "val", args.model, "--data", coco / "coco128.yaml",
+                    "--data-root", coco / "coco128", "--backend", "tract", "--threads",
+                    str(threads), "--iou", "0.65", "--json", scratch / f"{threads}.json"]
 
         for _ in range(args.warmup):
             for threads in settings:
-                timing.run(command(threads))
+                run(command(threads))
         samples = {threads: [] for threads in settings}
         for _ in range(args.runs):
             for threads in settings:
-                samples[threads].append(timing.run(command(threads))[0])
+                samples[threads].append(run(command(threads))[0])
         coco_ap = {}
         for threads in settings:
-            with open(os.path.join(scratch, f"{threads}.json")) as f:
-                coco_ap[threads] = json.load(f)["models"][0]["coco"]["stats"][0]
-    with open("/proc/loadavg") as f:
-        print(f"load average: {' '.join(f.read().split()[:3])}")
+            report = json.loads((scratch / f"{threads}.json").read_text())
+            coco_ap[threads] = report["models"][0]["coco"]["stats"][0]
+    print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     medians = {threads: statistics.median(times) for threads, times in samples.items()}
     for threads in settings:
         times = samples[threads]

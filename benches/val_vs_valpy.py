@@ -30,10 +30,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from timing import measure
+from timing import FIXTURES, ROOT, SHEARS, measure
 
-ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = Path(os.environ.get("SHEARS_FIXTURES", ROOT.parent / "shared" / "fixtures"))
 SCRATCH = ROOT / "target" / "bench" / "valpy"
 
 
@@ -58,7 +56,7 @@ def main():
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--shears", type=Path,
-                        default=Path(os.environ.get("SHEARS_BIN", ROOT / "target" / "release" / "shears")))
+                        default=SHEARS)
     parser.add_argument("--valpy-python", type=Path,
                         default=Path(os.environ.get("VALPY_PYTHON", ROOT / "target" / "bench-venv" / "bin" / "python")))
     parser.add_argument("--model", type=Path, default=FIXTURES / "models" / "yolov5n_op12.onnx")
