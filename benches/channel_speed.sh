@@ -33,8 +33,9 @@ for size in s m; do
   # ONNX Runtime on every core, tract on one, as the README's table was measured
   for backend in "ort" "tract --threads 1"; do
     # shellcheck disable=SC2086
-    "$bin" -q bench "$dense" "$out/yolov5$size-ch0.3.onnx" "$out/yolov5$size-ch0.5.onnx" "${native[@]}" \
-      --backend $backend --runs "$runs" --warmup "$warmup" --json "$out/yolov5$size-${backend%% *}.bench.json" >/dev/null
+    "$bin" -q bench "$dense" "$out/yolov5$size-ch0.3.onnx" "$out/yolov5$size-ch0.5.onnx" \
+      "${native[@]}" --backend $backend --runs "$runs" --warmup "$warmup" \
+      --json "$out/yolov5$size-${backend%% *}.bench.json" >/dev/null
   done
 done
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -43,8 +44,9 @@ import json, sys
 out = sys.argv[1]
 print(f"{'model':<10} {'amount':>6} {'params':>7} {'MACs':>7} {'file':>7}"
       + "".join(f" {b + ' lat':>9} {b + '/MAC':>9} {'min/MAC':>8}" for b in ("ort", "tract")))
+bench = {(size, b): json.load(open(f"{out}/yolov5{size}-{b}.bench.json"))["models"]
+         for size in "sm" for b in ("ort", "tract")}
 for size in "sm":
-    bench = {b: json.load(open(f"{out}/yolov5{size}-{b}.bench.json")) for b in ("ort", "tract")}
     for i, amount in enumerate(("0.3", "0.5"), start=1):
         prune = json.load(open(f"{out}/yolov5{size}-ch{amount}.prune.json"))
         before, after = prune["before"], prune["after"]
@@ -52,7 +54,7 @@ for size in "sm":
         row = (f"yolov5{size:<4} {amount:>6} {after['params'] / before['params']:>7.3f} {macs:>7.3f} "
                f"{after['file_bytes'] / before['file_bytes']:>7.3f}")
         for b in ("ort", "tract"):
-            model = bench[b]["models"][i]
+            model = bench[size, b][i]
             row += (f" {model['latency_ratio']:>9.3f} {model['latency_ratio'] / macs:>9.2f}"
                     f" {model['min_ratio'] / macs:>8.2f}")
         print(row)
@@ -62,7 +64,7 @@ pruned = json.load(open(f"{out}/yolov5s-ch0.5.prune.json"))["after"]
 print(f"yolov5s at 0.5 ({pruned['params']:,} params, {pruned['macs']:,} MACs) against a generated "
       f"yolov5n ({native['params']:,} params, {native['macs']:,} MACs), pruned / native latency:")
 for b in ("ort", "tract"):
-    _, _, half, yolov5n = json.load(open(f"{out}/yolov5s-{b}.bench.json"))["models"]
+    _, _, half, yolov5n = bench["s", b]
     print(f"  {b:<5} median {half['latency_ratio'] / yolov5n['latency_ratio']:.3f}, "
           f"fastest {half['min_ratio'] / yolov5n['min_ratio']:.3f}")
 PY
