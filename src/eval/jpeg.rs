@@ -495,9 +495,8 @@ impl Decoder {
         let header_end = data_start + s.len();
         let mut br = BitReader::new(d, header_end);
         self.eobrun = 0;
-        // which blocks: one component => its real block grid, one block per unit; several =>
-        // MCUs, each component's h x v blocks per unit
-        // blocks per row of a single-component scan
+        // units: one component => its real block grid, one block per unit, `scan_row` blocks
+        // per row; several => MCUs, each component's h x v blocks per unit
         let scan_row = frame.comps[sel[0].0].width.div_ceil(8);
         let n_units = if ns == 1 {
             scan_row * frame.comps[sel[0].0].height.div_ceil(8)
