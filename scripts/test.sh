@@ -6,4 +6,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-venv.sh
 export SHEARS_FIXTURES="${SHEARS_FIXTURES:-$PWD/../shared/fixtures}"
-cargo test --all-targets "$@"
+cargo test --release --all-targets "$@"
