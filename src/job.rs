@@ -11,9 +11,11 @@ use serde::Serialize;
 
 use crate::analysis::{Sparsity, model_stats};
 use crate::backend::{self, BackendSpec, bench::random_input};
-use crate::onnx::proto::ModelProto;
+use crate::calib::{CALIBRATION_KEY, CalibrationSet, Calibrator};
+use crate::onnx::proto::{ModelProto, StringStringEntryProto};
 use crate::onnx::{self, Model, SaveOptions};
-use crate::passes::{PassConfig, PassReport, PruneChannels, record_provenance};
+use crate::passes::{Calibration, PassConfig, PassReport, PruneChannels, record_provenance};
+use crate::progress::Progress;
 
 /// Counts that describe a model before or after pruning.
 #[derive(Debug, Clone, Serialize)]
@@ -49,6 +51,8 @@ pub struct JobOptions {
     pub measure_zstd: bool,
     /// Run on the result before anything is written.
     pub check: Option<Check>,
+    /// The images passes that recover accuracy calibrate on.
+    pub calibration: Option<CalibrationSet>,
 }
 
 /// A check of a job's result against its input, run after the passes and before the output is
@@ -96,12 +100,14 @@ fn footprint(
 }
 
 /// Runs `passes` on `model` and writes the result to `output` atomically, recording the passes
-/// in the output's metadata. The caller has checked that `output` is not the input.
+/// (and the calibration set, when one was used) in the output's metadata. The caller has checked
+/// that `output` is not the input. Calibration reports its progress to `progress`.
 pub fn prune_to_file(
     mut model: Model,
     passes: &[PassConfig],
     output: &Path,
     options: &JobOptions,
+    progress: &dyn Progress,
 ) -> Result<JobReport> {
     for pass in passes {
         pass.validate()
@@ -118,10 +124,21 @@ pub fn prune_to_file(
         .transpose()?;
     let before = footprint(&model.proto, model.total_size(), input_zstd)?;
     let input = options.check.as_ref().map(|_| model.proto.clone());
+    let calibrated = passes.iter().any(PassConfig::needs_calibration);
+    let mut calibrator = match (&options.calibration, calibrated) {
+        (Some(set), true) => Some(Calibrator::new(set.clone(), BackendSpec::default(), progress)),
+        _ => None,
+    };
     let reports = passes
         .iter()
-        .map(|p| p.run(&mut model.proto))
+        .map(|p| {
+            let calib = calibrator.as_mut().map(|c| c as &mut dyn Calibration);
+            p.run(&mut model.proto, calib)
+        })
         .collect::<Result<Vec<_>>>()?;
+    if let Some(calibrator) = &calibrator {
+        set_metadata(&mut model.proto, CALIBRATION_KEY, &calibrator.set().record().to_string());
+    }
     let check = match (&options.check, &input) {
         (Some(check), Some(input)) => Some(
             (check.0)(input, &model.proto)
@@ -248,6 +265,17 @@ pub fn masked_check(pass: PruneChannels, emit_masked: Option<PathBuf>, verify: b
             diff.max_abs
         ))
     })
+}
+
+/// Sets metadata entry `key` to `value`, replacing an earlier one.
+fn set_metadata(model: &mut ModelProto, key: &str, value: &str) {
+    match model.metadata_props.iter_mut().find(|p| p.key() == key) {
+        Some(p) => p.value = Some(value.to_string()),
+        None => model.metadata_props.push(StringStringEntryProto {
+            key: Some(key.to_string()),
+            value: Some(value.to_string()),
+        }),
+    }
 }
 
 /// Size of `data` compressed with zstd at level 3.

@@ -6,6 +6,7 @@
 
 pub mod analysis;
 pub mod backend;
+pub mod calib;
 pub mod cli;
 pub mod eval;
 pub mod graph;

@@ -10,8 +10,10 @@ use super::common::{ensure_lossless_rewrite, grouped, load_model};
 use super::ui::Ui;
 use crate::job::{Footprint, JobOptions, JobReport, masked_check, prune_to_file};
 use crate::onnx::{SaveOptions, ensure_distinct_output};
+use crate::calib::{CalibrationSet, CalibrationSpec};
 use crate::passes::{
-    Importance, PassConfig, PruneChannels, PruneMagnitude, PruneNM, Scope, StoreSparse,
+    CalibOrder, Importance, PassConfig, PruneChannels, PruneMagnitude, PruneNM, Recover, Scope,
+    StoreSparse,
 };
 
 /// Prune the convolution weights of a model and write a new model.
@@ -79,6 +81,23 @@ pub struct Args {
     /// Rewrite a model even if it holds fields this version of shears does not know (they are lost).
     #[arg(long)]
     pub force: bool,
+    /// How the remaining weights compensate: `stats` corrects each pruned layer's output mean
+    /// and spread, `obs` re-solves the layers (both need --calib).
+    #[arg(long, value_enum, default_value_t = Recover::None)]
+    pub recover: Recover,
+    /// Calibration images: a dataset YAML (its train images, else val) or a folder of images.
+    /// Never the images you report accuracy on.
+    #[arg(long, value_name = "DATA")]
+    pub calib: Option<PathBuf>,
+    /// Replaces the calibration YAML's `path:`.
+    #[arg(long, value_name = "DIR", requires = "calib")]
+    pub calib_root: Option<PathBuf>,
+    /// How many calibration images, drawn with a fixed seed.
+    #[arg(long, value_name = "N", default_value_t = crate::calib::DEFAULT_IMAGES)]
+    pub calib_images: usize,
+    /// Which inputs `--recover obs` solves each layer from.
+    #[arg(long, value_enum)]
+    pub calib_order: Option<CalibOrder>,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -118,6 +137,8 @@ impl Args {
                     m,
                     include: include.clone(),
                     exclude: exclude.clone(),
+                    recover: self.recover,
+                    order: self.calib_order,
                 })
             }
             (None, Some(amount)) => PassConfig::PruneMagnitude(PruneMagnitude {
@@ -125,6 +146,8 @@ impl Args {
                 scope: self.scope,
                 include: include.clone(),
                 exclude: exclude.clone(),
+                recover: self.recover,
+                order: self.calib_order,
             }),
             (None, None) => bail!("give --amount or --pattern"),
         }];
@@ -133,6 +156,13 @@ impl Args {
         }
         for pass in &passes {
             pass.validate()?;
+        }
+        let calibrated = passes.iter().any(PassConfig::needs_calibration);
+        if calibrated && self.calib.is_none() {
+            bail!("--recover {:?} needs calibration images: give --calib DATA", self.recover);
+        }
+        if !calibrated && self.calib.is_some() {
+            bail!("--calib is only used with --recover stats or obs");
         }
         Ok(passes)
     }
@@ -156,7 +186,19 @@ pub fn run(args: &Args, ui: &Ui) -> Result<ExitCode> {
     let model = load_model(&args.model, ui)?;
     ensure_lossless_rewrite(&model, args.force, ui)?;
     ensure_distinct_output(&args.model, &args.output)?;
+    let calibration = args
+        .calib
+        .as_ref()
+        .map(|data| {
+            CalibrationSet::resolve(&CalibrationSpec {
+                data: data.clone(),
+                data_root: args.calib_root.clone(),
+                images: args.calib_images,
+            })
+        })
+        .transpose()?;
     let options = JobOptions {
+        calibration,
         save: SaveOptions {
             external_data: args.external_data.clone(),
         },
@@ -173,7 +215,7 @@ pub fn run(args: &Args, ui: &Ui) -> Result<ExitCode> {
         },
     };
     ui.progress().start("pruning", None);
-    let report = prune_to_file(model, &passes, &args.output, &options);
+    let report = prune_to_file(model, &passes, &args.output, &options, ui.progress());
     ui.progress().finish();
     let report = report?;
     if let Some(path) = &args.json {

@@ -1,19 +1,32 @@
 //! `shears val MODEL... --data DATA.yaml`: COCO validation like YOLOv5's val.py and pycocotools,
 //! side by side with deltas when several models are given.
 
+use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Result, bail};
+use rayon::prelude::*;
 use serde::Serialize;
 
 use super::common::{BackendArgs, load_model, write_json};
 use super::ui::Ui;
 use crate::backend::runnable_bytes;
+use crate::calib::{file_sha256, recorded_image_hashes};
+use crate::eval::dataset::Dataset;
 use crate::eval::coco::write_results;
 use crate::eval::nms::NmsConfig;
 use crate::eval::validate::{DataSource, ValReport, load_dataset, validate};
+
+/// The SHA-256 of every image file of `dataset`.
+fn dataset_hashes(dataset: &Dataset) -> Result<Vec<String>> {
+    dataset
+        .images
+        .par_iter()
+        .map(|image| file_sha256(&image.path))
+        .collect()
+}
 
 /// Validate models on a COCO-style dataset (val.py metrics and the 12 COCOeval stats).
 #[derive(Debug, clap::Args)]
@@ -122,10 +135,31 @@ pub fn run(args: &Args, ui: &Ui) -> Result<ExitCode> {
         ui.info("no COCO annotation file (--gt): COCOeval stats are skipped");
     }
     let mut reports = Vec::new();
+    let mut image_hashes = None;
     for path in &args.models {
         let model = load_model(path, ui)?;
+        let overlap = match recorded_image_hashes(&model.proto) {
+            Some(calibrated) => {
+                let hashes = match &image_hashes {
+                    Some(h) => h,
+                    None => image_hashes.insert(dataset_hashes(&dataset)?),
+                };
+                let calibrated: HashSet<String> = calibrated.into_iter().collect();
+                let shared = hashes.iter().filter(|h| calibrated.contains(*h)).count();
+                if shared > 0 {
+                    ui.warn(format_args!(
+                        "{}: {shared} of the {} validation images were used to calibrate this model; \
+                         its accuracy here is not a fair measure",
+                        path.display(),
+                        hashes.len()
+                    ));
+                }
+                Some(shared)
+            }
+            None => None,
+        };
         let bytes = runnable_bytes(&model, spec.engine())?;
-        let (report, results) = validate(
+        let (mut report, results) = validate(
             &stem(path),
             &bytes,
             &spec,
@@ -134,6 +168,7 @@ pub fn run(args: &Args, ui: &Ui) -> Result<ExitCode> {
             &args.nms(),
             ui.progress(),
         )?;
+        report.calibration_overlap = overlap;
         for skipped in &report.skipped {
             ui.warn(format_args!("skipped {skipped}"));
         }

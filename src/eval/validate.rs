@@ -45,6 +45,9 @@ pub struct ValReport {
     pub speed_ms: Speed,
     /// Images that could not be decoded at validation time (reported, not counted).
     pub skipped: Vec<String>,
+    /// How many of the validated images the model records as its calibration images.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub calibration_overlap: Option<usize>,
 }
 
 /// Runs `model_bytes` (see [`backend::runnable_bytes`]) over `dataset`. `gt` is a COCO
@@ -152,6 +155,7 @@ pub fn validate(
             nms: per_image(nms_ms),
         },
         skipped,
+        calibration_overlap: None,
     };
     Ok((report, results))
 }

@@ -5,16 +5,24 @@
 //! pipeline files deserialize it (unknown keys are errors), and outputs record it in their
 //! metadata (`shears.passes`).
 
+mod calibration;
+mod correct_statistics;
 mod densify_sparse;
+pub mod obs;
 mod prune_channels;
 mod prune_magnitude;
 mod prune_n_m;
+mod prune_obs;
 mod selection;
 mod store_sparse;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
+pub use calibration::{
+    CalibOrder, Calibration, ConvSite, InputStats, OutputStats, Recover, conv_sites,
+};
+pub use correct_statistics::correct_statistics;
 pub use densify_sparse::densify_sparse;
 pub use prune_channels::{Importance, PruneChannels};
 pub use prune_magnitude::{PruneMagnitude, Scope};
@@ -75,15 +83,36 @@ impl PassConfig {
         }
     }
 
-    /// Runs the pass on `model`.
-    pub fn run(&self, model: &mut ModelProto) -> Result<PassReport> {
+    /// Whether the pass needs calibration statistics to run.
+    pub fn needs_calibration(&self) -> bool {
+        match self {
+            PassConfig::PruneMagnitude(p) => !p.recover.is_none(),
+            PassConfig::PruneNM(p) => !p.recover.is_none(),
+            PassConfig::StoreSparse(_) | PassConfig::PruneChannels(_) => false,
+        }
+    }
+
+    /// Runs the pass on `model`; `calib` provides the statistics of passes that
+    /// [`PassConfig::needs_calibration`].
+    pub fn run(
+        &self,
+        model: &mut ModelProto,
+        calib: Option<&mut dyn Calibration>,
+    ) -> Result<PassReport> {
         self.validate()?;
-        let graph = model.graph.as_mut().context("the model has no graph")?;
+        let calib = match (self.needs_calibration(), calib) {
+            (true, None) => bail!(
+                "pass {} recovers accuracy from calibration images: give them (--calib DATA, or a \
+                 pipeline's `calibration:` block)",
+                self.name()
+            ),
+            (_, calib) => calib,
+        };
         let summary = match self {
-            PassConfig::PruneMagnitude(p) => p.run(graph),
-            PassConfig::PruneNM(p) => p.run(graph),
-            PassConfig::StoreSparse(p) => p.run(graph),
-            PassConfig::PruneChannels(p) => p.run(graph),
+            PassConfig::PruneMagnitude(p) => p.run_model(model, calib),
+            PassConfig::PruneNM(p) => p.run_model(model, calib),
+            PassConfig::StoreSparse(p) => p.run(graph_mut(model)?),
+            PassConfig::PruneChannels(p) => p.run(graph_mut(model)?),
         }
         .with_context(|| format!("pass {} failed", self.name()))?;
         Ok(PassReport {
@@ -91,6 +120,41 @@ impl PassConfig {
             summary,
         })
     }
+}
+
+fn graph_mut(model: &mut ModelProto) -> Result<&mut crate::onnx::proto::GraphProto> {
+    model.graph.as_mut().context("the model has no graph")
+}
+
+/// Runs a pruning pass with its recovery: `plain` prunes (by magnitude), `obs` prunes by OBS;
+/// both report a line. Statistics correction follows either when `recover` asks for it.
+fn with_recovery(
+    model: &mut ModelProto,
+    recover: Recover,
+    filter: &LayerFilter,
+    calib: Option<&mut dyn Calibration>,
+    plain: impl FnOnce(&mut crate::onnx::proto::GraphProto) -> Result<String>,
+    obs: impl FnOnce(&mut ModelProto, &mut dyn Calibration) -> Result<String>,
+) -> Result<String> {
+    let Some(calib) = calib.filter(|_| !recover.is_none()) else {
+        return plain(graph_mut(model)?);
+    };
+    let dense = model.clone();
+    let mut summary = match recover {
+        Recover::Obs => obs(model, calib)?,
+        _ => plain(graph_mut(model)?)?,
+    };
+    if std::env::var_os("SHEARS_EXP_NOSTATS").is_some() {
+        return Ok(summary);
+    }
+    let names: Vec<String> = selection::selected_weights(graph_mut(model)?, filter)?
+        .into_iter()
+        .filter(|w| w.layer.group == 1 && w.layer.bias.is_some())
+        .map(|w| w.layer.name)
+        .collect();
+    summary += "; ";
+    summary += &correct_statistics(model, &dense, &names, calib)?;
+    Ok(summary)
 }
 
 /// The metadata key under which outputs list the passes applied to them (a JSON array).

@@ -19,7 +19,10 @@ use super::selection::{
     LayerFilter, SelectedWeight, read_values, rewrite_weights, round_half_even, selected_weights,
     zero_like,
 };
-use crate::onnx::proto::GraphProto;
+use super::calibration::{CalibOrder, Calibration, Recover};
+use super::prune_obs::{Target, prune_with_obs};
+use super::with_recovery;
+use crate::onnx::proto::{GraphProto, ModelProto};
 
 /// Options of `prune_magnitude`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -35,6 +38,12 @@ pub struct PruneMagnitude {
     /// Never layers whose node name matches one of these regular expressions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exclude: Vec<String>,
+    /// How the remaining weights compensate (`stats` and `obs` need calibration images).
+    #[serde(default, skip_serializing_if = "Recover::is_none")]
+    pub recover: Recover,
+    /// Which inputs `recover: obs` solves each layer from (default: [`CalibOrder::default`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order: Option<CalibOrder>,
 }
 
 /// Where the fraction applies.
@@ -56,6 +65,28 @@ impl PruneMagnitude {
         LayerFilter::new(&self.include, &self.exclude).map(drop)
     }
 
+    /// Runs the pass with its recovery; `calib` is needed unless `recover` is `none`.
+    pub fn run_model(
+        &self,
+        model: &mut ModelProto,
+        calib: Option<&mut dyn Calibration>,
+    ) -> Result<String> {
+        let filter = LayerFilter::new(&self.include, &self.exclude)?;
+        let target = match self.scope {
+            Scope::Layer => Target::Layer(self.amount),
+            Scope::Global => Target::Global(self.amount),
+        };
+        with_recovery(
+            model,
+            self.recover,
+            &filter,
+            calib,
+            |graph| self.run(graph),
+            |model, calib| prune_with_obs(model, &filter, target, self.order.unwrap_or_default(), calib),
+        )
+    }
+
+    /// Prunes by magnitude, with no recovery.
     pub fn run(&self, graph: &mut GraphProto) -> Result<String> {
         let filter = LayerFilter::new(&self.include, &self.exclude)?;
         let weights = selected_weights(graph, &filter)?;
@@ -304,6 +335,8 @@ mod tests {
                 scope,
                 include: vec![],
                 exclude: vec![],
+                recover: Recover::None,
+                order: None,
             };
             pass.run(&mut pruned).unwrap();
             let got: Vec<Vec<f32>> = weights

@@ -2,14 +2,18 @@
 //!
 //! Before: dense Conv weights `[out, in / group, k...]`. After: in every run of M consecutive
 //! weights along the input-channel axis (fixed output channel and kernel position), only the N of
-//! largest |w| stay; the others become 0 (ties: the lower input channel stays). The input-channel
-//! count of every selected layer must be a multiple of M. Biases are untouched.
+//! largest |w| stay; the others become 0 (ties: the lower input channel stays). Selected layers
+//! whose input-channel count is not a multiple of M (a 3-channel stem) stay dense and are named
+//! in the report. Biases are untouched.
 
 use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 
 use super::selection::{LayerFilter, rewrite_weights, selected_weights, zero_like};
-use crate::onnx::proto::GraphProto;
+use super::calibration::{CalibOrder, Calibration, Recover};
+use super::prune_obs::{Target, prune_with_obs};
+use super::with_recovery;
+use crate::onnx::proto::{GraphProto, ModelProto};
 
 /// Options of `prune_n_m`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -23,6 +27,12 @@ pub struct PruneNM {
     pub include: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exclude: Vec<String>,
+    /// How the remaining weights compensate (`stats` and `obs` need calibration images).
+    #[serde(default, skip_serializing_if = "Recover::is_none")]
+    pub recover: Recover,
+    /// Which inputs `recover: obs` solves each layer from (default: [`CalibOrder::default`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order: Option<CalibOrder>,
 }
 
 impl PruneNM {
@@ -48,21 +58,41 @@ impl PruneNM {
         LayerFilter::new(&self.include, &self.exclude).map(drop)
     }
 
+    /// Runs the pass with its recovery; `calib` is needed unless `recover` is `none`.
+    pub fn run_model(
+        &self,
+        model: &mut ModelProto,
+        calib: Option<&mut dyn Calibration>,
+    ) -> Result<String> {
+        let filter = LayerFilter::new(&self.include, &self.exclude)?;
+        let target = Target::Pattern {
+            n: self.n,
+            m: self.m,
+        };
+        let order = self.order.unwrap_or_default();
+        with_recovery(
+            model,
+            self.recover,
+            &filter,
+            calib,
+            |graph| self.run(graph),
+            |model, calib| prune_with_obs(model, &filter, target, order, calib),
+        )
+    }
+
+    /// Prunes by magnitude, with no recovery.
     pub fn run(&self, graph: &mut GraphProto) -> Result<String> {
         let filter = LayerFilter::new(&self.include, &self.exclude)?;
-        let weights = selected_weights(graph, &filter)?;
-        for w in &weights {
-            let inputs = w.dims.get(1).copied().unwrap_or(0);
-            if !(inputs as usize).is_multiple_of(self.m) {
-                bail!(
-                    "{:?}: {} input channels are not a multiple of M = {} (pattern {}:{}); exclude the layer with --exclude",
-                    w.layer.name,
-                    inputs,
-                    self.m,
-                    self.n,
-                    self.m
-                );
-            }
+        let (weights, skipped): (Vec<_>, Vec<_>) = selected_weights(graph, &filter)?
+            .into_iter()
+            .partition(|w| (w.dims.get(1).copied().unwrap_or(0) as usize).is_multiple_of(self.m));
+        if weights.is_empty() {
+            bail!(
+                "no selected layer has a multiple of M = {} input channels (pattern {}:{})",
+                self.m,
+                self.n,
+                self.m
+            );
         }
         let zeroed = rewrite_weights(graph, &weights, |_, w, values| {
             let inputs = w.dims[1] as usize;
@@ -70,12 +100,20 @@ impl PruneNM {
             prune_groups(values, inputs, inner, self.n, self.m)
         })?;
         let total: usize = weights.iter().map(|w| w.numel).sum();
-        Ok(format!(
+        let mut summary = format!(
             "zeroed {zeroed} of {total} weights in {} conv layers ({}:{} pattern)",
             weights.len(),
             self.n,
             self.m
-        ))
+        );
+        if !skipped.is_empty() {
+            let names: Vec<String> = skipped
+                .iter()
+                .map(|w| format!("{} ({} input channels)", w.layer.name, w.dims[1]))
+                .collect();
+            summary += &format!("; left dense: {}", names.join(", "));
+        }
+        Ok(summary)
     }
 }
 

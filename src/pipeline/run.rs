@@ -14,7 +14,9 @@ use crate::backend::{BackendSpec, runnable_bytes};
 use crate::eval::dataset::Dataset;
 use crate::eval::nms::NmsConfig;
 use crate::eval::validate::{DataSource, ValReport, load_dataset, validate};
+use crate::calib::CalibrationSet;
 use crate::job::{JobOptions, JobReport, prune_to_file};
+use crate::passes::PassConfig;
 use crate::onnx::{self, Model, ensure_distinct_output};
 use crate::progress::{Progress, Silent};
 use crate::synth::{SynthSpec, Variant};
@@ -249,8 +251,21 @@ pub fn run_pipeline(
     let planned = plan(spec, base)?;
     let validator = Validator::prepare(spec.validate.as_ref(), base, jobs, progress)
         .with_context(|| format!("{}", spec_path.display()))?;
+    let calibration = match &spec.calibration {
+        Some(block) if spec.passes.iter().any(PassConfig::needs_calibration) => Some(
+            CalibrationSet::resolve(&block.resolve(base)?)
+                .with_context(|| format!("{}: calibration", spec_path.display()))?,
+        ),
+        Some(_) => None,
+        None if spec.passes.iter().any(PassConfig::needs_calibration) => bail!(
+            "{}: a pass recovers accuracy from calibration images; add a `calibration:` block",
+            spec_path.display()
+        ),
+        None => None,
+    };
     let options = JobOptions {
         measure_zstd: true,
+        calibration,
         ..Default::default()
     };
     let pool = rayon::ThreadPoolBuilder::new()
@@ -307,12 +322,12 @@ fn run_one(
     }
     let Some(validator) = validator else {
         return Ok(Outcome::Ok {
-            report: prune_to_file(model, &spec.passes, output, options)?,
+            report: prune_to_file(model, &spec.passes, output, options, &crate::progress::Silent)?,
             validation: None,
         });
     };
     let dense = validator.run(&input.stem(), &model)?;
-    let report = prune_to_file(model, &spec.passes, output, options)?;
+    let report = prune_to_file(model, &spec.passes, output, options, &crate::progress::Silent)?;
     let pruned_name = output
         .file_stem()
         .map_or_else(|| "pruned".into(), |s| s.to_string_lossy().into_owned());

@@ -14,6 +14,9 @@
 //!   iou: 0.65
 //!   metric: coco_ap            # coco_ap | map50_95 (default) | map50
 //!   max_map_drop: 0.02         # exit code 1 when the drop is larger
+//! calibration:                 # needed by passes with `recover: stats | obs`
+//!   data: ../datasets/calib.yaml   # its train images (else val), or a folder of images
+//!   images: 128
 //! ```
 
 use std::fmt;
@@ -42,6 +45,38 @@ pub struct PipelineSpec {
     /// Validate the dense input and the pruned output, and gate on the accuracy drop.
     #[serde(default)]
     pub validate: Option<ValidateSpec>,
+    /// Calibration images of passes with `recover: stats` or `recover: obs`.
+    #[serde(default)]
+    pub calibration: Option<CalibrationBlock>,
+}
+
+/// The `calibration:` block: paths relative to the pipeline file, `${VAR}` expanded.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CalibrationBlock {
+    /// A dataset YAML (its `train` images, else `val`) or a folder of images.
+    pub data: String,
+    /// Replaces the YAML's `path:`.
+    #[serde(default)]
+    pub data_root: Option<String>,
+    /// How many images, drawn with a fixed seed.
+    #[serde(default = "default_calibration_images")]
+    pub images: usize,
+}
+
+fn default_calibration_images() -> usize {
+    crate::calib::DEFAULT_IMAGES
+}
+
+impl CalibrationBlock {
+    /// The block with its paths resolved against `base`.
+    pub fn resolve(&self, base: &Path) -> Result<crate::calib::CalibrationSpec> {
+        Ok(crate::calib::CalibrationSpec {
+            data: resolve(base, &self.data)?,
+            data_root: self.data_root.as_deref().map(|r| resolve(base, r)).transpose()?,
+            images: self.images,
+        })
+    }
 }
 
 /// Where a model comes from.

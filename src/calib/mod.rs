@@ -1,0 +1,378 @@
+//! Calibration: runs a backend on a fixed set of images, with exactly the validation
+//! pre-processing, and collects the statistics recovering passes need
+//! ([`crate::passes::Calibration`]).
+//!
+//! The images come from a dataset YAML (its `train` split, else `val`) or a folder; `count` of
+//! them are drawn with a fixed seed. Each set is identified by the SHA-256 of its files' bytes,
+//! recorded in the outputs ([`CALIBRATION_KEY`]) so that `shears val` can warn when it
+//! validates on images a model was calibrated on.
+//!
+//! Statistics are gathered from a copy of the model whose graph outputs are the tensors wanted
+//! (Conv inputs or outputs), so the backend computes only what leads to them.
+
+mod columns;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use faer::Mat;
+use ndarray::{Array4, ArrayD};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+pub use columns::{columns, sampled_positions};
+
+use crate::backend::{self, BackendSpec};
+use crate::eval::dataset::{DataConfig, Split, list_images};
+use crate::eval::preprocess::preprocess_file;
+use crate::onnx::proto::{ModelProto, TypeProto, ValueInfoProto, type_proto};
+use crate::passes::{Calibration, ConvSite, InputStats, OutputStats};
+use crate::progress::Progress;
+
+/// The metadata key under which outputs record their calibration set (a JSON object).
+pub const CALIBRATION_KEY: &str = "shears.calibration";
+
+/// Default number of calibration images.
+pub const DEFAULT_IMAGES: usize = 128;
+
+/// Default number of output positions per image whose columns a Conv's statistics sum.
+pub const DEFAULT_POSITIONS: usize = 4096;
+
+/// Where calibration images come from and how many to use (the pipeline's `calibration:` block).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CalibrationSpec {
+    /// A dataset YAML (its `train` images, else `val`) or a folder of images.
+    pub data: PathBuf,
+    /// Replaces the YAML's `path:`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_root: Option<PathBuf>,
+    /// How many images, drawn with a fixed seed (all when there are fewer).
+    #[serde(default = "default_images")]
+    pub images: usize,
+}
+
+fn default_images() -> usize {
+    DEFAULT_IMAGES
+}
+
+/// The chosen images and their identity.
+#[derive(Debug, Clone)]
+pub struct CalibrationSet {
+    pub source: PathBuf,
+    pub images: Vec<PathBuf>,
+    /// SHA-256 of each image file, hex, in the order of `images`.
+    pub image_sha256: Vec<String>,
+}
+
+impl CalibrationSet {
+    /// Lists the images of `spec` and draws `spec.images` of them (seed 0), in path order.
+    pub fn resolve(spec: &CalibrationSpec) -> Result<Self> {
+        if spec.images == 0 {
+            bail!("calibration needs at least one image (images: 0)");
+        }
+        let data = &spec.data;
+        let mut images = if data.is_dir() {
+            list_images(std::slice::from_ref(data))?
+        } else {
+            let config = DataConfig::load(data, spec.data_root.as_deref())?;
+            let split = if config.train.is_empty() { Split::Val } else { Split::Train };
+            list_images(config.split(split)?)
+                .with_context(|| format!("calibration images of {}", data.display()))?
+        };
+        if images.len() > spec.images {
+            images.shuffle(&mut ChaCha8Rng::seed_from_u64(0));
+            images.truncate(spec.images);
+            images.sort();
+        }
+        let image_sha256 = images
+            .par_iter()
+            .map(|p| file_sha256(p))
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            source: data.clone(),
+            images,
+            image_sha256,
+        })
+    }
+
+    /// SHA-256 over the sorted image hashes: one name for the whole set.
+    pub fn set_sha256(&self) -> String {
+        let mut sorted = self.image_sha256.clone();
+        sorted.sort();
+        hex(&Sha256::digest(sorted.join("\n").as_bytes()))
+    }
+
+    /// What outputs record under [`CALIBRATION_KEY`].
+    pub fn record(&self) -> serde_json::Value {
+        serde_json::json!({
+            "source": self.source.display().to_string(),
+            "images": self.images.len(),
+            "sha256": self.set_sha256(),
+            "image_sha256": self.image_sha256,
+        })
+    }
+}
+
+/// The network inputs of the set's images letterboxed to `size`: validation's pre-processing.
+pub fn load_inputs(set: &CalibrationSet, size: u32) -> Result<Vec<Array4<f32>>> {
+    set.images
+        .par_iter()
+        .map(|p| preprocess_file(p, size).map(|pre| pre.tensor))
+        .collect()
+}
+
+/// The hex SHA-256 of a file's bytes.
+pub fn file_sha256(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(hex(&Sha256::digest(&bytes)))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The image hashes a model records under [`CALIBRATION_KEY`], if it records any.
+pub fn recorded_image_hashes(model: &ModelProto) -> Option<Vec<String>> {
+    let entry = model.metadata_props.iter().find(|p| p.key() == CALIBRATION_KEY)?;
+    let value: serde_json::Value = serde_json::from_str(entry.value()).ok()?;
+    let hashes = value.get("image_sha256")?.as_array()?;
+    Some(hashes.iter().filter_map(|h| h.as_str().map(String::from)).collect())
+}
+
+/// [`Calibration`] by running a backend on a [`CalibrationSet`].
+pub struct Calibrator<'p> {
+    set: CalibrationSet,
+    spec: BackendSpec,
+    positions: usize,
+    /// Pre-processed images, made on first use (they depend on the model's input size).
+    inputs: Vec<Array4<f32>>,
+    progress: &'p dyn Progress,
+}
+
+impl<'p> Calibrator<'p> {
+    pub fn new(set: CalibrationSet, spec: BackendSpec, progress: &'p dyn Progress) -> Self {
+        Self {
+            set,
+            spec,
+            positions: DEFAULT_POSITIONS,
+            inputs: Vec::new(),
+            progress,
+        }
+    }
+
+    /// Sums at most `positions` output positions per image and Conv.
+    pub fn with_positions(mut self, positions: usize) -> Self {
+        self.positions = positions.max(1);
+        self
+    }
+
+    pub fn set(&self) -> &CalibrationSet {
+        &self.set
+    }
+
+    /// A session of `model` whose outputs are `tensors`, and the pre-processed images.
+    fn open(
+        &mut self,
+        model: &ModelProto,
+        tensors: &[String],
+    ) -> Result<Box<dyn backend::Backend>> {
+        let probe = with_outputs(model, tensors)?;
+        let session = backend::open(
+            &self.spec,
+            &backend::encode_runnable(&probe, self.spec.engine())?,
+        )
+        .context("calibration: cannot run the model")?;
+        let [_, _, h, w] = session.input_shape();
+        if self.inputs.is_empty() {
+            if h != w {
+                bail!("calibration: the model's input {h}x{w} is not square");
+            }
+            self.inputs = load_inputs(&self.set, h as u32)?;
+        } else if self.inputs[0].shape()[2] != h {
+            bail!("calibration: models of different input sizes share one calibrator");
+        }
+        Ok(session)
+    }
+}
+
+impl Calibration for Calibrator<'_> {
+    fn input_stats(
+        &mut self,
+        model: &ModelProto,
+        reference: Option<&ModelProto>,
+        sites: &[ConvSite],
+    ) -> Result<Vec<InputStats>> {
+        let mut keys = Vec::new();
+        let mut key_of = Vec::with_capacity(sites.len());
+        let mut index: HashMap<_, usize> = HashMap::new();
+        for site in sites {
+            let next = keys.len();
+            let k = *index.entry(site.input_key()).or_insert(next);
+            if k == next {
+                keys.push(site.clone());
+            }
+            key_of.push(k);
+        }
+        let mut tensors: Vec<String> = Vec::new();
+        let tensor_of: Vec<usize> = keys
+            .iter()
+            .map(|s| match tensors.iter().position(|t| *t == s.input) {
+                Some(i) => i,
+                None => {
+                    tensors.push(s.input.clone());
+                    tensors.len() - 1
+                }
+            })
+            .collect();
+        let mut session = self.open(model, &tensors)?;
+        let mut reference = reference
+            .map(|r| self.open(r, &tensors))
+            .transpose()?;
+        let width = |s: &ConvSite| s.columns() + 1;
+        let mut grams: Vec<Mat<f64>> = keys.iter().map(|s| Mat::zeros(width(s), width(s))).collect();
+        let mut crosses: Option<Vec<Mat<f64>>> = reference
+            .as_ref()
+            .map(|_| keys.iter().map(|s| Mat::zeros(width(s), width(s))).collect());
+        let mut samples = vec![0u64; keys.len()];
+        self.progress.start("calibrating", Some(self.inputs.len() as u64));
+        for (image, input) in self.inputs.iter().enumerate() {
+            let current = session.run_all(input.view())?;
+            let dense = match &mut reference {
+                Some(r) => Some(r.run_all(input.view())?),
+                None => None,
+            };
+            let positions = self.positions;
+            let updates: Vec<(Mat<f64>, Option<Mat<f64>>, u64)> = keys
+                .par_iter()
+                .enumerate()
+                .map(|(k, site)| {
+                    let act = current[tensor_of[k]].view();
+                    let shape = act.shape();
+                    let seed = (image as u64) << 32 | k as u64;
+                    let at = sampled_positions(site, shape[2], shape[3], positions, seed);
+                    let x = columns(site, &act, &at)?;
+                    let mut gram = Mat::zeros(x.ncols(), x.ncols());
+                    columns::add_moments(&mut gram, &x, &x);
+                    let cross = match &dense {
+                        Some(d) => {
+                            let xr = columns(site, &d[tensor_of[k]].view(), &at)?;
+                            let mut g = Mat::zeros(x.ncols(), x.ncols());
+                            columns::add_moments(&mut g, &xr, &x);
+                            Some(g)
+                        }
+                        None => None,
+                    };
+                    Ok((gram, cross, at.len() as u64))
+                })
+                .collect::<Result<_>>()?;
+            for (k, (gram, cross, n)) in updates.into_iter().enumerate() {
+                grams[k] += gram;
+                if let (Some(all), Some(c)) = (&mut crosses, cross) {
+                    all[k] += c;
+                }
+                samples[k] += n;
+            }
+            self.progress.advance(1);
+        }
+        self.progress.finish();
+        Ok(key_of
+            .iter()
+            .map(|&k| InputStats {
+                gram: grams[k].clone(),
+                cross: crosses.as_ref().map(|all| all[k].clone()),
+                samples: samples[k],
+            })
+            .collect())
+    }
+
+    fn output_stats(&mut self, model: &ModelProto, sites: &[ConvSite]) -> Result<Vec<OutputStats>> {
+        let mut tensors: Vec<String> = sites.iter().map(|s| s.output.clone()).collect();
+        tensors.dedup();
+        if tensors.len() != sites.len() {
+            bail!("calibration: two sites name the same Conv output");
+        }
+        let mut session = self.open(model, &tensors)?;
+        let mut sums: Vec<(Vec<f64>, Vec<f64>, u64)> = sites
+            .iter()
+            .map(|s| (vec![0.0; s.out_channels], vec![0.0; s.out_channels], 0))
+            .collect();
+        for input in &self.inputs {
+            let outputs = session.run_all(input.view())?;
+            for ((sum, sum_sq, count), (out, site)) in sums.iter_mut().zip(outputs.iter().zip(sites)) {
+                accumulate_channels(out, site, sum, sum_sq, count)?;
+            }
+        }
+        Ok(sums
+            .into_iter()
+            .map(|(sum, sum_sq, count)| {
+                let n = count.max(1) as f64;
+                let mean: Vec<f64> = sum.iter().map(|s| s / n).collect();
+                let variance = sum_sq
+                    .iter()
+                    .zip(&mean)
+                    .map(|(sq, m)| (sq / n - m * m).max(0.0))
+                    .collect();
+                OutputStats { mean, variance }
+            })
+            .collect())
+    }
+
+    fn describe(&self) -> serde_json::Value {
+        self.set.record()
+    }
+}
+
+/// Adds each channel's values of `out` (`[1, C, H, W]`) to `sum` and their squares to `sum_sq`;
+/// `count` grows by the positions per channel.
+fn accumulate_channels(
+    out: &ArrayD<f32>,
+    site: &ConvSite,
+    sum: &mut [f64],
+    sum_sq: &mut [f64],
+    count: &mut u64,
+) -> Result<()> {
+    let shape = out.shape();
+    if shape.len() != 4 || shape[0] != 1 || shape[1] != sum.len() {
+        bail!("{}: output {:?} has shape {shape:?}", site.name, site.output);
+    }
+    let plane = shape[2] * shape[3];
+    let data = out.as_standard_layout();
+    let data = data.as_slice().expect("standard layout");
+    for (c, values) in data.chunks_exact(plane).enumerate() {
+        let (s, q) = values.iter().fold((0.0, 0.0), |(s, q), &v| {
+            let v = f64::from(v);
+            (s + v, q + v * v)
+        });
+        sum[c] += s;
+        sum_sq[c] += q;
+    }
+    *count += plane as u64;
+    Ok(())
+}
+
+/// A copy of `model` whose graph outputs are `tensors` (float32, shape left to the backend).
+fn with_outputs(model: &ModelProto, tensors: &[String]) -> Result<ModelProto> {
+    let mut probe = model.clone();
+    let graph = probe.graph.as_mut().context("the model has no graph")?;
+    graph.output = tensors
+        .iter()
+        .map(|name| ValueInfoProto {
+            name: Some(name.clone()),
+            r#type: Some(TypeProto {
+                value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                    elem_type: Some(1),
+                    shape: None,
+                })),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .collect();
+    Ok(probe)
+}

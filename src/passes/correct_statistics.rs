@@ -1,0 +1,79 @@
+//! `recover: stats`: map each pruned Conv's output channels back to the dense model's
+//! calibration mean and spread (the BatchNorm re-estimation of pruning without training, folded
+//! into the Conv).
+//!
+//! Before: a pruned model and the dense model it came from. After: for every named Conv and output
+//! channel `o`, with mean and variance `m_p, v_p` of the pruned model's output and `m_d, v_d` of
+//! the dense model's on the calibration images (over every position), the channel computes
+//! `a (y - m_p) + m_d` with `a = sqrt(v_d / v_p)`: weights scaled by `a` (zeros stay zeros),
+//! bias `a (b - m_p) + m_d`. A channel whose pruned output is constant keeps `a = 1` and only
+//! moves its mean. All layers are corrected from one run of each model.
+
+use anyhow::{Context, Result};
+
+use super::calibration::{Calibration, conv_sites};
+use crate::onnx::proto::{GraphProto, ModelProto};
+use crate::onnx::tensor;
+
+/// Variance below which a channel counts as constant (its spread is left alone).
+const CONSTANT: f64 = 1e-12;
+
+/// Corrects the Conv nodes named `names` in `model` toward `dense`'s output statistics. Each must
+/// have a bias initializer. Returns the report line.
+pub fn correct_statistics(
+    model: &mut ModelProto,
+    dense: &ModelProto,
+    names: &[String],
+    calib: &mut dyn Calibration,
+) -> Result<String> {
+    let sites = conv_sites(model, names)?;
+    let target = calib.output_stats(dense, &sites)?;
+    let current = calib.output_stats(model, &sites)?;
+    let graph = model.graph.as_mut().context("the model has no graph")?;
+    let mut channels = 0;
+    for ((site, want), have) in sites.iter().zip(&target).zip(&current) {
+        let node = graph
+            .node
+            .iter()
+            .find(|n| n.op_type() == "Conv" && n.name() == site.name)
+            .with_context(|| format!("no Conv node named {:?}", site.name))?;
+        let (weight, bias) = (node.input[1].clone(), node.input.get(2).cloned());
+        let bias = bias
+            .filter(|b| !b.is_empty())
+            .with_context(|| format!("{}: statistics correction needs a bias", site.name))?;
+        let scale: Vec<f64> = want
+            .variance
+            .iter()
+            .zip(&have.variance)
+            .map(|(&vd, &vp)| if vp > CONSTANT && std::env::var_os("SHEARS_EXP_MEANONLY").is_none() { (vd / vp).sqrt() } else { 1.0 })
+            .collect();
+        let per_row = site.columns();
+        update(graph, &weight, |values| {
+            for (row, a) in values.chunks_exact_mut(per_row).zip(&scale) {
+                row.iter_mut().for_each(|v| *v = (f64::from(*v) * a) as f32);
+            }
+        })?;
+        update(graph, &bias, |values| {
+            for (o, b) in values.iter_mut().enumerate() {
+                *b = (scale[o] * (f64::from(*b) - have.mean[o]) + want.mean[o]) as f32;
+            }
+        })?;
+        channels += scale.len();
+    }
+    Ok(format!(
+        "corrected the output mean and spread of {channels} channels in {} conv layers",
+        sites.len()
+    ))
+}
+
+/// Rewrites the values of initializer `name` in place, in its own element type.
+fn update(graph: &mut GraphProto, name: &str, edit: impl FnOnce(&mut [f32])) -> Result<()> {
+    let t = graph
+        .initializer
+        .iter_mut()
+        .find(|t| t.name() == name)
+        .with_context(|| format!("no initializer {name:?}"))?;
+    let mut values = tensor::to_f32(t)?;
+    edit(&mut values);
+    tensor::set_f32(t, values)
+}

@@ -1,0 +1,325 @@
+//! `recover: obs` for unstructured and N:M pruning: which weights go, and the new values of the
+//! rest, are chosen from calibration statistics by OBS ([`super::obs`]) instead of by magnitude.
+//!
+//! Before: dense Conv weights and biases. After: the same tensors with exactly the requested
+//! zeros (`round_half_even(amount x n)` per layer, or over all selected layers; N:M along input
+//! channels) and every kept weight and bias re-solved so that each layer's output on the
+//! calibration images changes as little as possible. A selected Conv without a bias gains one
+//! (initialised to zero), since the bias is re-solved with the weights.
+//!
+//! - Global scope spends the model-wide count where it costs least: each layer's relative output
+//!   error `|dW X|^2 / |W X|^2` is measured at 5% steps of sparsity, and the cheapest increments
+//!   (error added per weight removed) are taken until the count is met exactly.
+//! - `order: independent` solves every layer from the dense model's inputs. `order: sequential`
+//!   solves the layers in stages of graph order; each stage reads the inputs of the model pruned
+//!   so far and aims at the dense model's outputs: with `G = sum x_dense x_prunedT` and
+//!   `H = sum x_pruned x_prunedT`, the layer first becomes `W + W (G - H) (H + l I)^-1` (the
+//!   best weights for the pruned inputs, regularised toward `W` by the damping `l`) and is then
+//!   pruned by OBS on `H`.
+//! - N:M eliminates columns tap by tap, the M input channels of a group together; layers whose
+//!   input channels are not a multiple of M stay dense and are named. Grouped convolutions stay
+//!   dense and are named.
+
+use anyhow::{Context, Result};
+use faer::Mat;
+use rayon::prelude::*;
+
+use super::calibration::{Calibration, CalibOrder, ConvSite, InputStats, conv_sites};
+use super::obs::{
+    Rule, damped_inverse, least_squares_target, output_energy, output_error, sparsify,
+};
+use super::selection::{LayerFilter, round_half_even, selected_weights};
+use crate::onnx::proto::{GraphProto, ModelProto};
+use crate::onnx::tensor;
+
+/// Relative damping of the Gram matrices (of the mean diagonal), as SparseGPT uses.
+pub const DAMPING: f64 = 0.01;
+
+/// Number of stages of `order: sequential`.
+const STAGES: usize = 8;
+
+/// Sparsity levels at which global scope measures each layer's error.
+const LEVELS: usize = 20;
+
+/// What to remove.
+#[derive(Debug, Clone, Copy)]
+pub enum Target {
+    /// A fraction of each layer's weights.
+    Layer(f64),
+    /// A fraction of all selected weights together.
+    Global(f64),
+    /// N of every M weights along input channels.
+    Pattern { n: usize, m: usize },
+}
+
+/// One selected layer.
+struct Layer {
+    site: ConvSite,
+    weight: String,
+    bias: String,
+    rule: Rule,
+}
+
+/// Prunes the Conv layers `filter` selects to `target`, re-solving them from `calib`. Returns
+/// the pass's report line.
+pub fn prune_with_obs(
+    model: &mut ModelProto,
+    filter: &LayerFilter,
+    target: Target,
+    order: CalibOrder,
+    calib: &mut dyn Calibration,
+) -> Result<String> {
+    let graph = model.graph.as_mut().context("the model has no graph")?;
+    let selected = selected_weights(graph, filter)?;
+    let mut skipped = Vec::new();
+    let mut names = Vec::new();
+    for w in &selected {
+        let inputs = w.dims.get(1).copied().unwrap_or(0) as usize;
+        if w.layer.group != 1 {
+            skipped.push(format!("{} (grouped)", w.layer.name));
+        } else if let Target::Pattern { m, .. } = target
+            && !inputs.is_multiple_of(m)
+        {
+            skipped.push(format!("{} ({inputs} input channels)", w.layer.name));
+        } else {
+            names.push(w.layer.name.clone());
+        }
+    }
+    let mut biases = Vec::new();
+    for w in selected.iter().filter(|w| names.contains(&w.layer.name)) {
+        biases.push(ensure_bias(graph, w.layer.node, &w.layer.weight, w.dims[0])?);
+    }
+    let sites = conv_sites(model, &names)?;
+    let mut layers: Vec<Layer> = sites
+        .into_iter()
+        .zip(selected.iter().filter(|w| names.contains(&w.layer.name)))
+        .zip(biases)
+        .map(|((site, w), bias)| {
+            let rule = match target {
+                Target::Layer(amount) | Target::Global(amount) => {
+                    Rule::Count(round_half_even(amount * w.numel as f64) as usize)
+                }
+                Target::Pattern { n, m } => Rule::NM { n, m },
+            };
+            Layer {
+                site,
+                weight: w.layer.weight.clone(),
+                bias,
+                rule,
+            }
+        })
+        .collect();
+    let dense = model.clone();
+    if let Target::Global(amount) = target {
+        let stats = calib.input_stats(&dense, None, &sites_of(&layers))?;
+        let graph = dense.graph.as_ref().context("the model has no graph")?;
+        let counts = allocate(graph, &layers, &stats, amount)?;
+        if std::env::var_os("SHEARS_EXP_DEBUG").is_some() {
+            for (layer, count) in layers.iter().zip(&counts) {
+                eprintln!("{} {:.3}", layer.site.name, *count as f64 / (layer.site.out_channels * layer.site.columns()) as f64);
+            }
+        }
+        for (layer, count) in layers.iter_mut().zip(counts) {
+            layer.rule = Rule::Count(count);
+        }
+    }
+    let stages = match order {
+        CalibOrder::Independent => 1,
+        CalibOrder::Sequential => STAGES.min(layers.len()).max(1),
+    };
+    let per_stage = layers.len().div_ceil(stages).max(1);
+    for stage in layers.chunks(per_stage) {
+        let sites = sites_of(stage);
+        let stats = match order {
+            CalibOrder::Independent => calib.input_stats(&dense, None, &sites)?,
+            CalibOrder::Sequential => calib.input_stats(model, Some(&dense), &sites)?,
+        };
+        let graph = model.graph.as_mut().context("the model has no graph")?;
+        let solved = stage
+            .par_iter()
+            .zip(&stats)
+            .map(|(layer, stats)| solve(graph, layer, stats))
+            .collect::<Result<Vec<_>>>()?;
+        for (layer, w) in stage.iter().zip(solved) {
+            write_layer(graph, layer, &w)?;
+        }
+    }
+    let zeroed: usize = layers.iter().map(|l| rule_count(l)).sum();
+    let total: usize = layers.iter().map(|l| l.site.out_channels * l.site.columns()).sum();
+    let what = match target {
+        Target::Layer(a) => format!("layer scope, amount {a}"),
+        Target::Global(a) => format!("global scope, amount {a}"),
+        Target::Pattern { n, m } => format!("{n}:{m} pattern"),
+    };
+    let order = match order {
+        CalibOrder::Independent => "independent layers",
+        CalibOrder::Sequential => "sequential stages",
+    };
+    let mut summary = format!(
+        "zeroed {zeroed} of {total} weights in {} conv layers ({what}; OBS re-solved, {order})",
+        layers.len()
+    );
+    if !skipped.is_empty() {
+        summary += &format!("; left dense: {}", skipped.join(", "));
+    }
+    Ok(summary)
+}
+
+fn sites_of(layers: &[Layer]) -> Vec<ConvSite> {
+    layers.iter().map(|l| l.site.clone()).collect()
+}
+
+/// The zeros a layer's rule makes.
+fn rule_count(layer: &Layer) -> usize {
+    match layer.rule {
+        Rule::Count(k) => k,
+        Rule::NM { n, m } => layer.site.out_channels * layer.site.columns() / m * (m - n),
+    }
+}
+
+/// The order in which OBS eliminates a layer's columns: tap by tap, input channels in order
+/// within a tap, so that N:M groups of input channels are consecutive.
+fn tap_major_order(site: &ConvSite) -> Vec<usize> {
+    let taps = site.kernel[0] * site.kernel[1];
+    (0..taps)
+        .flat_map(|t| (0..site.in_channels).map(move |c| c * taps + t))
+        .collect()
+}
+
+/// The pruned and re-solved `[weight | bias]` of one layer.
+fn solve(graph: &GraphProto, layer: &Layer, stats: &InputStats) -> Result<Mat<f64>> {
+    let w = read_layer(graph, layer)?;
+    let h_inverse = damped_inverse(&stats.gram, DAMPING)
+        .with_context(|| format!("{}: calibration statistics", layer.site.name))?;
+    let start = match &stats.cross {
+        Some(cross) => {
+            let td: f64 = std::env::var("SHEARS_EXP_TD").ok().and_then(|v| v.parse().ok()).unwrap_or(DAMPING);
+            let t = least_squares_target(&w, cross, &stats.gram, &damped_inverse(&stats.gram, td)?);
+            if std::env::var_os("SHEARS_EXP_DEBUG").is_some() {
+                let d = &t - &w;
+                eprintln!("{}: |W*-W|/|W| {:.4} samples {}", layer.site.name, d.norm_l2() / w.norm_l2(), stats.samples);
+            }
+            t
+        }
+        None => w,
+    };
+    sparsify(&start, &h_inverse, layer.rule, &tap_major_order(&layer.site))
+        .with_context(|| format!("{}: OBS", layer.site.name))
+}
+
+/// Per-layer zero counts for `amount` of all weights: each layer's relative output error is
+/// measured at [`LEVELS`] sparsities, then increments are taken cheapest first (added error per
+/// weight removed) until exactly `round_half_even(amount x total)` weights go.
+fn allocate(
+    graph: &GraphProto,
+    layers: &[Layer],
+    stats: &[InputStats],
+    amount: f64,
+) -> Result<Vec<usize>> {
+    let sizes: Vec<usize> = layers
+        .iter()
+        .map(|l| l.site.out_channels * l.site.columns())
+        .collect();
+    let total: usize = sizes.iter().sum();
+    let goal = (round_half_even(amount * total as f64) as usize).min(total);
+    let curves: Vec<Vec<(usize, f64)>> = layers
+        .par_iter()
+        .zip(stats)
+        .zip(&sizes)
+        .map(|((layer, stats), &size)| {
+            let w = read_layer(graph, layer)?;
+            let h_inverse = damped_inverse(&stats.gram, DAMPING)?;
+            let energy = output_energy(&w, &stats.gram).max(f64::MIN_POSITIVE);
+            let order = tap_major_order(&layer.site);
+            let mut curve = vec![(0, 0.0)];
+            let mut worst: f64 = 0.0;
+            for level in 1..=LEVELS {
+                let count = size * level / LEVELS;
+                let pruned = if level == LEVELS {
+                    Mat::zeros(w.nrows(), w.ncols())
+                } else {
+                    sparsify(&w, &h_inverse, Rule::Count(count), &order)?
+                };
+                worst = worst.max(output_error(&w, &pruned, &stats.gram) / energy);
+                curve.push((count, worst));
+            }
+            Ok(curve)
+        })
+        .collect::<Result<_>>()?;
+    let mut step = vec![0usize; layers.len()];
+    let mut removed = 0;
+    let mut last = None;
+    while removed < goal {
+        let cheapest = (0..layers.len())
+            .filter(|&l| step[l] < LEVELS && std::env::var("SHEARS_EXP_CAP").ok().and_then(|v| v.parse::<f64>().ok()).is_none_or(|cap| (step[l] + 1) as f64 / LEVELS as f64 <= cap * amount + 1e-9))
+            .min_by(|&a, &b| {
+                let cost = |l: usize| {
+                    let ((c0, e0), (c1, e1)) = (curves[l][step[l]], curves[l][step[l] + 1]);
+                    (e1 - e0) / (c1 - c0).max(1) as f64
+                };
+                cost(a).total_cmp(&cost(b)).then(a.cmp(&b))
+            })
+            .context("no weights left to remove")?;
+        removed += curves[cheapest][step[cheapest] + 1].0 - curves[cheapest][step[cheapest]].0;
+        step[cheapest] += 1;
+        last = Some(cheapest);
+    }
+    let mut counts: Vec<usize> = (0..layers.len()).map(|l| curves[l][step[l]].0).collect();
+    if let Some(l) = last {
+        counts[l] -= removed - goal;
+    }
+    Ok(counts)
+}
+
+/// `[weight | bias]` of a layer as rows x (n + 1).
+fn read_layer(graph: &GraphProto, layer: &Layer) -> Result<Mat<f64>> {
+    let find = |name: &str| {
+        graph
+            .initializer
+            .iter()
+            .find(|t| t.name() == name)
+            .with_context(|| format!("{}: no initializer {name:?}", layer.site.name))
+    };
+    let weight = tensor::to_f32(find(&layer.weight)?)?;
+    let bias = tensor::to_f32(find(&layer.bias)?)?;
+    let n = layer.site.columns();
+    Ok(Mat::from_fn(layer.site.out_channels, n + 1, |r, j| {
+        f64::from(if j == n { bias[r] } else { weight[r * n + j] })
+    }))
+}
+
+/// Stores `[weight | bias]` back into the layer's initializers, in their own element types.
+fn write_layer(graph: &mut GraphProto, layer: &Layer, w: &Mat<f64>) -> Result<()> {
+    let n = layer.site.columns();
+    let rows = layer.site.out_channels;
+    let weight: Vec<f32> = (0..rows)
+        .flat_map(|r| (0..n).map(move |j| (r, j)))
+        .map(|(r, j)| w[(r, j)] as f32)
+        .collect();
+    let bias: Vec<f32> = (0..rows).map(|r| w[(r, n)] as f32).collect();
+    for (name, values) in [(&layer.weight, weight), (&layer.bias, bias)] {
+        let t = graph
+            .initializer
+            .iter_mut()
+            .find(|t| t.name() == name.as_str())
+            .with_context(|| format!("{}: no initializer {name:?}", layer.site.name))?;
+        tensor::set_f32(t, values)?;
+    }
+    Ok(())
+}
+
+/// The name of Conv node `node`'s bias initializer, adding a zero one (named after the weight)
+/// when it has none.
+fn ensure_bias(graph: &mut GraphProto, node: usize, weight: &str, rows: i64) -> Result<String> {
+    if let Some(bias) = graph.node[node].input.get(2).filter(|b| !b.is_empty()) {
+        return Ok(bias.clone());
+    }
+    let name = format!("{weight}.shears_bias");
+    graph
+        .initializer
+        .push(tensor::from_f32(&name, &[rows], &vec![0.0; rows as usize]));
+    let inputs = &mut graph.node[node].input;
+    inputs.resize(2, String::new());
+    inputs.push(name.clone());
+    Ok(name)
+}

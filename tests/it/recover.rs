@@ -1,0 +1,250 @@
+//! Accuracy recovery (`--recover stats | obs`): the OBS algebra against numpy's least squares,
+//! exact sparsity after re-solving, calibration pixels against val.py's, and the provenance that
+//! lets `val` warn about calibration images.
+
+use std::path::Path;
+
+use faer::Mat;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use shears::analysis::model_stats;
+use shears::calib::{CALIBRATION_KEY, CalibrationSet, CalibrationSpec, load_inputs};
+use shears::eval::preprocess::preprocess_file;
+use shears::onnx::{self, tensor};
+use shears::passes::obs::{StructuredLayer, damped_inverse};
+
+use crate::common::{fixture, oracle_python, run_python, scratch, shears, succeed};
+
+/// numpy: the least-squares re-fit of each row `w` of W on `X` without `removed` columns,
+/// i.e. argmin |X w' - X w| with w'[removed] = 0.
+const LSTSQ: &str = r#"
+import json, sys
+import numpy as np
+d = json.loads(open(sys.argv[1]).read())
+X = np.array(d["x"]); W = np.array(d["w"]); removed = d["removed"]
+keep = [j for j in range(X.shape[1]) if j not in removed]
+out = np.zeros_like(W)
+for r in range(W.shape[0]):
+    sol, *_ = np.linalg.lstsq(X[:, keep], X @ W[r], rcond=None)
+    out[r, keep] = sol
+print(json.dumps(out.tolist()))
+"#;
+
+#[test]
+fn obs_removal_equals_numpy_least_squares() {
+    let Some(python) = oracle_python() else {
+        return;
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let (samples, n, rows) = (300, 9, 4);
+    // Correlated inputs with a bias column of ones, as im2col columns are.
+    let x = Mat::from_fn(samples, n + 1, |_, j| {
+        if j == n { 1.0 } else { rng.random_range(-1.0..1.0) }
+    });
+    let x = Mat::from_fn(samples, n + 1, |s, j| {
+        if j == n { 1.0 } else { x[(s, j)] + 0.5 * x[(s, (j + 1) % n)] + 0.2 }
+    });
+    let w = Mat::from_fn(rows, n + 1, |_, _| rng.random_range(-1.0..1.0));
+    let gram = x.transpose() * &x;
+    let dir = scratch();
+    for removed in [vec![3], vec![1, 4, 7]] {
+        let mut layer = StructuredLayer {
+            w: w.clone(),
+            h_inverse: damped_inverse(&gram, 0.0).unwrap(),
+        };
+        layer.remove(&removed).unwrap();
+        let rows_of = |m: &Mat<f64>| -> Vec<Vec<f64>> {
+            (0..m.nrows()).map(|r| (0..m.ncols()).map(|j| m[(r, j)]).collect()).collect()
+        };
+        let input = dir.path().join("problem.json");
+        std::fs::write(
+            &input,
+            serde_json::json!({"x": rows_of(&x), "w": rows_of(&w), "removed": removed})
+                .to_string(),
+        )
+        .unwrap();
+        let want: Vec<Vec<f64>> =
+            serde_json::from_str(&run_python(&python, LSTSQ, &[input.to_str().unwrap()]))
+                .unwrap();
+        for r in 0..rows {
+            for j in 0..=n {
+                let (got, want) = (layer.w[(r, j)], want[r][j]);
+                assert!(
+                    (got - want).abs() < 1e-8,
+                    "removing {removed:?}: row {r} column {j}: {got} against numpy {want}"
+                );
+            }
+        }
+    }
+}
+
+/// A calibration YAML for `coco_extra_train` and the fixture root to read it with.
+fn extra_train() -> Option<(std::path::PathBuf, std::path::PathBuf)> {
+    let yaml = fixture("coco/coco_extra_train.yaml")?;
+    let root = fixture("coco/coco_extra_train")?;
+    Some((yaml, root))
+}
+
+fn prune_recovered(model: &Path, out: &Path, args: &[&str], images: &str) -> String {
+    let (yaml, root) = extra_train().expect("calibration fixture");
+    succeed(
+        shears()
+            .arg("prune")
+            .arg(model)
+            .arg("-o")
+            .arg(out)
+            .args(args)
+            .args(["--recover", "obs", "--calib-images", images, "--calib"])
+            .arg(&yaml)
+            .arg("--calib-root")
+            .arg(&root),
+    )
+}
+
+fn conv_zeros(path: &Path) -> (u64, u64) {
+    let model = onnx::load(path).unwrap();
+    let stats = model_stats(model.graph()).unwrap();
+    let zeros = stats.layers.iter().map(|l| l.weight_zeros).sum();
+    let numel = stats.layers.iter().map(|l| l.weight_numel).sum();
+    (zeros, numel)
+}
+
+#[test]
+fn recovered_global_pruning_zeroes_exactly_the_amount_and_records_its_calibration() {
+    let Some(dense) = fixture("models/yolov5n_op12.onnx") else {
+        return;
+    };
+    let dir = scratch();
+    let out = dir.path().join("obs30.onnx");
+    let stdout = prune_recovered(&dense, &out, &["--amount", "0.3", "--scope", "global"], "4");
+    assert!(stdout.contains("OBS re-solved"), "{stdout}");
+    let (zeros, numel) = conv_zeros(&out);
+    let (dense_zeros, _) = conv_zeros(&dense);
+    assert_eq!(dense_zeros, 0);
+    assert_eq!(zeros, (0.3 * numel as f64).round() as u64, "zeros of {numel}");
+    let model = onnx::load(&out).unwrap();
+    let record: serde_json::Value = serde_json::from_str(
+        model
+            .proto
+            .metadata_props
+            .iter()
+            .find(|p| p.key() == CALIBRATION_KEY)
+            .expect("calibration recorded")
+            .value(),
+    )
+    .unwrap();
+    assert_eq!(record["images"], 4);
+    assert_eq!(record["image_sha256"].as_array().unwrap().len(), 4);
+    // onnx's checker and onnxruntime accept it, and it still computes finite outputs.
+    let python = oracle_python().expect("oracle python");
+    let report: serde_json::Value = serde_json::from_str(&run_python(
+        &python,
+        include_str!("../oracles/check_and_compare.py"),
+        &[dense.to_str().unwrap(), out.to_str().unwrap()],
+    ))
+    .unwrap();
+    assert_eq!(report["finite"], serde_json::json!([true, true]));
+}
+
+#[test]
+fn recovered_two_of_four_holds_the_pattern_and_names_the_stem() {
+    let Some(dense) = fixture("models/yolov5n_op12.onnx") else {
+        return;
+    };
+    let dir = scratch();
+    let out = dir.path().join("obs24.onnx");
+    let stdout = prune_recovered(&dense, &out, &["--pattern", "2:4"], "2");
+    assert!(
+        stdout.contains("left dense: /model.0/conv/Conv (3 input channels)"),
+        "{stdout}"
+    );
+    let model = onnx::load(&out).unwrap();
+    let graph = model.graph();
+    let mut checked = 0;
+    for node in graph.node.iter().filter(|n| n.op_type() == "Conv") {
+        let w = graph.initializer.iter().find(|t| t.name() == node.input[1]).unwrap();
+        let [out_ch, in_ch, kh, kw] = w.dims[..] else { panic!() };
+        let (in_ch, taps) = (in_ch as usize, (kh * kw) as usize);
+        let values = tensor::to_f32(w).unwrap();
+        if in_ch % 4 != 0 {
+            assert!(values.iter().all(|v| *v != 0.0), "{} was pruned", node.name());
+            continue;
+        }
+        for o in 0..out_ch as usize {
+            for t in 0..taps {
+                for g in (0..in_ch).step_by(4) {
+                    let kept = (g..g + 4)
+                        .filter(|c| values[(o * in_ch + c) * taps + t] != 0.0)
+                        .count();
+                    assert!(kept <= 2, "{}: output {o}, tap {t}, channels {g}..", node.name());
+                }
+            }
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, 59);
+}
+
+#[test]
+fn a_zero_amount_leaves_the_outputs_unchanged() {
+    let Some(dense) = fixture("models/yolov5n_op12.onnx") else {
+        return;
+    };
+    let dir = scratch();
+    let out = dir.path().join("obs0.onnx");
+    prune_recovered(&dense, &out, &["--amount", "0"], "2");
+    let python = oracle_python().expect("oracle python");
+    let report: serde_json::Value = serde_json::from_str(&run_python(
+        &python,
+        include_str!("../oracles/check_and_compare.py"),
+        &[dense.to_str().unwrap(), out.to_str().unwrap()],
+    ))
+    .unwrap();
+    let diff = report["max_abs_diff"][1].as_f64().unwrap();
+    let scale = report["max_abs"].as_f64().unwrap();
+    assert!(diff <= 1e-4 * scale.max(1.0), "max |diff| {diff} on outputs up to {scale}");
+}
+
+/// Calibration reads images exactly as validation does: the same tensors as `val`'s
+/// pre-processing, and val.py's own network inputs (within one grey level where OpenCV resized).
+#[test]
+fn calibration_pixels_equal_the_validation_pixels() {
+    let (Some(oracles), Some(images)) = (
+        fixture("oracles/pipeline"),
+        fixture("coco/coco128/images/train2017"),
+    ) else {
+        return;
+    };
+    let dir = scratch();
+    let stems = ["000000000009", "000000000036", "000000000049"];
+    for stem in stems {
+        std::os::unix::fs::symlink(
+            images.join(format!("{stem}.jpg")),
+            dir.path().join(format!("{stem}.jpg")),
+        )
+        .unwrap();
+    }
+    let set = CalibrationSet::resolve(&CalibrationSpec {
+        data: dir.path().to_path_buf(),
+        data_root: None,
+        images: 8,
+    })
+    .unwrap();
+    assert_eq!(set.images.len(), 3);
+    let inputs = load_inputs(&set, 640).unwrap();
+    for ((path, input), stem) in set.images.iter().zip(&inputs).zip(stems) {
+        assert_eq!(input, &preprocess_file(path, 640).unwrap().tensor);
+        let want = image::open(oracles.join(format!("{stem}_input640.png")))
+            .unwrap()
+            .into_rgb8();
+        let worst = want
+            .enumerate_pixels()
+            .flat_map(|(x, y, px)| {
+                (0..3).map(move |c| {
+                    (input[[0, c, y as usize, x as usize]] - f32::from(px[c]) / 255.0).abs()
+                })
+            })
+            .fold(0.0f32, f32::max);
+        assert!(worst <= 1.0 / 255.0 + 1e-6, "{stem}: {worst}");
+    }
+}
