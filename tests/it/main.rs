@@ -9,5 +9,6 @@ mod onnx_io;
 mod pipeline;
 mod prune;
 mod prune_channels;
+mod readme;
 mod synth;
 mod val;
