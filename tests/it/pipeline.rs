@@ -271,7 +271,7 @@ fn a_validation_gate_fails_with_exit_code_1_when_the_drop_exceeds_the_budget() {
     );
 }
 
-/// Counts the steps a pipeline reports.
+/// The label, total and steps of the last phase a pipeline reports.
 #[derive(Default)]
 struct CountingProgress {
     label: std::sync::Mutex<String>,
@@ -284,6 +284,7 @@ impl shears::progress::Progress for CountingProgress {
         *self.label.lock().unwrap() = label.to_string();
         self.total
             .store(total.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
+        self.steps.store(0, std::sync::atomic::Ordering::Relaxed);
     }
     fn advance(&self, n: u64) {
         self.steps

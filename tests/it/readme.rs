@@ -40,10 +40,7 @@ fn every_marked_readme_example_runs_as_written() {
         let rest = line
             .strip_prefix("shears ")
             .unwrap_or_else(|| panic!("an example runs shears: {line}"));
-        let command = format!(
-            "'{binary}' {}",
-            rest.replace("../shared/fixtures", &root)
-        );
+        let command = format!("'{binary}' {}", rest.replace("../shared/fixtures", &root));
         let out = Command::new("sh")
             .arg("-c")
             .arg(&command)
