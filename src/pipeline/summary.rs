@@ -58,7 +58,7 @@ pub fn latency_ratio(dense_ms: &[f64], pruned_ms: &[f64]) -> Option<LatencyRatio
 /// Whether the pruned model kept less than half of the dense model's accuracy (or none that can
 /// be measured): flagged in the summary whether or not a gate is set.
 pub fn lost_over_half(dense: f64, pruned: f64) -> bool {
-    dense > 0.0 && !(pruned >= dense / 2.0)
+    dense > 0.0 && (pruned.is_nan() || pruned < dense / 2.0)
 }
 
 /// `x` as Python's `%.3g` writes it, the way val.py prints its metrics: three significant
