@@ -5,4 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-venv.sh
 export SHEARS_FIXTURES="${SHEARS_FIXTURES:-$PWD/../shared/fixtures}"
-cargo run --release --quiet -- run pipelines/demo.yaml "$@"
+# cargo prints each crate it compiles: a first build takes minutes (see README).
+cargo run --release -- run pipelines/demo.yaml "$@"

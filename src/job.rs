@@ -126,7 +126,11 @@ pub fn prune_to_file(
     let input = options.check.as_ref().map(|_| model.proto.clone());
     let calibrated = passes.iter().any(PassConfig::needs_calibration);
     let mut calibrator = match (&options.calibration, calibrated) {
-        (Some(set), true) => Some(Calibrator::new(set.clone(), BackendSpec::default(), progress)),
+        (Some(set), true) => Some(Calibrator::new(
+            set.clone(),
+            BackendSpec::default(),
+            progress,
+        )),
         _ => None,
     };
     let reports = passes
@@ -137,7 +141,11 @@ pub fn prune_to_file(
         })
         .collect::<Result<Vec<_>>>()?;
     if let Some(calibrator) = &calibrator {
-        set_metadata(&mut model.proto, CALIBRATION_KEY, &calibrator.set().record().to_string());
+        set_metadata(
+            &mut model.proto,
+            CALIBRATION_KEY,
+            &calibrator.set().record().to_string(),
+        );
     }
     let check = match (&options.check, &input) {
         (Some(check), Some(input)) => Some(

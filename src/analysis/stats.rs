@@ -10,6 +10,7 @@ use serde::Serialize;
 use super::convs::conv_layers;
 use crate::graph::{GraphView, infer_shapes};
 use crate::onnx::proto::GraphProto;
+use crate::onnx::proto::tensor_proto::DataType;
 use crate::onnx::tensor;
 
 /// Fractions of zeros.
@@ -45,7 +46,11 @@ impl LayerStats {
 #[derive(Debug, Clone, Serialize)]
 pub struct ModelStats {
     pub conv_layers: usize,
+    /// Conv weights and biases (what YOLOv5's model summary counts).
     pub params: u64,
+    /// Elements of every floating-point tensor the graph stores: initializers, sparse
+    /// initializers (dense size) and `Constant` values, whatever reads them.
+    pub float_tensor_params: u64,
     /// Sum over layers; layers with unknown output shape count 0 (see `macs_complete`).
     pub macs: u64,
     pub macs_complete: bool,
@@ -55,6 +60,56 @@ pub struct ModelStats {
 
 fn ratio(a: u64, b: u64) -> f64 {
     if b == 0 { 0.0 } else { a as f64 / b as f64 }
+}
+
+fn is_float(data_type: i32) -> bool {
+    matches!(
+        DataType::try_from(data_type),
+        Ok(DataType::Float | DataType::Float16 | DataType::Double | DataType::Bfloat16)
+    )
+}
+
+/// Elements of the floating-point tensors stored in `graph` (see [`ModelStats`]).
+fn float_tensor_params(graph: &GraphProto) -> Result<u64> {
+    let dense = graph
+        .initializer
+        .iter()
+        .chain(
+            graph
+                .node
+                .iter()
+                .filter(|n| n.op_type() == "Constant")
+                .flat_map(|n| {
+                    n.attribute
+                        .iter()
+                        .filter(|a| a.name() == "value")
+                        .filter_map(|a| a.t.as_ref())
+                }),
+        )
+        .filter(|t| is_float(t.data_type()))
+        .map(|t| tensor::numel(&t.dims));
+    let sparse = graph
+        .sparse_initializer
+        .iter()
+        .chain(
+            graph
+                .node
+                .iter()
+                .filter(|n| n.op_type() == "Constant")
+                .flat_map(|n| {
+                    n.attribute
+                        .iter()
+                        .filter(|a| a.name() == "sparse_value")
+                        .filter_map(|a| a.sparse_tensor.as_ref())
+                }),
+        )
+        .filter(|s| s.values.as_ref().is_some_and(|v| is_float(v.data_type())))
+        .map(|s| tensor::numel(&s.dims));
+    let mut total = 0u64;
+    for n in dense.chain(sparse) {
+        total += n? as u64;
+    }
+    Ok(total)
 }
 
 /// Counts over every Conv of `graph`.
@@ -114,6 +169,7 @@ pub fn model_stats(graph: &GraphProto) -> Result<ModelStats> {
     Ok(ModelStats {
         conv_layers: layers.len(),
         params,
+        float_tensor_params: float_tensor_params(graph)?,
         macs: layers.iter().filter_map(|l| l.macs).sum(),
         macs_complete: layers.iter().all(|l| l.macs.is_some()),
         sparsity: Sparsity {

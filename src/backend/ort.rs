@@ -34,9 +34,10 @@ use super::{Backend, BackendSpec, Device, batch1_shape, check_input};
 const REQUIRED_SERIES: &str = "1.31.";
 
 /// What to do when no usable library is found.
-const INSTALL_HINT: &str = "install it into the project's virtual environment with \
-     `.venv/bin/pip install onnxruntime==1.31.1` (or `onnxruntime-gpu==1.31.1` for CUDA), \
-     or set ORT_DYLIB_PATH to a libonnxruntime.so of version 1.31.x";
+const INSTALL_HINT: &str = "run `scripts/setup-venv.sh` in the shears repository (it creates \
+     .venv with the onnxruntime 1.31.1 wheel, whose library shears loads), or set ORT_DYLIB_PATH \
+     to a libonnxruntime.so of version 1.31.x (from onnxruntime-gpu 1.31.1 for CUDA); or use \
+     `--backend tract` (in a pipeline, `backend: tract`), which needs no library";
 
 /// The loaded library and the process-wide ONNX Runtime environment.
 struct Runtime {

@@ -23,7 +23,11 @@ pub fn sampled_positions(
     let out = |size: usize, axis: usize| {
         let span = (site.kernel[axis] - 1) * site.dilations[axis] + 1;
         let padded = size + site.pads[axis] + site.pads[axis + 2];
-        if padded < span { 0 } else { (padded - span) / site.strides[axis] + 1 }
+        if padded < span {
+            0
+        } else {
+            (padded - span) / site.strides[axis] + 1
+        }
     };
     let (oh, ow) = (out(height, 0), out(width, 1));
     let total = oh * ow;
@@ -68,13 +72,14 @@ pub fn columns(
         for c in 0..channels {
             let plane = &data[c * height * width..(c + 1) * height * width];
             for ky in 0..kh {
-                let iy = (oy * site.strides[0] + ky * site.dilations[0]) as isize - site.pads[0] as isize;
+                let iy = (oy * site.strides[0] + ky * site.dilations[0]) as isize
+                    - site.pads[0] as isize;
                 if iy < 0 || iy >= height as isize {
                     continue;
                 }
                 for kx in 0..kw {
-                    let ix =
-                        (ox * site.strides[1] + kx * site.dilations[1]) as isize - site.pads[1] as isize;
+                    let ix = (ox * site.strides[1] + kx * site.dilations[1]) as isize
+                        - site.pads[1] as isize;
                     if ix >= 0 && ix < width as isize {
                         x[(row, (c * kh + ky) * kw + kx)] =
                             f64::from(plane[iy as usize * width + ix as usize]);

@@ -81,7 +81,11 @@ impl CalibrationSet {
             list_images(std::slice::from_ref(data))?
         } else {
             let config = DataConfig::load(data, spec.data_root.as_deref())?;
-            let split = if config.train.is_empty() { Split::Val } else { Split::Train };
+            let split = if config.train.is_empty() {
+                Split::Val
+            } else {
+                Split::Train
+            };
             list_images(config.split(split)?)
                 .with_context(|| format!("calibration images of {}", data.display()))?
         };
@@ -139,10 +143,18 @@ fn hex(bytes: &[u8]) -> String {
 
 /// The image hashes a model records under [`CALIBRATION_KEY`], if it records any.
 pub fn recorded_image_hashes(model: &ModelProto) -> Option<Vec<String>> {
-    let entry = model.metadata_props.iter().find(|p| p.key() == CALIBRATION_KEY)?;
+    let entry = model
+        .metadata_props
+        .iter()
+        .find(|p| p.key() == CALIBRATION_KEY)?;
     let value: serde_json::Value = serde_json::from_str(entry.value()).ok()?;
     let hashes = value.get("image_sha256")?.as_array()?;
-    Some(hashes.iter().filter_map(|h| h.as_str().map(String::from)).collect())
+    Some(
+        hashes
+            .iter()
+            .filter_map(|h| h.as_str().map(String::from))
+            .collect(),
+    )
 }
 
 /// [`Calibration`] by running a backend on a [`CalibrationSet`].
@@ -231,16 +243,20 @@ impl Calibration for Calibrator<'_> {
             })
             .collect();
         let mut session = self.open(model, &tensors)?;
-        let mut reference = reference
-            .map(|r| self.open(r, &tensors))
-            .transpose()?;
+        let mut reference = reference.map(|r| self.open(r, &tensors)).transpose()?;
         let width = |s: &ConvSite| s.columns() + 1;
-        let mut grams: Vec<Mat<f64>> = keys.iter().map(|s| Mat::zeros(width(s), width(s))).collect();
-        let mut crosses: Option<Vec<Mat<f64>>> = reference
-            .as_ref()
-            .map(|_| keys.iter().map(|s| Mat::zeros(width(s), width(s))).collect());
+        let mut grams: Vec<Mat<f64>> = keys
+            .iter()
+            .map(|s| Mat::zeros(width(s), width(s)))
+            .collect();
+        let mut crosses: Option<Vec<Mat<f64>>> = reference.as_ref().map(|_| {
+            keys.iter()
+                .map(|s| Mat::zeros(width(s), width(s)))
+                .collect()
+        });
         let mut samples = vec![0u64; keys.len()];
-        self.progress.start("calibrating", Some(self.inputs.len() as u64));
+        self.progress
+            .start("calibrating", Some(self.inputs.len() as u64));
         for (image, input) in self.inputs.iter().enumerate() {
             let current = session.run_all(input.view())?;
             let dense = match &mut reference {
@@ -304,7 +320,9 @@ impl Calibration for Calibrator<'_> {
             .collect();
         for input in &self.inputs {
             let outputs = session.run_all(input.view())?;
-            for ((sum, sum_sq, count), (out, site)) in sums.iter_mut().zip(outputs.iter().zip(sites)) {
+            for ((sum, sum_sq, count), (out, site)) in
+                sums.iter_mut().zip(outputs.iter().zip(sites))
+            {
                 accumulate_channels(out, site, sum, sum_sq, count)?;
             }
         }
@@ -339,7 +357,11 @@ fn accumulate_channels(
 ) -> Result<()> {
     let shape = out.shape();
     if shape.len() != 4 || shape[0] != 1 || shape[1] != sum.len() {
-        bail!("{}: output {:?} has shape {shape:?}", site.name, site.output);
+        bail!(
+            "{}: output {:?} has shape {shape:?}",
+            site.name,
+            site.output
+        );
     }
     let plane = shape[2] * shape[3];
     let data = out.as_standard_layout();

@@ -70,12 +70,20 @@ pub fn run(args: &Args, ui: &Ui) -> Result<ExitCode> {
             p.producer_name(),
             p.producer_version()
         )?;
+        let sparse_constants = g
+            .node
+            .iter()
+            .filter(|n| {
+                n.op_type() == "Constant" && n.attribute.iter().any(|a| a.name() == "sparse_value")
+            })
+            .count();
         writeln!(
             out,
-            "  {} nodes, {} initializers, {} sparse initializers{}",
+            "  {} nodes, {} initializers, {} sparse initializers, {} sparse Constant nodes{}",
             g.node.len(),
             g.initializer.len(),
             g.sparse_initializer.len(),
+            sparse_constants,
             if model.had_external_data() {
                 ", external data"
             } else {

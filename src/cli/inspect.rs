@@ -11,6 +11,7 @@ use serde::Serialize;
 use super::common::{grouped, load_model};
 use super::ui::Ui;
 use crate::analysis::{ChannelGroup, GroupStatus, ModelStats, channel_groups, model_stats};
+use crate::passes::PROVENANCE_KEY;
 
 /// Summarise a model: conv layers, parameters, MACs, size and sparsity.
 #[derive(Debug, clap::Args)]
@@ -33,6 +34,9 @@ pub struct InspectReport {
     pub file_size: u64,
     #[serde(flatten)]
     pub stats: ModelStats,
+    /// What the model's `shears.passes` metadata records (as stored when it is not JSON).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shears_passes: Option<serde_json::Value>,
     /// Present with `--groups`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub groups: Option<Vec<ChannelGroup>>,
@@ -49,10 +53,20 @@ pub fn run(args: &Args, ui: &Ui) -> Result<ExitCode> {
     } else {
         None
     };
+    let shears_passes = model
+        .proto
+        .metadata_props
+        .iter()
+        .find(|p| p.key() == PROVENANCE_KEY)
+        .map(|p| {
+            serde_json::from_str(p.value())
+                .unwrap_or_else(|_| serde_json::Value::String(p.value().to_string()))
+        });
     let report = InspectReport {
         model: args.model.display().to_string(),
         file_size: model.file_size(),
         stats,
+        shears_passes,
         groups,
     };
     let mut out = std::io::stdout().lock();
@@ -73,10 +87,12 @@ fn print_summary(out: &mut impl Write, r: &InspectReport) -> Result<()> {
     let s = &r.stats;
     writeln!(
         out,
-        "{}: {} conv layers, {} parameters, {:.2} GMACs{}, {:.2} MB",
+        "{}: {} conv layers, {} conv parameters (weights and biases), {} parameters in all \
+         float tensors, {:.2} GMACs{}, {:.2} MB",
         r.model,
         s.conv_layers,
         grouped(s.params),
+        grouped(s.float_tensor_params),
         s.macs as f64 / 1e9,
         if s.macs_complete {
             ""
@@ -90,6 +106,9 @@ fn print_summary(out: &mut impl Write, r: &InspectReport) -> Result<()> {
         "sparsity: {:.4} of parameters, {:.4} of conv weights",
         s.sparsity.global, s.sparsity.conv_weights
     )?;
+    if let Some(passes) = &r.shears_passes {
+        print_provenance(out, passes)?;
+    }
     writeln!(out)?;
     let width = s
         .layers
@@ -114,6 +133,40 @@ fn print_summary(out: &mut impl Write, r: &InspectReport) -> Result<()> {
             grouped(l.params),
             l.macs.map_or("?".to_string(), grouped),
             100.0 * l.weight_sparsity()
+        )?;
+    }
+    Ok(())
+}
+
+/// The passes `shears.passes` records, one line each: pass, tool and version, options.
+fn print_provenance(out: &mut impl Write, passes: &serde_json::Value) -> Result<()> {
+    let Some(entries) = passes.as_array() else {
+        writeln!(out, "{PROVENANCE_KEY} (not a JSON list): {passes}")?;
+        return Ok(());
+    };
+    writeln!(out, "passes recorded in {PROVENANCE_KEY}:")?;
+    for (i, entry) in entries.iter().enumerate() {
+        let text = |key: &str| entry[key].as_str().unwrap_or("?").to_string();
+        let options = match entry["options"].as_object() {
+            Some(map) => map
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            None => entry["options"].to_string(),
+        };
+        let options = if options.is_empty() {
+            "no options".to_string()
+        } else {
+            options
+        };
+        writeln!(
+            out,
+            "  {}. {} ({} {}): {options}",
+            i + 1,
+            text("pass"),
+            text("tool"),
+            text("version")
         )?;
     }
     Ok(())

@@ -3,7 +3,7 @@
 mod bench;
 mod check;
 mod cocoeval;
-mod common;
+pub(crate) mod common;
 mod inspect;
 mod prune;
 mod run;

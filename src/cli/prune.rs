@@ -8,9 +8,9 @@ use anyhow::{Result, bail};
 
 use super::common::{ensure_lossless_rewrite, grouped, load_model};
 use super::ui::Ui;
+use crate::calib::{CalibrationSet, CalibrationSpec};
 use crate::job::{Footprint, JobOptions, JobReport, masked_check, prune_to_file};
 use crate::onnx::{SaveOptions, ensure_distinct_output};
-use crate::calib::{CalibrationSet, CalibrationSpec};
 use crate::passes::{
     CalibOrder, Importance, PassConfig, PruneChannels, PruneMagnitude, PruneNM, Recover, Scope,
     StoreSparse,
@@ -39,9 +39,9 @@ pub struct Args {
     /// Whether the fraction applies to each layer (channel group) or to all together.
     #[arg(long, value_enum, default_value_t = Scope::Layer)]
     pub scope: Scope,
-    /// Channel importance (`--method channel`).
-    #[arg(long, value_enum, default_value_t = Importance::L1)]
-    pub importance: Importance,
+    /// Channel importance (`--method channel`; default l1).
+    #[arg(long, value_enum)]
+    pub importance: Option<Importance>,
     /// Seed of `--importance random`, a test aid (`--method channel`).
     #[arg(long, hide = true, default_value_t = 0)]
     pub seed: u64,
@@ -119,8 +119,13 @@ pub enum Storage {
 impl Args {
     /// The passes these flags ask for.
     pub fn passes(&self) -> Result<Vec<PassConfig>> {
-        if self.emit_masked.is_some() && !matches!(self.method, Method::Channel) {
-            bail!("--emit-masked applies to --method channel only");
+        if !matches!(self.method, Method::Channel) {
+            if self.emit_masked.is_some() {
+                bail!("--emit-masked applies to --method channel only");
+            }
+            if self.importance.is_some() {
+                bail!("--importance applies to --method channel only");
+            }
         }
         let (include, exclude) = (self.include.clone(), self.exclude.clone());
         let mut passes = vec![match (&self.pattern, self.amount) {
@@ -159,7 +164,10 @@ impl Args {
         }
         let calibrated = passes.iter().any(PassConfig::needs_calibration);
         if calibrated && self.calib.is_none() {
-            bail!("--recover {:?} needs calibration images: give --calib DATA", self.recover);
+            bail!(
+                "--recover {:?} needs calibration images: give --calib DATA",
+                self.recover
+            );
         }
         if !calibrated && self.calib.is_some() {
             bail!("--calib is only used with --recover stats or obs");
@@ -170,7 +178,7 @@ impl Args {
     fn channel_pass(&self, amount: f64) -> PruneChannels {
         PruneChannels {
             amount,
-            importance: self.importance,
+            importance: self.importance.unwrap_or(Importance::L1),
             scope: self.scope,
             round_to: self.round_to,
             min_channels: self.min_channels,
@@ -222,6 +230,12 @@ pub fn run(args: &Args, ui: &Ui) -> Result<ExitCode> {
         super::common::write_json(path, &report)?;
     }
     print_report(&mut std::io::stdout().lock(), &report)?;
+    if matches!(passes.first(), Some(PassConfig::PruneChannels(_))) {
+        ui.warn(
+            "channel pruning changes what the model detects and shears recovers no accuracy yet: \
+             validate the result (`shears val`) before using it",
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

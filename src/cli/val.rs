@@ -14,8 +14,8 @@ use super::common::{BackendArgs, load_model, write_json};
 use super::ui::Ui;
 use crate::backend::runnable_bytes;
 use crate::calib::{file_sha256, recorded_image_hashes};
-use crate::eval::dataset::Dataset;
 use crate::eval::coco::write_results;
+use crate::eval::dataset::Dataset;
 use crate::eval::nms::NmsConfig;
 use crate::eval::validate::{DataSource, ValReport, load_dataset, validate};
 
@@ -30,16 +30,13 @@ fn dataset_hashes(dataset: &Dataset) -> Result<Vec<String>> {
 
 /// Validate models on a COCO-style dataset (val.py metrics and the 12 COCOeval stats).
 #[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("dataset").required(true).args(["data", "coco_json"])))]
 pub struct Args {
     /// ONNX models; with several, deltas are against the first.
     #[arg(required = true, value_name = "MODEL")]
     pub models: Vec<PathBuf>,
     /// YOLOv5 data YAML (its `val` split).
-    #[arg(
-        long,
-        required_unless_present = "coco_json",
-        conflicts_with = "coco_json"
-    )]
+    #[arg(long, conflicts_with = "coco_json")]
     pub data: Option<PathBuf>,
     /// Dataset root replacing the data YAML's `path:`.
     #[arg(long, requires = "data")]
@@ -199,7 +196,11 @@ fn print_report(
     names: &[String],
     per_class: bool,
 ) -> Result<()> {
-    writeln!(out, "{} ({} {})", r.model, r.backend, r.provider)?;
+    if r.backend == r.provider {
+        writeln!(out, "{} ({})", r.model, r.backend)?;
+    } else {
+        writeln!(out, "{} ({} {})", r.model, r.backend, r.provider)?;
+    }
     writeln!(
         out,
         "{:>22}{:>11}{:>11}{:>11}{:>11}{:>11}{:>11}",

@@ -157,6 +157,8 @@ impl DataConfig {
             );
         }
         let yaml_dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
+        let given_root = root.map(Path::to_path_buf);
+        let raw_path = raw.path.clone();
         let root = match root {
             Some(r) => r.to_path_buf(),
             None => match raw.path.as_deref() {
@@ -186,6 +188,18 @@ impl DataConfig {
         let test = resolve(raw.test);
         if val.is_empty() {
             bail!("{}: `val` is missing or empty", file.display());
+        }
+        if !root.exists() && val.iter().any(|v| !v.exists()) {
+            match &given_root {
+                Some(given) => bail!("--data-root {} does not exist", given.display()),
+                None => bail!(
+                    "{}: the dataset root `path: {}` ({}) does not exist; give the dataset's \
+                     folder with --data-root DIR (in a pipeline's `validate:`, `data_root:`)",
+                    file.display(),
+                    raw_path.as_deref().unwrap_or_default(),
+                    root.display()
+                ),
+            }
         }
         let is_coco = single_val && val[0].to_string_lossy().ends_with("coco/val2017.txt");
         Ok(Self {
@@ -797,6 +811,29 @@ mod tests {
         assert!(format!("{:#}", DataConfig::load(&yaml, None).unwrap_err()).contains("nc: 3"));
         std::fs::write(&yaml, "val: v\nnames: {0: a, 2: b}\n").unwrap();
         assert!(DataConfig::load(&yaml, None).is_err());
+    }
+
+    #[test]
+    fn a_missing_dataset_root_names_data_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let yaml = dir.path().join("d.yaml");
+        std::fs::write(&yaml, "path: /no/such/root\nval: images\nnames: [a]\n").unwrap();
+        let err = format!("{:#}", DataConfig::load(&yaml, None).unwrap_err());
+        assert!(
+            err.contains("`path: /no/such/root`")
+                && err.contains("does not exist")
+                && err.contains("--data-root"),
+            "{err}"
+        );
+        let missing = dir.path().join("elsewhere");
+        let err = format!("{:#}", DataConfig::load(&yaml, Some(&missing)).unwrap_err());
+        assert!(
+            err.contains(&format!("--data-root {} does not exist", missing.display())),
+            "{err}"
+        );
+        std::fs::create_dir_all(dir.path().join("ds/images")).unwrap();
+        let cfg = DataConfig::load(&yaml, Some(&dir.path().join("ds"))).unwrap();
+        assert_eq!(cfg.val, vec![dir.path().join("ds/images")]);
     }
 
     #[test]

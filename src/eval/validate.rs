@@ -43,6 +43,9 @@ pub struct ValReport {
     /// The 12 COCOeval bbox stats, when ground-truth annotations were given.
     pub coco: Option<CocoStats>,
     pub speed_ms: Speed,
+    /// Inference milliseconds of each image validated, in dataset order (not in JSON reports).
+    #[serde(skip)]
+    pub inference_ms_per_image: Vec<f64>,
     /// Images that could not be decoded at validation time (reported, not counted).
     pub skipped: Vec<String>,
     /// How many of the validated images the model records as its calibration images.
@@ -74,7 +77,8 @@ pub fn validate(
     let mut acc = ValAccumulator::new();
     let mut results = Vec::new();
     let mut skipped = Vec::new();
-    let (mut pre_ms, mut inference_ms, mut nms_ms) = (0.0, 0.0, 0.0);
+    let (mut pre_ms, mut nms_ms) = (0.0, 0.0);
+    let mut inference_ms_per_image = Vec::with_capacity(dataset.images.len());
     progress.start(name, Some(dataset.images.len() as u64));
     let outcome = std::thread::scope(|scope| -> Result<()> {
         let (tx, rx) =
@@ -110,7 +114,7 @@ pub fn validate(
             let output = session
                 .run(pre.tensor.view())
                 .with_context(|| format!("{name}: inference on {}", record.path.display()))?;
-            inference_ms += start.elapsed().as_secs_f64() * 1e3;
+            inference_ms_per_image.push(start.elapsed().as_secs_f64() * 1e3);
             let start = Instant::now();
             let mut dets = non_max_suppression(output_rows(output.view())?, nms);
             scale_to_original(&mut dets, &pre.letterbox);
@@ -151,9 +155,10 @@ pub fn validate(
         coco,
         speed_ms: Speed {
             pre: per_image(pre_ms),
-            inference: per_image(inference_ms),
+            inference: per_image(inference_ms_per_image.iter().sum()),
             nms: per_image(nms_ms),
         },
+        inference_ms_per_image,
         skipped,
         calibration_overlap: None,
     };

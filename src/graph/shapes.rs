@@ -122,6 +122,13 @@ fn infer_node(node: &NodeProto, s: &mut Shapes) {
                 .and_then(|a| a.t.as_ref())
             {
                 s.add_tensor(out, t);
+            } else if let Some(sparse) = node
+                .attribute
+                .iter()
+                .find(|a| a.name() == "sparse_value")
+                .and_then(|a| a.sparse_tensor.as_ref())
+            {
+                s.set(out, sparse.dims.clone());
             }
         }
         "Identity" | "Sigmoid" | "Relu" | "LeakyRelu" | "HardSigmoid" | "HardSwish" | "Tanh"

@@ -75,6 +75,14 @@ pub fn load(path: &Path) -> Result<Model> {
 
 /// Decodes a model from bytes; `path` names it in messages and anchors external data files.
 pub fn load_bytes(bytes: Bytes, path: &Path) -> Result<Model> {
+    if bytes.starts_with(ZIP_MAGIC) {
+        bail!(
+            "{} is a zip archive, as a PyTorch checkpoint (.pt) is, not an ONNX model: export it \
+             to ONNX first (YOLOv5: `python export.py --weights {} --include onnx`)",
+            path.display(),
+            path.display()
+        );
+    }
     let mut proto = ModelProto::decode(bytes.clone()).with_context(|| {
         format!(
             "{} is not a valid ONNX model (protobuf decoding failed)",
@@ -95,6 +103,10 @@ pub fn load_bytes(bytes: Bytes, path: &Path) -> Result<Model> {
         schema_findings,
     })
 }
+
+/// How a zip archive starts: PyTorch checkpoints are zip archives; an ONNX model, whose first
+/// field is its IR version, starts with byte 0x08.
+const ZIP_MAGIC: &[u8] = b"PK\x03\x04";
 
 /// Protobuf decoding accepts many non-ONNX byte strings; an ONNX model has an IR version, an
 /// operator set and a graph.

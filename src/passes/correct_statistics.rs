@@ -45,7 +45,13 @@ pub fn correct_statistics(
             .variance
             .iter()
             .zip(&have.variance)
-            .map(|(&vd, &vp)| if vp > CONSTANT && std::env::var_os("SHEARS_EXP_MEANONLY").is_none() { (vd / vp).sqrt() } else { 1.0 })
+            .map(|(&vd, &vp)| {
+                if vp > CONSTANT && std::env::var_os("SHEARS_EXP_MEANONLY").is_none() {
+                    (vd / vp).sqrt()
+                } else {
+                    1.0
+                }
+            })
             .collect();
         let per_row = site.columns();
         update(graph, &weight, |values| {

@@ -77,11 +77,20 @@ pub enum Rule {
 /// (a permutation of `0..n`; the bias column comes last and is never removed), and updates the
 /// remaining entries by OBS. `h_inverse` is the damped inverse of the layer's Gram matrix, in the
 /// columns' natural order. The removed entries are exactly 0 in the result.
-pub fn sparsify(w: &Mat<f64>, h_inverse: &Mat<f64>, rule: Rule, order: &[usize]) -> Result<Mat<f64>> {
+pub fn sparsify(
+    w: &Mat<f64>,
+    h_inverse: &Mat<f64>,
+    rule: Rule,
+    order: &[usize],
+) -> Result<Mat<f64>> {
     let (rows, cols) = (w.nrows(), w.ncols());
     let n = cols - 1;
     if order.len() != n || h_inverse.nrows() != cols {
-        bail!("OBS: the order has {} columns, the weight {n}, H^-1 {}", order.len(), h_inverse.nrows());
+        bail!(
+            "OBS: the order has {} columns, the weight {n}, H^-1 {}",
+            order.len(),
+            h_inverse.nrows()
+        );
     }
     let full: Vec<usize> = order.iter().copied().chain([n]).collect();
     let permuted_inverse = Mat::from_fn(cols, cols, |i, j| h_inverse[(full[i], full[j])]);
@@ -106,7 +115,16 @@ pub fn sparsify(w: &Mat<f64>, h_inverse: &Mat<f64>, rule: Rule, order: &[usize])
             if let Rule::NM { n: keep, m } = rule
                 && i % m == 0
             {
-                choose_per_row(&weights, &u, col, m.min(width - i), keep, i, width, &mut pruned);
+                choose_per_row(
+                    &weights,
+                    &u,
+                    col,
+                    m.min(width - i),
+                    keep,
+                    i,
+                    width,
+                    &mut pruned,
+                );
             }
             let d = u[(col, col)];
             for r in 0..rows {
@@ -127,7 +145,14 @@ pub fn sparsify(w: &Mat<f64>, h_inverse: &Mat<f64>, rule: Rule, order: &[usize])
         if end < cols {
             let mut rest = weights.as_mut().subcols_mut(end, cols - end);
             let coupling = u.as_ref().submatrix(start, end, width, cols - end);
-            matmul(&mut rest, Accum::Add, &errors, coupling, -1.0, Par::rayon(0));
+            matmul(
+                &mut rest,
+                Accum::Add,
+                &errors,
+                coupling,
+                -1.0,
+                Par::rayon(0),
+            );
         }
         start = end;
     }
@@ -246,10 +271,31 @@ impl StructuredLayer {
         let rows_q = Mat::from_fn(q.len(), cols, |a, j| self.h_inverse[(q[a], j)]);
         let wq = Mat::from_fn(self.w.nrows(), q.len(), |r, a| self.w[(r, q[a])]);
         let mut coefficients = Mat::zeros(self.w.nrows(), q.len());
-        matmul(&mut coefficients, Accum::Replace, &wq, &inverse, 1.0, Par::Seq);
-        matmul(&mut self.w, Accum::Add, &coefficients, &rows_q, -1.0, Par::rayon(0));
+        matmul(
+            &mut coefficients,
+            Accum::Replace,
+            &wq,
+            &inverse,
+            1.0,
+            Par::Seq,
+        );
+        matmul(
+            &mut self.w,
+            Accum::Add,
+            &coefficients,
+            &rows_q,
+            -1.0,
+            Par::rayon(0),
+        );
         let mut inverse_rows = Mat::zeros(q.len(), cols);
-        matmul(&mut inverse_rows, Accum::Replace, &inverse, &rows_q, 1.0, Par::Seq);
+        matmul(
+            &mut inverse_rows,
+            Accum::Replace,
+            &inverse,
+            &rows_q,
+            1.0,
+            Par::Seq,
+        );
         matmul(
             &mut self.h_inverse,
             Accum::Add,
@@ -350,7 +396,9 @@ mod tests {
         let h = gram_of_samples(200, n, &mut rng);
         let hinv = damped_inverse(&h, 0.01).unwrap();
         // Groups of 4 taken with a stride, as tap-major order does for 4 channels x 6 taps.
-        let order: Vec<usize> = (0..6).flat_map(|t| (0..4).map(move |c| c * 6 + t)).collect();
+        let order: Vec<usize> = (0..6)
+            .flat_map(|t| (0..4).map(move |c| c * 6 + t))
+            .collect();
         let out = sparsify(&w, &hinv, Rule::NM { n: 2, m: 4 }, &order).unwrap();
         for r in 0..rows {
             for group in order.chunks(4) {
@@ -390,14 +438,25 @@ mod target_tests {
 
     #[test]
     fn the_target_of_identical_inputs_is_the_weight() {
-        let x = Mat::from_fn(50, 4, |s, j| if j == 3 { 1.0 } else { ((s * 7 + j * 3) % 11) as f64 - 5.0 });
+        let x = Mat::from_fn(50, 4, |s, j| {
+            if j == 3 {
+                1.0
+            } else {
+                ((s * 7 + j * 3) % 11) as f64 - 5.0
+            }
+        });
         let gram = x.transpose() * &x;
         let w = Mat::from_fn(2, 4, |r, j| (r + j) as f64 * 0.3 - 0.4);
         let hinv = damped_inverse(&gram, 0.01).unwrap();
         let t = least_squares_target(&w, &gram, &gram, &hinv);
         for r in 0..2 {
             for j in 0..4 {
-                assert!(t[(r, j)] == w[(r, j)], "{r} {j}: {} {}", t[(r, j)], w[(r, j)]);
+                assert!(
+                    t[(r, j)] == w[(r, j)],
+                    "{r} {j}: {} {}",
+                    t[(r, j)],
+                    w[(r, j)]
+                );
             }
         }
     }

@@ -46,6 +46,7 @@
 //! masked channel still carries a constant that the pruned model drops: the two differ, and
 //! verification refuses the result.
 
+use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use anyhow::{Context, Result, bail, ensure};
@@ -162,13 +163,17 @@ impl PruneChannels {
             .sum();
         let removed: usize = plan.removed.iter().map(|(_, r)| r.len()).sum();
         surgery(graph, &analysis.groups, &plan.removed, Mode::Remove)?;
-        let per_group: Vec<String> = plan
-            .removed
+        // Widths before -> after with how many groups went that way, widest first.
+        let mut widths: BTreeMap<(Reverse<usize>, Reverse<usize>), usize> = BTreeMap::new();
+        for (g, r) in &plan.removed {
+            let c = analysis.groups[*g].channels;
+            *widths
+                .entry((Reverse(c), Reverse(c - r.len())))
+                .or_default() += 1;
+        }
+        let per_group: Vec<String> = widths
             .iter()
-            .map(|(g, r)| {
-                let c = analysis.groups[*g].channels;
-                format!("#{g} {c}->{}", c - r.len())
-            })
+            .map(|((Reverse(c), Reverse(kept)), n)| format!("{c}->{kept} x{n}"))
             .collect();
         let mut summary = format!(
             "removed {removed} channels from {} of {} selected groups ({before} -> {} channels; \
@@ -186,7 +191,7 @@ impl PruneChannels {
             self.min_width(),
         );
         if !per_group.is_empty() {
-            summary += &format!("; per group: {}", per_group.join(", "));
+            summary += &format!("; widths (groups): {}", per_group.join(", "));
         }
         if !plan.at_minimum.is_empty() {
             let first: Vec<&str> = plan.at_minimum.iter().take(3).map(String::as_str).collect();

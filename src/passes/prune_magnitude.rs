@@ -15,12 +15,12 @@ use anyhow::{Result, bail};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use super::calibration::{CalibOrder, Calibration, Recover};
+use super::prune_obs::{Target, prune_with_obs};
 use super::selection::{
     LayerFilter, SelectedWeight, read_values, rewrite_weights, round_half_even, selected_weights,
     zero_like,
 };
-use super::calibration::{CalibOrder, Calibration, Recover};
-use super::prune_obs::{Target, prune_with_obs};
 use super::with_recovery;
 use crate::onnx::proto::{GraphProto, ModelProto};
 
@@ -82,7 +82,15 @@ impl PruneMagnitude {
             &filter,
             calib,
             |graph| self.run(graph),
-            |model, calib| prune_with_obs(model, &filter, target, self.order.unwrap_or_default(), calib),
+            |model, calib| {
+                prune_with_obs(
+                    model,
+                    &filter,
+                    target,
+                    self.order.unwrap_or_default(),
+                    calib,
+                )
+            },
         )
     }
 

@@ -9,9 +9,9 @@
 use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 
-use super::selection::{LayerFilter, rewrite_weights, selected_weights, zero_like};
 use super::calibration::{CalibOrder, Calibration, Recover};
 use super::prune_obs::{Target, prune_with_obs};
+use super::selection::{LayerFilter, rewrite_weights, selected_weights, zero_like};
 use super::with_recovery;
 use crate::onnx::proto::{GraphProto, ModelProto};
 

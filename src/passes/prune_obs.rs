@@ -24,7 +24,7 @@ use anyhow::{Context, Result};
 use faer::Mat;
 use rayon::prelude::*;
 
-use super::calibration::{Calibration, CalibOrder, ConvSite, InputStats, conv_sites};
+use super::calibration::{CalibOrder, Calibration, ConvSite, InputStats, conv_sites};
 use super::obs::{
     Rule, damped_inverse, least_squares_target, output_energy, output_error, sparsify,
 };
@@ -87,7 +87,12 @@ pub fn prune_with_obs(
     }
     let mut biases = Vec::new();
     for w in selected.iter().filter(|w| names.contains(&w.layer.name)) {
-        biases.push(ensure_bias(graph, w.layer.node, &w.layer.weight, w.dims[0])?);
+        biases.push(ensure_bias(
+            graph,
+            w.layer.node,
+            &w.layer.weight,
+            w.dims[0],
+        )?);
     }
     let sites = conv_sites(model, &names)?;
     let mut layers: Vec<Layer> = sites
@@ -116,7 +121,11 @@ pub fn prune_with_obs(
         let counts = allocate(graph, &layers, &stats, amount)?;
         if std::env::var_os("SHEARS_EXP_DEBUG").is_some() {
             for (layer, count) in layers.iter().zip(&counts) {
-                eprintln!("{} {:.3}", layer.site.name, *count as f64 / (layer.site.out_channels * layer.site.columns()) as f64);
+                eprintln!(
+                    "{} {:.3}",
+                    layer.site.name,
+                    *count as f64 / (layer.site.out_channels * layer.site.columns()) as f64
+                );
             }
         }
         for (layer, count) in layers.iter_mut().zip(counts) {
@@ -145,7 +154,10 @@ pub fn prune_with_obs(
         }
     }
     let zeroed: usize = layers.iter().map(|l| rule_count(l)).sum();
-    let total: usize = layers.iter().map(|l| l.site.out_channels * l.site.columns()).sum();
+    let total: usize = layers
+        .iter()
+        .map(|l| l.site.out_channels * l.site.columns())
+        .sum();
     let what = match target {
         Target::Layer(a) => format!("layer scope, amount {a}"),
         Target::Global(a) => format!("global scope, amount {a}"),
@@ -193,18 +205,31 @@ fn solve(graph: &GraphProto, layer: &Layer, stats: &InputStats) -> Result<Mat<f6
         .with_context(|| format!("{}: calibration statistics", layer.site.name))?;
     let start = match &stats.cross {
         Some(cross) => {
-            let td: f64 = std::env::var("SHEARS_EXP_TD").ok().and_then(|v| v.parse().ok()).unwrap_or(DAMPING);
+            let td: f64 = std::env::var("SHEARS_EXP_TD")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(DAMPING);
             let t = least_squares_target(&w, cross, &stats.gram, &damped_inverse(&stats.gram, td)?);
             if std::env::var_os("SHEARS_EXP_DEBUG").is_some() {
                 let d = &t - &w;
-                eprintln!("{}: |W*-W|/|W| {:.4} samples {}", layer.site.name, d.norm_l2() / w.norm_l2(), stats.samples);
+                eprintln!(
+                    "{}: |W*-W|/|W| {:.4} samples {}",
+                    layer.site.name,
+                    d.norm_l2() / w.norm_l2(),
+                    stats.samples
+                );
             }
             t
         }
         None => w,
     };
-    sparsify(&start, &h_inverse, layer.rule, &tap_major_order(&layer.site))
-        .with_context(|| format!("{}: OBS", layer.site.name))
+    sparsify(
+        &start,
+        &h_inverse,
+        layer.rule,
+        &tap_major_order(&layer.site),
+    )
+    .with_context(|| format!("{}: OBS", layer.site.name))
 }
 
 /// Per-layer zero counts for `amount` of all weights: each layer's relative output error is
@@ -251,7 +276,15 @@ fn allocate(
     let mut last = None;
     while removed < goal {
         let cheapest = (0..layers.len())
-            .filter(|&l| step[l] < LEVELS && std::env::var("SHEARS_EXP_CAP").ok().and_then(|v| v.parse::<f64>().ok()).is_none_or(|cap| (step[l] + 1) as f64 / LEVELS as f64 <= cap * amount + 1e-9))
+            .filter(|&l| {
+                step[l] < LEVELS
+                    && std::env::var("SHEARS_EXP_CAP")
+                        .ok()
+                        .and_then(|v| v.parse::<f64>().ok())
+                        .is_none_or(|cap| {
+                            (step[l] + 1) as f64 / LEVELS as f64 <= cap * amount + 1e-9
+                        })
+            })
             .min_by(|&a, &b| {
                 let cost = |l: usize| {
                     let ((c0, e0), (c1, e1)) = (curves[l][step[l]], curves[l][step[l] + 1]);

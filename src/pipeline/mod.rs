@@ -8,4 +8,4 @@ mod summary;
 
 pub use run::{ModelOutcome, PipelineRun, run_pipeline};
 pub use spec::{ModelSource, PipelineSpec, load_spec, resolve as resolve_path};
-pub use summary::{summary_table, write_summary};
+pub use summary::{LatencyRatio, significant3, summary_table, write_summary};

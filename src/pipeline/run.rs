@@ -10,15 +10,16 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use super::spec::{GateMetric, ModelSource, PipelineSpec, ValidateSpec, resolve};
+use super::summary::{LatencyRatio, latency_ratio, lost_over_half};
 use crate::backend::{BackendSpec, runnable_bytes};
+use crate::calib::CalibrationSet;
 use crate::eval::dataset::Dataset;
 use crate::eval::nms::NmsConfig;
 use crate::eval::validate::{DataSource, ValReport, load_dataset, validate};
-use crate::calib::CalibrationSet;
 use crate::job::{JobOptions, JobReport, prune_to_file};
-use crate::passes::PassConfig;
 use crate::onnx::{self, Model, ensure_distinct_output};
-use crate::progress::{Progress, Silent};
+use crate::passes::PassConfig;
+use crate::progress::Progress;
 use crate::synth::{SynthSpec, Variant};
 
 /// Where one model of the run comes from.
@@ -72,6 +73,10 @@ pub struct Validation {
     /// `metric` of the dense model minus that of the pruned one.
     pub drop: f64,
     pub max_drop: Option<f64>,
+    /// Pruned over dense inference time per image, when both timed the same images.
+    pub latency_ratio: Option<LatencyRatio>,
+    /// The pruned model kept less than half of the dense model's `metric`.
+    pub lost_over_half: bool,
 }
 
 /// One model of a pipeline run.
@@ -224,7 +229,8 @@ impl<'a> Validator<'a> {
         }))
     }
 
-    fn run(&self, name: &str, model: &Model) -> Result<ValReport> {
+    /// Validates `model`, advancing `progress` by one step per image.
+    fn run(&self, name: &str, model: &Model, progress: &dyn Progress) -> Result<ValReport> {
         let bytes = runnable_bytes(model, self.backend.engine())?;
         let (report, _) = validate(
             name,
@@ -233,10 +239,21 @@ impl<'a> Validator<'a> {
             &self.dataset,
             self.gt.as_deref(),
             &self.nms,
-            &Silent,
+            &Steps(progress),
         )?;
         Ok(report)
     }
+}
+
+/// Forwards the steps of a nested phase to the enclosing one, ignoring its start and end.
+struct Steps<'a>(&'a dyn Progress);
+
+impl Progress for Steps<'_> {
+    fn start(&self, _label: &str, _total: Option<u64>) {}
+    fn advance(&self, n: u64) {
+        self.0.advance(n);
+    }
+    fn finish(&self) {}
 }
 
 /// Runs every planned model on a pool of `jobs` threads.
@@ -271,16 +288,35 @@ pub fn run_pipeline(
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(jobs.max(1))
         .build()?;
-    progress.start("models", Some(planned.len() as u64));
+    // Progress counts models, or with validation the images validated (dense and pruned).
+    let steps_per_model = validator
+        .as_ref()
+        .map_or(1, |v| 2 * v.dataset.images.len() as u64);
+    let label = if validator.is_some() {
+        "images validated"
+    } else {
+        "models"
+    };
+    progress.start(label, Some(planned.len() as u64 * steps_per_model));
     let models = pool.install(|| {
         planned
             .par_iter()
             .map(|(input, output)| {
-                let result = run_one(spec, input, output, force, &options, validator.as_ref())
-                    .unwrap_or_else(|e| Outcome::Failed {
-                        error: format!("{e:#}"),
-                    });
-                progress.advance(1);
+                let result = run_one(
+                    spec,
+                    input,
+                    output,
+                    force,
+                    &options,
+                    validator.as_ref(),
+                    progress,
+                )
+                .unwrap_or_else(|e| Outcome::Failed {
+                    error: format!("{e:#}"),
+                });
+                if validator.is_none() {
+                    progress.advance(1);
+                }
                 ModelOutcome {
                     model: input.clone(),
                     output: output.clone(),
@@ -304,6 +340,7 @@ fn run_one(
     force: bool,
     options: &JobOptions,
     validator: Option<&Validator>,
+    progress: &dyn Progress,
 ) -> Result<Outcome> {
     let model = input.load()?;
     if !model.schema_findings.is_empty() && !force {
@@ -322,24 +359,34 @@ fn run_one(
     }
     let Some(validator) = validator else {
         return Ok(Outcome::Ok {
-            report: prune_to_file(model, &spec.passes, output, options, &crate::progress::Silent)?,
+            report: prune_to_file(model, &spec.passes, output, options, progress)?,
             validation: None,
         });
     };
-    let dense = validator.run(&input.stem(), &model)?;
-    let report = prune_to_file(model, &spec.passes, output, options, &crate::progress::Silent)?;
+    let dense = validator.run(&input.stem(), &model, progress)?;
+    let report = prune_to_file(model, &spec.passes, output, options, progress)?;
     let pruned_name = output
         .file_stem()
         .map_or_else(|| "pruned".into(), |s| s.to_string_lossy().into_owned());
-    let pruned = validator.run(&pruned_name, &onnx::load(output)?)?;
+    let pruned = validator.run(&pruned_name, &onnx::load(output)?, progress)?;
     let drop = validator.spec.metric.value(&dense) - validator.spec.metric.value(&pruned);
     let max_drop = validator.spec.max_map_drop;
+    let latency = latency_ratio(
+        &dense.inference_ms_per_image,
+        &pruned.inference_ms_per_image,
+    );
+    let halved = lost_over_half(
+        validator.spec.metric.value(&dense),
+        validator.spec.metric.value(&pruned),
+    );
     let validation = Validation {
         metric: validator.spec.metric,
         dense,
         pruned,
         drop,
         max_drop,
+        latency_ratio: latency,
+        lost_over_half: halved,
     };
     Ok(match max_drop {
         Some(budget) if drop.is_nan() || drop > budget => Outcome::GateFailed {

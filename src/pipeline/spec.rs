@@ -73,7 +73,11 @@ impl CalibrationBlock {
     pub fn resolve(&self, base: &Path) -> Result<crate::calib::CalibrationSpec> {
         Ok(crate::calib::CalibrationSpec {
             data: resolve(base, &self.data)?,
-            data_root: self.data_root.as_deref().map(|r| resolve(base, r)).transpose()?,
+            data_root: self
+                .data_root
+                .as_deref()
+                .map(|r| resolve(base, r))
+                .transpose()?,
             images: self.images,
         })
     }

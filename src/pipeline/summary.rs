@@ -3,22 +3,101 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use serde::Serialize;
 
 use super::run::{Outcome, PipelineRun, Validation};
+use crate::cli::common::grouped;
 use crate::job::JobReport;
 use crate::onnx::write_atomic;
 
-const COLUMNS: [&str; 8] = [
+/// Columns of every row: counts before -> after.
+const COLUMNS: [&str; 7] = [
     "model",
     "passes",
-    "params before",
-    "params after",
-    "sparsity",
-    "size before",
-    "size after",
-    "status",
+    "params",
+    "non-zero params",
+    "MACs",
+    "file size",
+    "sparsity after",
 ];
-const VALIDATION_COLUMNS: [&str; 5] = ["metric", "dense", "pruned", "drop", "ms dense/pruned"];
+/// Columns added when some model was validated.
+const VALIDATION_COLUMNS: [&str; 6] = [
+    "metric",
+    "dense",
+    "pruned",
+    "drop",
+    "budget",
+    "latency pruned/dense",
+];
+
+/// Pruned over dense inference time, image by image: the median ratio and its 10th and 90th
+/// percentiles (nearest rank), so that one noisy image does not move it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct LatencyRatio {
+    pub median: f64,
+    pub p10: f64,
+    pub p90: f64,
+}
+
+/// The [`LatencyRatio`] of two runs over the same images in the same order; `None` when they
+/// timed different numbers of images or none.
+pub fn latency_ratio(dense_ms: &[f64], pruned_ms: &[f64]) -> Option<LatencyRatio> {
+    if dense_ms.len() != pruned_ms.len() || dense_ms.is_empty() {
+        return None;
+    }
+    let mut ratios: Vec<f64> = pruned_ms.iter().zip(dense_ms).map(|(p, d)| p / d).collect();
+    ratios.sort_by(f64::total_cmp);
+    let at = |q: f64| ratios[(q * (ratios.len() - 1) as f64).round() as usize];
+    Some(LatencyRatio {
+        median: at(0.5),
+        p10: at(0.1),
+        p90: at(0.9),
+    })
+}
+
+/// Whether the pruned model kept less than half of the dense model's accuracy (or none that can
+/// be measured): flagged in the summary whether or not a gate is set.
+pub fn lost_over_half(dense: f64, pruned: f64) -> bool {
+    dense > 0.0 && (pruned.is_nan() || pruned < dense / 2.0)
+}
+
+/// `x` as Python's `%.3g` writes it, the way val.py prints its metrics: three significant
+/// digits, trailing zeros dropped, an exponent below 1e-4.
+pub fn significant3(x: f64) -> String {
+    if x == 0.0 || !x.is_finite() {
+        return if x.is_nan() {
+            "nan".into()
+        } else {
+            format!("{x}")
+        };
+    }
+    // The exponent after rounding to three digits: 0.09996 is 0.1, exponent -1.
+    let rounded: f64 = format!("{x:.2e}").parse().unwrap_or(x);
+    let exponent = rounded.abs().log10().floor() as i32;
+    let trim = |s: String| -> String {
+        if s.contains('.') {
+            s.trim_end_matches('0').trim_end_matches('.').to_string()
+        } else {
+            s
+        }
+    };
+    if (-4..3).contains(&exponent) {
+        trim(format!("{x:.*}", (2 - exponent) as usize))
+    } else {
+        let mantissa = rounded / 10f64.powi(exponent);
+        let sign = if exponent < 0 { '-' } else { '+' };
+        format!(
+            "{}e{sign}{:02}",
+            trim(format!("{mantissa:.2}")),
+            exponent.abs()
+        )
+    }
+}
+
+/// `before -> after`, digits grouped.
+fn change(before: u64, after: u64) -> String {
+    format!("{} -> {}", grouped(before), grouped(after))
+}
 
 fn size(bytes: u64, zstd: Option<u64>) -> String {
     match zstd {
@@ -32,29 +111,68 @@ fn size(bytes: u64, zstd: Option<u64>) -> String {
 }
 
 fn job_cells(report: &JobReport) -> [String; 5] {
+    let (b, a) = (&report.before, &report.after);
     [
-        report.before.params.to_string(),
-        report.after.nonzero_params.to_string(),
-        format!("{:.4}", report.after.sparsity.global),
-        size(report.before.file_bytes, report.before.zstd_bytes),
-        size(report.after.file_bytes, report.after.zstd_bytes),
+        change(b.params, a.params),
+        change(b.nonzero_params, a.nonzero_params),
+        change(b.macs, a.macs),
+        format!(
+            "{} -> {}",
+            size(b.file_bytes, b.zstd_bytes),
+            size(a.file_bytes, a.zstd_bytes)
+        ),
+        format!("{:.4}", a.sparsity.global),
     ]
 }
 
-fn validation_cells(v: Option<&Validation>) -> [String; 5] {
+fn validation_cells(v: Option<&Validation>) -> [String; 6] {
     let Some(v) = v else {
         return std::array::from_fn(|_| "-".to_string());
     };
     [
         v.metric.name().to_string(),
-        format!("{:.4}", v.metric.value(&v.dense)),
-        format!("{:.4}", v.metric.value(&v.pruned)),
-        format!("{:+.4}", -v.drop),
-        format!(
-            "{:.1}/{:.1}",
-            v.dense.speed_ms.inference, v.pruned.speed_ms.inference
+        significant3(v.metric.value(&v.dense)),
+        significant3(v.metric.value(&v.pruned)),
+        significant3(v.drop),
+        v.max_drop.map_or_else(|| "none".to_string(), significant3),
+        v.latency_ratio.map_or_else(
+            || "-".to_string(),
+            |r| format!("{:.2} ({:.2}-{:.2})", r.median, r.p10, r.p90),
         ),
     ]
+}
+
+/// The verdict on a validated model, its budget beside it, and a warning when it lost more than
+/// half its accuracy (gate or no gate).
+fn validated_status(v: &Validation, gate_failed: bool) -> String {
+    let (dense, pruned) = (v.metric.value(&v.dense), v.metric.value(&v.pruned));
+    let verdict = match v.max_drop {
+        Some(budget) if gate_failed => format!(
+            "GATE FAILED: {} dropped by {} ({} -> {}), more than the budget of {}",
+            v.metric.name(),
+            significant3(v.drop),
+            significant3(dense),
+            significant3(pruned),
+            significant3(budget)
+        ),
+        Some(budget) => format!(
+            "ok: {} dropped by {}, within the budget of {}",
+            v.metric.name(),
+            significant3(v.drop),
+            significant3(budget)
+        ),
+        None => "ok (no budget set)".to_string(),
+    };
+    if lost_over_half(dense, pruned) {
+        format!(
+            "{verdict}; WARNING: lost more than half its {} ({} -> {})",
+            v.metric.name(),
+            significant3(dense),
+            significant3(pruned)
+        )
+    } else {
+        verdict
+    }
 }
 
 /// The header and one row per model; validation columns only when some model was validated.
@@ -69,11 +187,11 @@ fn rows(run: &PipelineRun) -> (Vec<String>, Vec<Vec<String>>) {
             } | Outcome::GateFailed { .. }
         )
     });
-    let mut header: Vec<String> = COLUMNS[..7].iter().map(|c| c.to_string()).collect();
+    let mut header: Vec<String> = COLUMNS.iter().map(|c| c.to_string()).collect();
     if validated {
         header.extend(VALIDATION_COLUMNS.iter().map(|c| c.to_string()));
     }
-    header.push(COLUMNS[7].to_string());
+    header.push("status".to_string());
     let rows = run
         .models
         .iter()
@@ -89,16 +207,16 @@ fn rows(run: &PipelineRun) -> (Vec<String>, Vec<Vec<String>>) {
                 Outcome::Ok { report, validation } => (
                     Some(job_cells(report)),
                     validation.as_ref(),
-                    "ok".to_string(),
+                    validation
+                        .as_ref()
+                        .map_or_else(|| "ok".to_string(), |v| validated_status(v, false)),
                 ),
                 Outcome::GateFailed {
-                    report,
-                    validation,
-                    message,
+                    report, validation, ..
                 } => (
                     Some(job_cells(report)),
                     Some(validation),
-                    format!("GATE FAILED: {message}"),
+                    validated_status(validation, true),
                 ),
                 Outcome::Failed { error } => (None, None, format!("FAILED: {error}")),
             };
@@ -114,7 +232,9 @@ fn rows(run: &PipelineRun) -> (Vec<String>, Vec<Vec<String>>) {
     (header, rows)
 }
 
-/// The summary as an aligned text table. "params after" counts non-zero parameters.
+/// The summary as an aligned text table: parameters, non-zero parameters, MACs and file size
+/// before -> after; with validation, the metric (values and drop rounded as val.py prints them;
+/// the drop is positive when accuracy falls), the gate's budget and the latency ratio.
 pub fn summary_table(run: &PipelineRun) -> String {
     let (header, rows) = rows(run);
     let widths: Vec<usize> = (0..header.len())
@@ -170,4 +290,52 @@ pub fn write_summary(run: &PipelineRun, prefix: &Path) -> Result<()> {
     write_atomic(&prefix.with_extension("json"), &json)?;
     write_atomic(&prefix.with_extension("md"), markdown(run).as_bytes())?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn significant3_writes_what_python_percent_3g_writes() {
+        // Python: ['%.3g' % x for x in ...]
+        let cases = [
+            (0.34956, "0.35"),
+            (0.0906, "0.0906"),
+            (0.25834, "0.258"),
+            (0.09996, "0.1"),
+            (1.0, "1"),
+            (-0.0123456, "-0.0123"),
+            (0.00012345, "0.000123"),
+            (0.000012345, "1.23e-05"),
+            (1234.5, "1.23e+03"),
+            (0.0, "0"),
+        ];
+        for (x, want) in cases {
+            assert_eq!(significant3(x), want, "{x}");
+        }
+    }
+
+    #[test]
+    fn latency_ratio_pairs_images_and_takes_percentiles() {
+        let dense: Vec<f64> = (1..=11).map(|i| 10.0 * i as f64).collect();
+        let mut pruned: Vec<f64> = dense.iter().map(|d| d / 2.0).collect();
+        pruned[3] = dense[3] * 3.0; // one noisy image
+        let r = latency_ratio(&dense, &pruned).unwrap();
+        assert_eq!((r.median, r.p10, r.p90), (0.5, 0.5, 0.5));
+        pruned[4] = dense[4] * 3.0;
+        pruned[5] = dense[5];
+        let r = latency_ratio(&dense, &pruned).unwrap();
+        assert_eq!((r.median, r.p10, r.p90), (0.5, 0.5, 3.0));
+        assert_eq!(latency_ratio(&dense, &pruned[1..]), None);
+        assert_eq!(latency_ratio(&[], &[]), None);
+    }
+
+    #[test]
+    fn losing_more_than_half_is_flagged() {
+        assert!(lost_over_half(0.3496, 0.0884));
+        assert!(lost_over_half(0.3496, f64::NAN));
+        assert!(!lost_over_half(0.3496, 0.2583));
+        assert!(!lost_over_half(0.0, 0.0));
+    }
 }

@@ -271,3 +271,19 @@ fn decoding_rejects_a_non_model_protobuf() {
     let err = onnx::load(&path).unwrap_err().to_string();
     assert!(err.contains("node.onnx is not"), "{err}");
 }
+
+#[test]
+fn a_pytorch_checkpoint_is_named_as_one() {
+    let Some(checkpoint) = fixture("models/yolov5n.pt") else {
+        return;
+    };
+    let stderr = error_exit(shears().arg("check").arg(&checkpoint), "PyTorch checkpoint");
+    assert!(stderr.contains("export it to ONNX first"), "{stderr}");
+    assert!(!stderr.contains("invalid tag"), "{stderr}");
+}
+
+#[test]
+fn val_without_a_dataset_names_both_ways_to_give_one() {
+    let stderr = error_exit(shears().args(["val", "model.onnx"]), "--data");
+    assert!(stderr.contains("--coco-json"), "{stderr}");
+}

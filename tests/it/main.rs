@@ -9,6 +9,7 @@ mod onnx_io;
 mod pipeline;
 mod prune;
 mod prune_channels;
+mod readme;
 mod recover;
 mod synth;
 mod val;

@@ -222,6 +222,31 @@ fn sparse_storage_shrinks_the_file_and_keeps_outputs() {
         "sparse storage changes no output: {report}"
     );
 
+    // Weights stored as sparse Constants are still the layers' weights for every count.
+    let (stored, zeroed) = (
+        model_stats(loaded.graph()).unwrap(),
+        model_stats(onnx::load(&zeros).unwrap().graph()).unwrap(),
+    );
+    assert!(stored.macs_complete, "every layer's MACs are known");
+    assert_eq!(
+        (stored.conv_layers, stored.params, stored.macs),
+        (zeroed.conv_layers, zeroed.params, zeroed.macs)
+    );
+    assert_eq!(stored.sparsity, zeroed.sparsity);
+    let inspected = succeed(shears().arg("inspect").arg(&sparse));
+    assert!(!inspected.contains("unknown"), "{inspected}");
+    let sparse_constants = loaded
+        .graph()
+        .node
+        .iter()
+        .filter(|n| n.attribute.iter().any(|a| a.name() == "sparse_value"))
+        .count();
+    let checked = succeed(shears().arg("check").arg(&sparse));
+    assert!(
+        checked.contains(&format!("{sparse_constants} sparse Constant nodes")),
+        "{checked}"
+    );
+
     let mut densified = loaded.proto.clone();
     shears::passes::densify_sparse(&mut densified).unwrap();
     let reference = onnx::load(&zeros).unwrap();
@@ -260,6 +285,45 @@ fn outputs_record_provenance_and_are_deterministic() {
     assert_eq!(passes[0]["pass"], "prune_magnitude");
     assert_eq!(passes[0]["options"]["amount"], 0.3);
     assert_eq!(passes[0]["options"]["scope"], "layer");
+    // `inspect` shows what the metadata records, in text and JSON.
+    let text = succeed(shears().arg("inspect").arg(&a));
+    assert!(
+        text.contains("passes recorded in shears.passes:")
+            && text.contains(&format!(
+                "1. prune_magnitude (shears {}): amount=0.3",
+                passes[0]["version"].as_str().unwrap()
+            ))
+            && text.contains("scope=\"layer\""),
+        "{text}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&succeed(shears().args(["inspect", "--json"]).arg(&a))).unwrap();
+    assert_eq!(json["shears_passes"], passes);
+    let plain = succeed(shears().arg("inspect").arg(&dense));
+    assert!(!plain.contains("shears.passes"), "{plain}");
+}
+
+/// Elements of the float tensors an ONNX model stores (initializers and Constant values), by
+/// onnx's own reading of the file.
+const FLOAT_ELEMENTS: &str = r#"
+import sys, onnx, numpy as np
+m = onnx.load(sys.argv[1])
+floats = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
+tensors = list(m.graph.initializer)
+tensors += [a.t for n in m.graph.node if n.op_type == "Constant" for a in n.attribute if a.name == "value"]
+print(sum(int(np.prod(t.dims)) for t in tensors if t.data_type in floats))
+"#;
+
+fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 #[test]
@@ -273,6 +337,23 @@ fn inspect_counts_parameters_like_yolov5() {
         let json = succeed(shears().args(["inspect", "--json"]).arg(&path));
         let report: serde_json::Value = serde_json::from_str(&json).unwrap();
         assert_eq!(report["params"], params, "{name}");
+        if let Some(python) = oracle_python() {
+            let floats = run_python(&python, FLOAT_ELEMENTS, &[path.to_str().unwrap()]);
+            assert_eq!(
+                report["float_tensor_params"].as_u64().unwrap(),
+                floats.trim().parse::<u64>().unwrap(),
+                "{name}"
+            );
+        }
+        let text = succeed(shears().arg("inspect").arg(&path));
+        assert!(
+            text.contains(&format!(
+                "{} conv parameters (weights and biases), {} parameters in all float tensors",
+                grouped(params),
+                grouped(report["float_tensor_params"].as_u64().unwrap())
+            )),
+            "{text}"
+        );
         assert_eq!(report["conv_layers"], 60);
         assert!(
             report["sparsity"]["global"].as_f64().unwrap() < 1e-5,

@@ -731,3 +731,89 @@ fn a_failed_check_writes_nothing() {
     assert!(!out.exists());
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
 }
+
+#[test]
+fn channel_prune_sums_up_its_widths_and_warns_to_validate() {
+    let Some(path) = fixture("models/yolov5n_op12.onnx") else {
+        return;
+    };
+    let dir = scratch();
+    let out = dir.path().join("narrow.onnx");
+    let run = shears()
+        .arg("prune")
+        .arg(&path)
+        .arg("-o")
+        .arg(&out)
+        .args(["--method", "channel", "--amount", "0.3", "--no-zstd"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr),
+    );
+    assert!(run.status.success(), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("warning: channel pruning changes what the model detects")
+            && stderr.contains("shears val"),
+        "{stderr}"
+    );
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("prune_channels:"))
+        .unwrap();
+    assert!(line.len() < 600, "one short line: {line}");
+    let widths = line
+        .split("; widths (groups): ")
+        .nth(1)
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap();
+    // Each `before->after xN` entry against the producers' weights in the two models.
+    let original = onnx::load(&path).unwrap().proto;
+    let pruned = onnx::load(&out).unwrap().proto;
+    let out_channels = |m: &ModelProto, producer: &str| -> usize {
+        let g = m.graph.as_ref().unwrap();
+        let node = g.node.iter().find(|n| n.name() == producer).unwrap();
+        let w = g.initializer.iter().find(|t| t.name() == node.input[1]);
+        w.unwrap().dims[0] as usize
+    };
+    let mut expected: std::collections::BTreeMap<(usize, usize), usize> = Default::default();
+    for group in channel_groups(original.graph.as_ref().unwrap())
+        .unwrap()
+        .groups
+    {
+        let producer = &group.producer_names[0];
+        let kept = out_channels(&pruned, producer);
+        if kept < group.channels {
+            *expected.entry((group.channels, kept)).or_default() += 1;
+        }
+    }
+    let mut reported: std::collections::BTreeMap<(usize, usize), usize> = Default::default();
+    for entry in widths.split(", ") {
+        let (change, count) = entry.split_once(" x").unwrap();
+        let (before, after) = change.split_once("->").unwrap();
+        reported.insert(
+            (before.parse().unwrap(), after.parse().unwrap()),
+            count.parse().unwrap(),
+        );
+    }
+    assert!(!expected.is_empty());
+    assert_eq!(reported, expected, "{line}");
+}
+
+#[test]
+fn importance_applies_to_channel_pruning_only() {
+    let dir = scratch();
+    let out = dir.path().join("out.onnx");
+    error_exit(
+        shears()
+            .arg("prune")
+            .arg(dir.path().join("model.onnx"))
+            .arg("-o")
+            .arg(&out)
+            .args(["--amount", "0.3", "--importance", "l2"]),
+        "--importance applies to --method channel only",
+    );
+    assert!(!out.exists());
+}

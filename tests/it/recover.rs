@@ -39,10 +39,18 @@ fn obs_removal_equals_numpy_least_squares() {
     let (samples, n, rows) = (300, 9, 4);
     // Correlated inputs with a bias column of ones, as im2col columns are.
     let x = Mat::from_fn(samples, n + 1, |_, j| {
-        if j == n { 1.0 } else { rng.random_range(-1.0..1.0) }
+        if j == n {
+            1.0
+        } else {
+            rng.random_range(-1.0..1.0)
+        }
     });
     let x = Mat::from_fn(samples, n + 1, |s, j| {
-        if j == n { 1.0 } else { x[(s, j)] + 0.5 * x[(s, (j + 1) % n)] + 0.2 }
+        if j == n {
+            1.0
+        } else {
+            x[(s, j)] + 0.5 * x[(s, (j + 1) % n)] + 0.2
+        }
     });
     let w = Mat::from_fn(rows, n + 1, |_, _| rng.random_range(-1.0..1.0));
     let gram = x.transpose() * &x;
@@ -54,18 +62,18 @@ fn obs_removal_equals_numpy_least_squares() {
         };
         layer.remove(&removed).unwrap();
         let rows_of = |m: &Mat<f64>| -> Vec<Vec<f64>> {
-            (0..m.nrows()).map(|r| (0..m.ncols()).map(|j| m[(r, j)]).collect()).collect()
+            (0..m.nrows())
+                .map(|r| (0..m.ncols()).map(|j| m[(r, j)]).collect())
+                .collect()
         };
         let input = dir.path().join("problem.json");
         std::fs::write(
             &input,
-            serde_json::json!({"x": rows_of(&x), "w": rows_of(&w), "removed": removed})
-                .to_string(),
+            serde_json::json!({"x": rows_of(&x), "w": rows_of(&w), "removed": removed}).to_string(),
         )
         .unwrap();
         let want: Vec<Vec<f64>> =
-            serde_json::from_str(&run_python(&python, LSTSQ, &[input.to_str().unwrap()]))
-                .unwrap();
+            serde_json::from_str(&run_python(&python, LSTSQ, &[input.to_str().unwrap()])).unwrap();
         for r in 0..rows {
             for j in 0..=n {
                 let (got, want) = (layer.w[(r, j)], want[r][j]);
@@ -121,7 +129,11 @@ fn recovered_global_pruning_zeroes_exactly_the_amount_and_records_its_calibratio
     let (zeros, numel) = conv_zeros(&out);
     let (dense_zeros, _) = conv_zeros(&dense);
     assert_eq!(dense_zeros, 0);
-    assert_eq!(zeros, (0.3 * numel as f64).round() as u64, "zeros of {numel}");
+    assert_eq!(
+        zeros,
+        (0.3 * numel as f64).round() as u64,
+        "zeros of {numel}"
+    );
     let model = onnx::load(&out).unwrap();
     let record: serde_json::Value = serde_json::from_str(
         model
@@ -162,12 +174,22 @@ fn recovered_two_of_four_holds_the_pattern_and_names_the_stem() {
     let graph = model.graph();
     let mut checked = 0;
     for node in graph.node.iter().filter(|n| n.op_type() == "Conv") {
-        let w = graph.initializer.iter().find(|t| t.name() == node.input[1]).unwrap();
-        let [out_ch, in_ch, kh, kw] = w.dims[..] else { panic!() };
+        let w = graph
+            .initializer
+            .iter()
+            .find(|t| t.name() == node.input[1])
+            .unwrap();
+        let [out_ch, in_ch, kh, kw] = w.dims[..] else {
+            panic!()
+        };
         let (in_ch, taps) = (in_ch as usize, (kh * kw) as usize);
         let values = tensor::to_f32(w).unwrap();
         if in_ch % 4 != 0 {
-            assert!(values.iter().all(|v| *v != 0.0), "{} was pruned", node.name());
+            assert!(
+                values.iter().all(|v| *v != 0.0),
+                "{} was pruned",
+                node.name()
+            );
             continue;
         }
         for o in 0..out_ch as usize {
@@ -176,7 +198,11 @@ fn recovered_two_of_four_holds_the_pattern_and_names_the_stem() {
                     let kept = (g..g + 4)
                         .filter(|c| values[(o * in_ch + c) * taps + t] != 0.0)
                         .count();
-                    assert!(kept <= 2, "{}: output {o}, tap {t}, channels {g}..", node.name());
+                    assert!(
+                        kept <= 2,
+                        "{}: output {o}, tap {t}, channels {g}..",
+                        node.name()
+                    );
                 }
             }
         }
@@ -202,7 +228,10 @@ fn a_zero_amount_leaves_the_outputs_unchanged() {
     .unwrap();
     let diff = report["max_abs_diff"][1].as_f64().unwrap();
     let scale = report["max_abs"].as_f64().unwrap();
-    assert!(diff <= 1e-4 * scale.max(1.0), "max |diff| {diff} on outputs up to {scale}");
+    assert!(
+        diff <= 1e-4 * scale.max(1.0),
+        "max |diff| {diff} on outputs up to {scale}"
+    );
 }
 
 /// Calibration reads images exactly as validation does: the same tensors as `val`'s

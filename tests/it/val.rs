@@ -35,6 +35,13 @@ fn val(dataset: &str, backend: &str, models: &[&Path], dir: &Path) -> Value {
         stdout.contains("Speed: ") && stdout.contains("per image at shape (1, 3, 640, 640)"),
         "{stdout}"
     );
+    // The header names the backend, and the provider only when it is another name.
+    let header = if backend == "tract" {
+        "(tract)\n".to_string()
+    } else {
+        format!("({backend} CPUExecutionProvider)\n")
+    };
+    assert!(stdout.contains(&header), "{stdout}");
     serde_json::from_str(&std::fs::read_to_string(report).unwrap()).unwrap()
 }
 
