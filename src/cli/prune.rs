@@ -6,13 +6,16 @@ use std::process::ExitCode;
 
 use anyhow::{Result, bail};
 
-use super::common::{ensure_lossless_rewrite, grouped, load_model};
+use super::common::{grouped, load_model};
 use super::ui::Ui;
-use crate::job::{Footprint, JobOptions, JobReport, masked_check, prune_to_file};
-use crate::onnx::{SaveOptions, ensure_distinct_output};
+use crate::eval::validate::{DataSource, load_dataset};
+use crate::job::{Footprint, JobOptions, JobReport, prune_to_file};
+use crate::onnx::SaveOptions;
 use crate::passes::{
     Importance, PassConfig, PruneChannels, PruneMagnitude, PruneNM, Scope, StoreSparse,
 };
+use crate::progress::Silent;
+use crate::verify::Probe;
 
 /// Prune the convolution weights of a model and write a new model.
 #[derive(Debug, clap::Args)]
@@ -55,6 +58,12 @@ pub struct Args {
     /// Also write the masked dense model (the input with the removed channels zeroed) here.
     #[arg(long)]
     pub emit_masked: Option<PathBuf>,
+    /// Verify on the first images of this dataset (a YOLOv5 data YAML) instead of random inputs.
+    #[arg(long, value_name = "DATA.yaml")]
+    pub verify_data: Option<PathBuf>,
+    /// Dataset root replacing the `--verify-data` YAML's `path:`.
+    #[arg(long, requires = "verify_data")]
+    pub data_root: Option<PathBuf>,
     /// N:M semi-structured sparsity instead of a fraction, e.g. 2:4.
     #[arg(long)]
     pub pattern: Option<String>,
@@ -102,6 +111,9 @@ impl Args {
     pub fn passes(&self) -> Result<Vec<PassConfig>> {
         if self.emit_masked.is_some() && !matches!(self.method, Method::Channel) {
             bail!("--emit-masked applies to --method channel only");
+        }
+        if self.verify_data.is_some() && !matches!(self.method, Method::Channel) {
+            bail!("--verify-data applies to --method channel only");
         }
         let (include, exclude) = (self.include.clone(), self.exclude.clone());
         let mut passes = vec![match (&self.pattern, self.amount) {
@@ -154,28 +166,34 @@ impl Args {
 pub fn run(args: &Args, ui: &Ui) -> Result<ExitCode> {
     let passes = args.passes()?;
     let model = load_model(&args.model, ui)?;
-    ensure_lossless_rewrite(&model, args.force, ui)?;
-    ensure_distinct_output(&args.model, &args.output)?;
+    let probe = match &args.verify_data {
+        Some(data) => {
+            let source = DataSource::Yaml {
+                data: data.clone(),
+                root: args.data_root.clone(),
+            };
+            Probe::from_dataset(&load_dataset(&source, &Silent)?.0)
+        }
+        None => Probe::default(),
+    };
     let options = JobOptions {
         save: SaveOptions {
             external_data: args.external_data.clone(),
         },
         measure_zstd: !args.no_zstd,
-        check: match passes.first() {
-            Some(PassConfig::PruneChannels(p)) if !args.no_verify || args.emit_masked.is_some() => {
-                Some(masked_check(
-                    p.clone(),
-                    args.emit_masked.clone(),
-                    !args.no_verify,
-                ))
-            }
-            _ => None,
-        },
+        force: args.force,
+        verify: !args.no_verify,
+        probe,
+        emit_masked: args.emit_masked.clone(),
+        check: None,
     };
     ui.progress().start("pruning", None);
     let report = prune_to_file(model, &passes, &args.output, &options);
     ui.progress().finish();
     let report = report?;
+    for warning in &report.warnings {
+        ui.warn(format_args!("{warning}"));
+    }
     if let Some(path) = &args.json {
         super::common::write_json(path, &report)?;
     }
@@ -207,8 +225,11 @@ fn print_report(out: &mut impl Write, r: &JobReport) -> Result<()> {
     )?;
     row(out, "before", &r.before)?;
     row(out, "after", &r.after)?;
+    for proof in r.passes.iter().filter_map(|p| p.proof.as_ref()) {
+        writeln!(out, "verify: {}", proof.summary)?;
+    }
     if let Some(check) = &r.check {
-        writeln!(out, "verify: {check}")?;
+        writeln!(out, "check: {check}")?;
     }
     writeln!(out, "wrote {}", r.output.display())?;
     Ok(())

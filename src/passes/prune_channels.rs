@@ -113,7 +113,7 @@ pub enum Importance {
 }
 
 /// The channels chosen for removal.
-struct Plan {
+struct Choice {
     /// Group id and its removed channels (ascending), for every group losing at least one.
     removed: Vec<(usize, Vec<usize>)>,
     /// Lines about groups that kept the minimum width.
@@ -153,71 +153,20 @@ impl PruneChannels {
 
     /// Removes the selected channels; returns the summary line.
     pub fn run(&self, graph: &mut GraphProto) -> Result<String> {
-        let analysis = channel_groups(graph)?;
-        let plan = self.plan(graph, &analysis.groups)?;
-        let before: usize = plan
-            .removed
-            .iter()
-            .map(|(g, _)| analysis.groups[*g].channels)
-            .sum();
-        let removed: usize = plan.removed.iter().map(|(_, r)| r.len()).sum();
-        surgery(graph, &analysis.groups, &plan.removed, Mode::Remove)?;
-        let per_group: Vec<String> = plan
-            .removed
-            .iter()
-            .map(|(g, r)| {
-                let c = analysis.groups[*g].channels;
-                format!("#{g} {c}->{}", c - r.len())
-            })
-            .collect();
-        let mut summary = format!(
-            "removed {removed} channels from {} of {} selected groups ({before} -> {} channels; \
-             {} importance, {} scope, amount {}, round_to {}, min_channels {})",
-            plan.removed.len(),
-            plan.selected,
-            before - removed,
-            self.importance_name(),
-            match self.scope {
-                Scope::Layer => "layer",
-                Scope::Global => "global",
-            },
-            self.amount,
-            self.round_to,
-            self.min_width(),
-        );
-        if !per_group.is_empty() {
-            summary += &format!("; per group: {}", per_group.join(", "));
-        }
-        if !plan.at_minimum.is_empty() {
-            let first: Vec<&str> = plan.at_minimum.iter().take(3).map(String::as_str).collect();
-            summary += &format!(
-                "; {} groups kept the minimum width (first: {})",
-                plan.at_minimum.len(),
-                first.join("; ")
-            );
-        }
-        summary += &format!(
-            "; left alone: {} locked, {} not selected by include/exclude",
-            plan.locked.len(),
-            plan.filtered
-        );
-        if let Some(first) = plan.locked.first() {
-            summary += &format!(" (first locked: {first})");
-        }
-        if plan.removed.is_empty() {
-            summary += "; nothing was pruned";
-        }
-        Ok(summary)
+        self.plan(graph)?.prune(graph)
     }
 
-    /// Zeros, without surgery, exactly the channels [`PruneChannels::run`] would remove from the
-    /// same graph (see the module doc); returns how many channels it zeroed.
-    pub fn mask(&self, graph: &mut GraphProto) -> Result<usize> {
+    /// Analyses `graph` and chooses the channels to remove, once: the result prunes this graph
+    /// ([`ChannelPlan::prune`]) and masks a copy of it ([`ChannelPlan::mask`]).
+    pub fn plan(&self, graph: &GraphProto) -> Result<ChannelPlan> {
         self.validate()?;
         let analysis = channel_groups(graph)?;
-        let plan = self.plan(graph, &analysis.groups)?;
-        surgery(graph, &analysis.groups, &plan.removed, Mode::Zero)?;
-        Ok(plan.removed.iter().map(|(_, r)| r.len()).sum())
+        let choice = self.choose(graph, &analysis.groups)?;
+        Ok(ChannelPlan {
+            options: self.clone(),
+            groups: analysis.groups,
+            choice,
+        })
     }
 
     fn importance_name(&self) -> &'static str {
@@ -228,10 +177,10 @@ impl PruneChannels {
         }
     }
 
-    fn plan(&self, graph: &GraphProto, groups: &[ChannelGroup]) -> Result<Plan> {
+    fn choose(&self, graph: &GraphProto, groups: &[ChannelGroup]) -> Result<Choice> {
         let include = LayerFilter::new(&self.include, &[])?;
         let exclude = LayerFilter::new(&[], &self.exclude)?;
-        let mut plan = Plan {
+        let mut plan = Choice {
             removed: Vec::new(),
             at_minimum: Vec::new(),
             locked: Vec::new(),
@@ -344,6 +293,116 @@ impl PruneChannels {
     }
 }
 
+/// What `prune_channels` decided on one graph: its channel groups and the channels chosen, made
+/// once and applied both to the graph it was made on and to a copy to mask.
+pub struct ChannelPlan {
+    options: PruneChannels,
+    groups: Vec<ChannelGroup>,
+    choice: Choice,
+}
+
+impl ChannelPlan {
+    /// Removes the chosen channels from `graph` (the graph the plan was made on); returns the
+    /// summary line.
+    pub fn prune(&self, graph: &mut GraphProto) -> Result<String> {
+        let before: usize = self
+            .choice
+            .removed
+            .iter()
+            .map(|(g, _)| self.groups[*g].channels)
+            .sum();
+        let removed: usize = self.choice.removed.iter().map(|(_, r)| r.len()).sum();
+        surgery(graph, &self.groups, &self.choice.removed, Mode::Remove)?;
+        let per_group: Vec<String> = self
+            .choice
+            .removed
+            .iter()
+            .map(|(g, r)| {
+                let c = self.groups[*g].channels;
+                format!("#{g} {c}->{}", c - r.len())
+            })
+            .collect();
+        let mut summary = format!(
+            "removed {removed} channels from {} of {} selected groups ({before} -> {} channels; \
+             {} importance, {} scope, amount {}, round_to {}, min_channels {})",
+            self.choice.removed.len(),
+            self.choice.selected,
+            before - removed,
+            self.options.importance_name(),
+            match self.options.scope {
+                Scope::Layer => "layer",
+                Scope::Global => "global",
+            },
+            self.options.amount,
+            self.options.round_to,
+            self.options.min_width(),
+        );
+        if !per_group.is_empty() {
+            summary += &format!("; per group: {}", per_group.join(", "));
+        }
+        if !self.choice.at_minimum.is_empty() {
+            let first: Vec<&str> = self
+                .choice
+                .at_minimum
+                .iter()
+                .take(3)
+                .map(String::as_str)
+                .collect();
+            summary += &format!(
+                "; {} groups kept the minimum width (first: {})",
+                self.choice.at_minimum.len(),
+                first.join("; ")
+            );
+        }
+        summary += &format!(
+            "; left alone: {} locked, {} not selected by include/exclude",
+            self.choice.locked.len(),
+            self.choice.filtered
+        );
+        if let Some(first) = self.choice.locked.first() {
+            summary += &format!(" (first locked: {first})");
+        }
+        if self.choice.removed.is_empty() {
+            summary += "; nothing was pruned";
+        }
+        Ok(summary)
+    }
+
+    /// Zeros, without surgery, exactly the channels [`ChannelPlan::prune`] removes, in a copy of
+    /// the graph the plan was made on (see the module doc); returns how many channels it zeroed.
+    pub fn mask(&self, graph: &mut GraphProto) -> Result<usize> {
+        surgery(graph, &self.groups, &self.choice.removed, Mode::Zero)?;
+        Ok(self.choice.removed.iter().map(|(_, r)| r.len()).sum())
+    }
+
+    /// The tensors that carry the pruned channels' signal, by name, with the channel positions
+    /// (axis 1) pruning removes from each: the graph outputs, and the output of every Conv that
+    /// reads a pruned group (the pre-activation values that channel surgery changes first).
+    /// Names are those of the graph the plan was made on; surgery keeps them.
+    pub fn signal_tensors(&self, graph: &GraphProto) -> Vec<(String, BTreeSet<usize>)> {
+        let removed = removed_by_tensor(&self.groups, &self.choice.removed);
+        let consumers: BTreeSet<usize> = self
+            .choice
+            .removed
+            .iter()
+            .flat_map(|(g, _)| self.groups[*g].consumers.iter().map(|c| c.node))
+            .collect();
+        let names = graph.output.iter().map(|o| o.name().to_string()).chain(
+            consumers
+                .into_iter()
+                .filter_map(|n| graph.node[n].output.first().cloned()),
+        );
+        let mut seen = BTreeSet::new();
+        names
+            .filter(|name| seen.insert(name.clone()))
+            .map(|name| {
+                let gone = removed.get(&name).cloned().unwrap_or_default();
+                (name, gone)
+            })
+            .collect()
+    }
+}
+
 /// The first `count` channels of `order` that can go without emptying a tensor that carries only
 /// part of the group and nothing else (a Split output, a Slice): each such part keeps at least
 /// its channel that comes last in `order`, so fewer than `count` may be returned.
@@ -414,6 +473,23 @@ fn positions(span: &Span, removed: &[usize]) -> impl Iterator<Item = usize> {
     removed.iter().filter_map(move |&k| span.position(k))
 }
 
+/// Per tensor carrying group channels, the positions on its channel axis that `removed` takes.
+fn removed_by_tensor(
+    groups: &[ChannelGroup],
+    removed: &[(usize, Vec<usize>)],
+) -> HashMap<String, BTreeSet<usize>> {
+    let mut in_tensor: HashMap<String, BTreeSet<usize>> = HashMap::new();
+    for (g, r) in removed {
+        for t in &groups[*g].tensors {
+            in_tensor
+                .entry(t.name.clone())
+                .or_default()
+                .extend(positions(&t.span, r));
+        }
+    }
+    in_tensor
+}
+
 /// Per (node, input slot): positions to remove or zero, by axis.
 type TensorEdits = BTreeMap<(usize, usize), BTreeMap<usize, BTreeSet<usize>>>;
 
@@ -425,7 +501,6 @@ fn surgery(
     mode: Mode,
 ) -> Result<()> {
     let mut edits = TensorEdits::new();
-    let mut in_tensor: HashMap<String, BTreeSet<usize>> = HashMap::new();
     let mut depthwise = BTreeSet::new();
     let mut rewired = BTreeSet::new();
     let add = |edits: &mut TensorEdits, node: usize, slot: usize, axis: usize, pos: &[usize]| {
@@ -485,12 +560,6 @@ fn surgery(
                 }
             }
         }
-        for t in &group.tensors {
-            in_tensor
-                .entry(t.name.clone())
-                .or_default()
-                .extend(positions(&t.span, r));
-        }
     }
     let mut replaced = Vec::new();
     for ((node, slot), axes) in &edits {
@@ -534,6 +603,7 @@ fn surgery(
             a.i = Some(out);
         }
     }
+    let in_tensor = removed_by_tensor(groups, removed);
     rewrite_shape_constants(graph, &rewired, &in_tensor, &mut replaced)?;
     drop_unread(graph, &replaced);
     update_value_info(graph, &in_tensor);

@@ -8,7 +8,7 @@ use super::run::{Outcome, PipelineRun, Validation};
 use crate::job::JobReport;
 use crate::onnx::write_atomic;
 
-const COLUMNS: [&str; 8] = [
+const COLUMNS: [&str; 9] = [
     "model",
     "passes",
     "params before",
@@ -16,6 +16,7 @@ const COLUMNS: [&str; 8] = [
     "sparsity",
     "size before",
     "size after",
+    "verified (max rel. diff)",
     "status",
 ];
 const VALIDATION_COLUMNS: [&str; 5] = ["metric", "dense", "pruned", "drop", "ms dense/pruned"];
@@ -31,14 +32,35 @@ fn size(bytes: u64, zstd: Option<u64>) -> String {
     }
 }
 
-fn job_cells(report: &JobReport) -> [String; 5] {
+fn job_cells(report: &JobReport) -> [String; 6] {
     [
         report.before.params.to_string(),
         report.after.nonzero_params.to_string(),
         format!("{:.4}", report.after.sparsity.global),
         size(report.before.file_bytes, report.before.zstd_bytes),
         size(report.after.file_bytes, report.after.zstd_bytes),
+        proofs(report),
     ]
+}
+
+/// Each pass's check and its figure, "-" when no pass checked its result.
+fn proofs(report: &JobReport) -> String {
+    let cells: Vec<String> = report
+        .passes
+        .iter()
+        .filter_map(|p| {
+            let proof = p.proof.as_ref()?;
+            Some(match proof.max_rel_diff {
+                Some(figure) => format!("{}: {figure:.1e}", p.pass),
+                None => format!("{}: not verified", p.pass),
+            })
+        })
+        .collect();
+    if cells.is_empty() {
+        "-".to_string()
+    } else {
+        cells.join(", ")
+    }
 }
 
 fn validation_cells(v: Option<&Validation>) -> [String; 5] {
@@ -69,11 +91,11 @@ fn rows(run: &PipelineRun) -> (Vec<String>, Vec<Vec<String>>) {
             } | Outcome::GateFailed { .. }
         )
     });
-    let mut header: Vec<String> = COLUMNS[..7].iter().map(|c| c.to_string()).collect();
+    let mut header: Vec<String> = COLUMNS[..8].iter().map(|c| c.to_string()).collect();
     if validated {
         header.extend(VALIDATION_COLUMNS.iter().map(|c| c.to_string()));
     }
-    header.push(COLUMNS[7].to_string());
+    header.push(COLUMNS[8].to_string());
     let rows = run
         .models
         .iter()
