@@ -1,8 +1,8 @@
 //! One model through a list of passes to an output file: the one path `shears prune` and every
 //! model of a pipeline take. In order: the options are validated, a rewrite that would lose data
 //! is refused, each pass runs and proves its own result (channel surgery against the masked dense
-//! model), the passes are recorded in the output's metadata, and the outputs are written
-//! atomically, only when every check passed.
+//! model) and leaves a consistent graph ([`Consistency`]), the passes are recorded in the output's
+//! metadata, and the outputs are written atomically, only when every check passed.
 
 use std::fmt;
 use std::io::Read;
@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use crate::analysis::{Sparsity, model_stats};
 use crate::backend::{self, BackendSpec, bench::random_input};
+use crate::graph::Consistency;
 use crate::onnx::proto::ModelProto;
 use crate::onnx::{self, Model, SaveOptions, ensure_distinct_output};
 use crate::passes::{PassConfig, PassReport, record_provenance};
@@ -182,9 +183,28 @@ pub fn prune_to_file(
     let input = options.check.as_ref().map(|_| model.proto.clone());
     let mut reports = Vec::with_capacity(passes.len());
     let mut masked = None;
+    let mut state = Consistency::of(
+        model
+            .proto
+            .graph
+            .as_ref()
+            .context("the model has no graph")?,
+    );
     for pass in passes {
-        let (report, masked_model) = run_pass(pass, &mut model.proto, options)
-            .with_context(|| format!("{} not written", output.display()))?;
+        let not_written = || format!("{} not written", output.display());
+        let (report, masked_model) =
+            run_pass(pass, &mut model.proto, options).with_context(not_written)?;
+        let next = Consistency::of(
+            model
+                .proto
+                .graph
+                .as_ref()
+                .context("the model has no graph")?,
+        );
+        state
+            .ensure_kept(&next, pass.name())
+            .with_context(not_written)?;
+        state = next;
         reports.push(report);
         masked = masked.or(masked_model);
     }

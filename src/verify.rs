@@ -99,12 +99,11 @@ pub struct Comparison {
 impl Comparison {
     /// The tensor that differs most, relatively, and by how much.
     pub fn worst(&self) -> (&str, f64) {
-        self.relative.iter().fold(
-            ("-", 0.0),
-            |(n, m), (name, r)| {
-                if *r > m { (name, *r) } else { (n, m) }
-            },
-        )
+        self.relative
+            .iter()
+            .rev()
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .map_or(("-", 0.0), |(name, r)| (name.as_str(), *r))
     }
 }
 

@@ -56,7 +56,7 @@ use serde::{Deserialize, Serialize};
 use super::prune_magnitude::Scope;
 use super::selection::{LayerFilter, round_half_even};
 use crate::analysis::{ChannelGroup, Edit, GroupStatus, Span, UseKind, channel_groups};
-use crate::graph::{GraphView, Shapes, attr_ints, infer_shapes};
+use crate::graph::{GraphView, Shapes, attr_ints, edit, infer_shapes};
 use crate::onnx::proto::tensor_proto::DataType;
 use crate::onnx::proto::{GraphProto, NodeProto, TensorProto};
 use crate::onnx::tensor;
@@ -583,7 +583,7 @@ fn surgery(
             }
             .with_context(|| format!("node {:?}: tensor {name:?}", graph.node[*node].name()))?;
         }
-        put_for_node(graph, *node, *slot, t, &mut replaced);
+        replaced.extend(edit::put_for_node(graph, *node, *slot, t));
     }
     if mode == Mode::Zero {
         return Ok(());
@@ -605,8 +605,12 @@ fn surgery(
     }
     let in_tensor = removed_by_tensor(groups, removed);
     rewrite_shape_constants(graph, &rewired, &in_tensor, &mut replaced)?;
-    drop_unread(graph, &replaced);
-    update_value_info(graph, &in_tensor);
+    edit::drop_unread(graph, &replaced);
+    let lost: HashMap<String, usize> = in_tensor
+        .iter()
+        .map(|(name, gone)| (name.clone(), gone.len()))
+        .collect();
+    edit::shrink_value_info(graph, 1, &lost);
     Ok(())
 }
 
@@ -616,85 +620,6 @@ fn zeroes_output(node: &NodeProto, slot: usize) -> bool {
         "BatchNormalization" => slot == 1 || slot == 2,
         "Add" | "Sub" | "Max" | "Min" => true,
         _ => false,
-    }
-}
-
-/// Makes `node` read `t` at `slot`: in place when nothing else reads the tensor (no other node,
-/// and it is no graph input or output), else as a new initializer of a fresh name. Names of initializers that lost a reader go into `replaced`.
-fn put_for_node(
-    graph: &mut GraphProto,
-    node: usize,
-    slot: usize,
-    mut t: TensorProto,
-    replaced: &mut Vec<String>,
-) {
-    let name = graph.node[node].input[slot].clone();
-    let readers: usize = graph
-        .node
-        .iter()
-        .map(|n| n.input.iter().filter(|i| **i == name).count())
-        .sum::<usize>()
-        + graph.output.iter().filter(|o| o.name() == name).count()
-        + graph.input.iter().filter(|i| i.name() == name).count();
-    let existing = graph.initializer.iter().position(|x| x.name() == name);
-    match existing {
-        Some(index) if readers == 1 => graph.initializer[index] = t,
-        _ => {
-            let fresh = fresh_name(graph, &format!("{name}_pruned_n{node}"));
-            t.name = Some(fresh.clone());
-            graph.initializer.push(t);
-            graph.node[node].input[slot] = fresh;
-            replaced.push(name);
-        }
-    }
-}
-
-fn fresh_name(graph: &GraphProto, base: &str) -> String {
-    let taken = |n: &str| {
-        graph.initializer.iter().any(|t| t.name() == n)
-            || graph.node.iter().any(|x| x.output.iter().any(|o| o == n))
-            || graph.input.iter().any(|i| i.name() == n)
-    };
-    let mut name = base.to_string();
-    let mut i = 1;
-    while taken(&name) {
-        name = format!("{base}_{i}");
-        i += 1;
-    }
-    name
-}
-
-/// Drops initializers among `names` that no node reads any more.
-fn drop_unread(graph: &mut GraphProto, names: &[String]) {
-    let read = |graph: &GraphProto, n: &str| {
-        graph.node.iter().any(|x| x.input.iter().any(|i| i == n))
-            || graph.output.iter().any(|o| o.name() == n)
-            || graph.input.iter().any(|i| i.name() == n)
-    };
-    let unread: BTreeSet<&String> = names.iter().filter(|n| !read(graph, n)).collect();
-    let unread: BTreeSet<String> = unread.into_iter().cloned().collect();
-    graph.initializer.retain(|t| !unread.contains(t.name()));
-}
-
-/// Lowers the channel dimension of every `value_info` entry carrying removed channels.
-fn update_value_info(graph: &mut GraphProto, in_tensor: &HashMap<String, BTreeSet<usize>>) {
-    use crate::onnx::proto::tensor_shape_proto::dimension::Value as Dim;
-    use crate::onnx::proto::type_proto::Value;
-    for info in &mut graph.value_info {
-        let Some(removed) = in_tensor.get(info.name()).filter(|r| !r.is_empty()) else {
-            continue;
-        };
-        let Some(Value::TensorType(t)) = info.r#type.as_mut().and_then(|t| t.value.as_mut()) else {
-            continue;
-        };
-        if let Some(Dim::DimValue(v)) = t
-            .shape
-            .as_mut()
-            .and_then(|s| s.dim.get_mut(1))
-            .and_then(|d| d.value.as_mut())
-        {
-            *v -= removed.len() as i64;
-        }
     }
 }
 
@@ -833,9 +758,9 @@ fn rewrite_shape_constants(
                     t.data_type = Some(dtype);
                     t.raw_data = Some(raw.into());
                 }
-                let fresh = fresh_name(graph, &format!("{old}_pruned_n{index}"));
+                let fresh = edit::fresh_name(graph, &format!("{old}_pruned_n{index}"));
                 t.name = Some(fresh.clone());
-                graph.initializer.push(t);
+                edit::add_initializer(graph, t);
                 graph.node[index].input[slot] = fresh;
                 replaced.push(old);
             }
@@ -989,31 +914,6 @@ mod tests {
         let r = remove_along(&t, 0, &BTreeSet::from([0, 2])).unwrap();
         assert_eq!(r.float_data, [2.0]);
         assert!(r.raw_data.is_none());
-    }
-
-    #[test]
-    fn a_tensor_read_by_two_nodes_is_copied_for_the_edited_one() {
-        let mut g = GraphProto::default();
-        g.initializer.push(tensor::from_f32("w", &[2], &[1.0, 2.0]));
-        for x in ["a", "b"] {
-            g.node.push(NodeProto {
-                input: vec![x.into(), "w".into()],
-                ..Default::default()
-            });
-        }
-        let t = remove_along(&g.initializer[0], 0, &BTreeSet::from([0])).unwrap();
-        let mut replaced = Vec::new();
-        put_for_node(&mut g, 1, 1, t.clone(), &mut replaced);
-        assert_eq!(g.node[1].input[1], "w_pruned_n1");
-        assert_eq!(g.node[0].input[1], "w");
-        drop_unread(&mut g, &replaced);
-        assert_eq!(g.initializer.len(), 2);
-        assert_eq!(g.initializer[0].dims, [2]);
-        // Node 0 is now the only reader: edited in place.
-        put_for_node(&mut g, 0, 1, t, &mut replaced);
-        assert_eq!(g.node[0].input[1], "w");
-        assert_eq!(g.initializer[0].dims, [1]);
-        assert_eq!(g.initializer.len(), 2);
     }
 
     #[test]

@@ -910,3 +910,48 @@ fn a_pipeline_verifies_real_sized_models_side_by_side() {
         assert_eq!(stdout.matches("prune_channels: ").count(), 2, "{stdout}");
     }
 }
+
+#[test]
+fn ir3_models_keep_initializers_and_graph_inputs_in_step() {
+    // IR version 3 lists every initializer as a graph input too: pruning must edit those
+    // listings with the weights, or the output fails onnx's checker and keeps the old weights.
+    let mut model = build(&SynthSpec::new(Variant::N)).unwrap();
+    model.ir_version = Some(3);
+    let g = model.graph.as_mut().unwrap();
+    let listings: Vec<ValueInfoProto> = g
+        .initializer
+        .iter()
+        .map(|t| {
+            let dims: Vec<i64> = t.dims.clone();
+            let mut info = info(t.name(), &dims);
+            if let Some(shears::onnx::proto::type_proto::Value::TensorType(tt)) =
+                info.r#type.as_mut().and_then(|x| x.value.as_mut())
+            {
+                tt.elem_type = t.data_type;
+            }
+            info
+        })
+        .collect();
+    g.input.extend(listings);
+    let dir = scratch();
+    let path = dir.path().join("ir3.onnx");
+    onnx::save(&model, &path, &SaveOptions::default()).unwrap();
+    let (out, masked) = (dir.path().join("out.onnx"), dir.path().join("masked.onnx"));
+    prune(&path, &out, &masked, &["--amount", "0.5"]);
+    let pruned = onnx::load(&out).unwrap().proto;
+    let g = pruned.graph.as_ref().unwrap();
+    let inputs: Vec<&str> = g.input.iter().skip(1).map(|i| i.name()).collect();
+    let initializers: Vec<&str> = g.initializer.iter().map(|t| t.name()).collect();
+    assert_eq!(inputs, initializers);
+    let original = model.graph.as_ref().unwrap().initializer.len();
+    assert!(
+        initializers.len() <= original,
+        "{} > {original}",
+        initializers.len()
+    );
+    assert!(
+        std::fs::metadata(&out).unwrap().len() < std::fs::metadata(&path).unwrap().len() * 2 / 3
+    );
+    // onnx's full checker (IR 3: every initializer must be a graph input) and onnxruntime.
+    assert_equivalent(&[(masked, out)]);
+}
