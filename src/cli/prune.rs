@@ -38,11 +38,11 @@ pub struct Args {
     )]
     pub amount: Option<f64>,
     /// Whether the fraction applies to each layer (channel group) or to all together.
-    #[arg(long, value_enum, default_value_t = Scope::Layer)]
-    pub scope: Scope,
+    #[arg(long, value_enum, default_value_t = ScopeArg::Layer)]
+    pub scope: ScopeArg,
     /// Channel importance (`--method channel`).
-    #[arg(long, value_enum, default_value_t = Importance::L1)]
-    pub importance: Importance,
+    #[arg(long, value_enum, default_value_t = ImportanceArg::L1)]
+    pub importance: ImportanceArg,
     /// Seed of `--importance random`, a test aid (`--method channel`).
     #[arg(long, hide = true, default_value_t = 0)]
     pub seed: u64,
@@ -106,6 +106,46 @@ pub enum Storage {
     Sparse,
 }
 
+/// `--scope`: the CLI's spelling of [`Scope`].
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ScopeArg {
+    /// The fraction of each layer (channel group).
+    Layer,
+    /// The fraction of all selected layers (channel groups) together.
+    Global,
+}
+
+impl From<ScopeArg> for Scope {
+    fn from(scope: ScopeArg) -> Self {
+        match scope {
+            ScopeArg::Layer => Scope::Layer,
+            ScopeArg::Global => Scope::Global,
+        }
+    }
+}
+
+/// `--importance`: the CLI's spelling of [`Importance`].
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ImportanceArg {
+    /// Sum of |w| of the channel's filters over all producers.
+    L1,
+    /// Euclidean norm of the channel's filters over all producers.
+    L2,
+    /// Seeded random importances: a test aid for trying many channel selections.
+    #[value(hide = true)]
+    Random,
+}
+
+impl From<ImportanceArg> for Importance {
+    fn from(importance: ImportanceArg) -> Self {
+        match importance {
+            ImportanceArg::L1 => Importance::L1,
+            ImportanceArg::L2 => Importance::L2,
+            ImportanceArg::Random => Importance::Random,
+        }
+    }
+}
+
 impl Args {
     /// The passes these flags ask for.
     pub fn passes(&self) -> Result<Vec<PassConfig>> {
@@ -134,7 +174,7 @@ impl Args {
             }
             (None, Some(amount)) => PassConfig::PruneMagnitude(PruneMagnitude {
                 amount,
-                scope: self.scope,
+                scope: self.scope.into(),
                 include: include.clone(),
                 exclude: exclude.clone(),
             }),
@@ -152,8 +192,8 @@ impl Args {
     fn channel_pass(&self, amount: f64) -> PruneChannels {
         PruneChannels {
             amount,
-            importance: self.importance,
-            scope: self.scope,
+            importance: self.importance.into(),
+            scope: self.scope.into(),
             round_to: self.round_to,
             min_channels: self.min_channels,
             seed: self.seed,

@@ -55,16 +55,6 @@ pub struct Preprocessed {
     pub letterbox: Letterbox,
 }
 
-/// Python's `round` on a float: half to even.
-fn round_half_even(x: f64) -> f64 {
-    let r = x.round();
-    if (x - x.trunc()).abs() == 0.5 {
-        2.0 * (x / 2.0).round()
-    } else {
-        r
-    }
-}
-
 impl Letterbox {
     /// The geometry for an image of `h0 x w0` pixels letterboxed to `size`.
     pub fn new(h0: u32, w0: u32, size: u32) -> anyhow::Result<Self> {
@@ -82,14 +72,14 @@ impl Letterbox {
         };
         let s = f64::from(size);
         let r2 = (s / f64::from(h)).min(s / f64::from(w)).min(1.0);
-        let new_w = round_half_even(f64::from(w) * r2) as u32;
-        let new_h = round_half_even(f64::from(h) * r2) as u32;
+        let new_w = f64::round_ties_even(f64::from(w) * r2) as u32;
+        let new_h = f64::round_ties_even(f64::from(h) * r2) as u32;
         let dw = f64::from(size - new_w) / 2.0;
         let dh = f64::from(size - new_h) / 2.0;
-        let top = round_half_even(dh - 0.1) as u32;
-        let bottom = round_half_even(dh + 0.1) as u32;
-        let left = round_half_even(dw - 0.1) as u32;
-        let right = round_half_even(dw + 0.1) as u32;
+        let top = f64::round_ties_even(dh - 0.1) as u32;
+        let bottom = f64::round_ties_even(dh + 0.1) as u32;
+        let left = f64::round_ties_even(dw - 0.1) as u32;
+        let right = f64::round_ties_even(dw + 0.1) as u32;
         Ok(Self {
             orig_hw: [h0, w0],
             resized_hw: [h, w],
@@ -301,14 +291,5 @@ mod tests {
         assert_eq!(boxed.dimensions(), (640, 640));
         assert_eq!(boxed.get_pixel(76, 0).0, [9, 8, 7]);
         assert_eq!(boxed.get_pixel(75, 0).0, [PAD_VALUE; 3]);
-    }
-
-    #[test]
-    fn python_rounding() {
-        assert_eq!(round_half_even(0.5), 0.0);
-        assert_eq!(round_half_even(1.5), 2.0);
-        assert_eq!(round_half_even(2.5), 2.0);
-        assert_eq!(round_half_even(79.4), 79.0);
-        assert_eq!(round_half_even(79.6), 80.0);
     }
 }

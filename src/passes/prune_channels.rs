@@ -99,7 +99,7 @@ fn is_zero(v: &u64) -> bool {
 }
 
 /// How a channel's importance is measured.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Importance {
     /// Sum of |w| of the channel's filters over all producers.
@@ -108,7 +108,6 @@ pub enum Importance {
     /// Euclidean norm of the channel's filters over all producers.
     L2,
     /// Seeded random importances: a test aid for trying many channel selections.
-    #[value(hide = true)]
     Random,
 }
 
