@@ -1,5 +1,8 @@
-//! One model through a list of passes to an output file: the unit of work of `shears prune` and of
-//! every model of a pipeline.
+//! One model through a list of passes to an output file: the one path `shears prune` and every
+//! model of a pipeline take. In order: the options are validated, a rewrite that would lose data
+//! is refused, each pass runs and proves its own result (channel surgery against the masked dense
+//! model) and leaves a consistent graph ([`Consistency`]), the passes are recorded in the output's
+//! metadata, and the outputs are written atomically, only when every check passed.
 
 use std::fmt;
 use std::io::Read;
@@ -12,10 +15,12 @@ use serde::Serialize;
 use crate::analysis::{Sparsity, model_stats};
 use crate::backend::{self, BackendSpec, bench::random_input};
 use crate::calib::{CALIBRATION_KEY, CalibrationSet, Calibrator};
+use crate::graph::Consistency;
 use crate::onnx::proto::{ModelProto, StringStringEntryProto};
-use crate::onnx::{self, Model, SaveOptions};
-use crate::passes::{Calibration, PassConfig, PassReport, PruneChannels, record_provenance};
+use crate::onnx::{self, Model, SaveOptions, ensure_distinct_output};
+use crate::passes::{Calibration, PassConfig, PassReport, record_provenance};
 use crate::progress::Progress;
+use crate::verify::{Probe, masked_proof};
 
 /// Counts that describe a model before or after pruning.
 #[derive(Debug, Clone, Serialize)]
@@ -38,21 +43,47 @@ pub struct JobReport {
     pub passes: Vec<PassReport>,
     pub before: Footprint,
     pub after: Footprint,
+    /// Things the caller should tell the user (e.g. a forced lossy rewrite).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     /// What the job's [`Check`] found, when it had one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub check: Option<String>,
 }
 
 /// Options of a job beyond its passes.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct JobOptions {
     pub save: SaveOptions,
     /// Also measure the zstd-compressed size of input and output.
     pub measure_zstd: bool,
+    /// Rewrite a model holding fields the schema does not know (they are lost).
+    pub force: bool,
+    /// Run each pass's proof of its result (on by default).
+    pub verify: bool,
+    /// The inputs proofs run the models on.
+    pub probe: Probe,
+    /// Also write the masked dense model of the job's one `prune_channels` pass here.
+    pub emit_masked: Option<PathBuf>,
     /// Run on the result before anything is written.
     pub check: Option<Check>,
     /// The images passes that recover accuracy calibrate on.
     pub calibration: Option<CalibrationSet>,
+}
+
+impl Default for JobOptions {
+    fn default() -> Self {
+        JobOptions {
+            save: SaveOptions::default(),
+            measure_zstd: false,
+            force: false,
+            verify: true,
+            probe: Probe::default(),
+            emit_masked: None,
+            check: None,
+            calibration: None,
+        }
+    }
 }
 
 /// A check of a job's result against its input, run after the passes and before the output is
@@ -99,9 +130,28 @@ fn footprint(
     })
 }
 
-/// Runs `passes` on `model` and writes the result to `output` atomically, recording the passes
-/// (and the calibration set, when one was used) in the output's metadata. The caller has checked
-/// that `output` is not the input. Calibration reports its progress to `progress`.
+/// Refuses to rewrite a model holding what the schema does not know, unless `force`; then
+/// returns the warning to give.
+pub fn ensure_lossless_rewrite(model: &Model, force: bool) -> Result<Option<String>> {
+    let Some(first) = model.schema_findings.first() else {
+        return Ok(None);
+    };
+    if !force {
+        bail!(
+            "{} holds data this version of shears cannot preserve ({first}); pass --force to \
+             rewrite it anyway",
+            model.path.display()
+        );
+    }
+    Ok(Some(format!(
+        "{}: rewriting anyway (--force); what the schema does not know is lost",
+        model.path.display()
+    )))
+}
+
+/// Runs `passes` on `model`, each proving its result when `options.verify` is set, and writes the
+/// result to `output` atomically, recording the passes in the output's metadata. Nothing is
+/// written unless every pass and check succeeded; `output` must not be the input.
 pub fn prune_to_file(
     mut model: Model,
     passes: &[PassConfig],
@@ -113,6 +163,19 @@ pub fn prune_to_file(
         pass.validate()
             .with_context(|| format!("invalid options for pass {}", pass.name()))?;
     }
+    let channel_passes = passes
+        .iter()
+        .filter(|p| matches!(p, PassConfig::PruneChannels(_)))
+        .count();
+    if options.emit_masked.is_some() && channel_passes != 1 {
+        bail!(
+            "a masked model can be written for exactly one prune_channels pass, not {channel_passes}"
+        );
+    }
+    let warnings: Vec<String> = ensure_lossless_rewrite(&model, options.force)?
+        .into_iter()
+        .collect();
+    ensure_distinct_output(&model.path, output)?;
     let input_zstd = options
         .measure_zstd
         .then(|| {
@@ -133,19 +196,37 @@ pub fn prune_to_file(
         )),
         _ => None,
     };
-    let reports = passes
-        .iter()
-        .map(|p| {
-            let calib = calibrator.as_mut().map(|c| c as &mut dyn Calibration);
-            p.run(&mut model.proto, calib)
-        })
-        .collect::<Result<Vec<_>>>()?;
-    if let Some(calibrator) = &calibrator {
-        set_metadata(
+    let mut reports = Vec::with_capacity(passes.len());
+    let mut masked = None;
+    let mut state = Consistency::of(
+        model
+            .proto
+            .graph
+            .as_ref()
+            .context("the model has no graph")?,
+    );
+    for pass in passes {
+        let not_written = || format!("{} not written", output.display());
+        let (report, masked_model) = run_pass(
+            pass,
             &mut model.proto,
-            CALIBRATION_KEY,
-            &calibrator.set().record().to_string(),
+            options,
+            calibrator.as_mut().map(|c| c as _),
+        )
+        .with_context(not_written)?;
+        let next = Consistency::of(
+            model
+                .proto
+                .graph
+                .as_ref()
+                .context("the model has no graph")?,
         );
+        state
+            .ensure_kept(&next, pass.name())
+            .with_context(not_written)?;
+        state = next;
+        reports.push(report);
+        masked = masked.or(masked_model);
     }
     let check = match (&options.check, &input) {
         (Some(check), Some(input)) => Some(
@@ -155,7 +236,26 @@ pub fn prune_to_file(
         _ => None,
     };
     record_provenance(&mut model.proto, passes)?;
-    let saved = onnx::save(&model.proto, output, &options.save)?;
+    if let Some(calibrator) = &calibrator {
+        set_metadata(
+            &mut model.proto,
+            CALIBRATION_KEY,
+            &calibrator.set().record().to_string(),
+        );
+    }
+    if let (Some(path), Some(masked)) = (&options.emit_masked, &masked) {
+        onnx::save(masked, path, &SaveOptions::default())
+            .with_context(|| format!("writing the masked model {}", path.display()))?;
+    }
+    let saved = onnx::save(&model.proto, output, &options.save);
+    let saved = match (saved, &options.emit_masked) {
+        (Err(e), Some(path)) => {
+            // The masked model goes with the output or not at all.
+            let _ = std::fs::remove_file(path);
+            return Err(e);
+        }
+        (saved, _) => saved?,
+    };
     let mut file_bytes = saved.bytes;
     let mut zstd_bytes = None;
     if options.measure_zstd {
@@ -173,8 +273,47 @@ pub fn prune_to_file(
         passes: reports,
         before,
         after,
+        warnings,
         check,
     })
+}
+
+/// Runs one pass on `model` with its proof. A `prune_channels` pass plans once and applies the
+/// plan to the model and, when it is verified or written, to a masked copy of its input, which
+/// it returns.
+fn run_pass(
+    pass: &PassConfig,
+    model: &mut ModelProto,
+    options: &JobOptions,
+    calib: Option<&mut dyn Calibration>,
+) -> Result<(PassReport, Option<ModelProto>)> {
+    let PassConfig::PruneChannels(channels) = pass else {
+        return Ok((pass.run(model, calib)?, None));
+    };
+    if !options.verify && options.emit_masked.is_none() {
+        return Ok((pass.run(model, calib)?, None));
+    }
+    let fail = || format!("pass {} failed", pass.name());
+    let mut masked = model.clone();
+    let masked_graph = masked.graph.as_mut().context("the model has no graph")?;
+    let plan = channels.plan(masked_graph).with_context(fail)?;
+    let zeroed = plan.mask(masked_graph).with_context(fail)?;
+    let graph = model.graph.as_mut().context("the model has no graph")?;
+    let summary = plan.prune(graph).with_context(fail)?;
+    let proof = if options.verify {
+        masked_proof(&masked, model, &plan, &options.probe)?
+    } else {
+        crate::passes::Proof {
+            summary: format!("not verified ({zeroed} channels masked)"),
+            max_rel_diff: None,
+        }
+    };
+    let report = PassReport {
+        pass: pass.name().to_string(),
+        summary,
+        proof: Some(proof),
+    };
+    Ok((report, Some(masked)))
 }
 
 /// Largest difference between the outputs of two models, and the largest |output| of the first.
@@ -230,49 +369,6 @@ pub fn compare_outputs(
         }
     }
     Ok(diff)
-}
-
-/// Seeds of the inputs [`masked_check`] runs.
-pub const VERIFY_SEEDS: [u64; 2] = [0, 1];
-
-/// Relative tolerance of [`masked_check`]: outputs may differ by this times max(1, max |output|).
-pub const VERIFY_TOLERANCE: f64 = 1e-4;
-
-/// The check of `shears prune --method channel --verify`: builds the masked dense model (the
-/// input with exactly the channels `pass` removes zeroed, [`PruneChannels::mask`]), optionally
-/// writes it to `emit_masked`, and requires that the pruned model's outputs match it within
-/// [`VERIFY_TOLERANCE`] on the [`VERIFY_SEEDS`] inputs. With `verify` false it only writes the
-/// masked model.
-pub fn masked_check(pass: PruneChannels, emit_masked: Option<PathBuf>, verify: bool) -> Check {
-    Check::new(move |input, output| {
-        let mut masked = input.clone();
-        let graph = masked.graph.as_mut().context("the model has no graph")?;
-        let zeroed = pass.mask(graph)?;
-        if let Some(path) = &emit_masked {
-            onnx::save(&masked, path, &SaveOptions::default())
-                .with_context(|| format!("writing the masked model {}", path.display()))?;
-        }
-        if !verify {
-            return Ok(format!("not verified ({zeroed} channels masked)"));
-        }
-        let diff = compare_outputs(&masked, output, &VERIFY_SEEDS)?;
-        let limit = VERIFY_TOLERANCE * diff.max_abs.max(1.0);
-        if diff.max_abs_diff > limit {
-            bail!(
-                "the pruned model's outputs differ from the masked model's by {:.3e} (max |output| \
-                 {:.4}, limit {limit:.3e}): the surgery changed what the network computes",
-                diff.max_abs_diff,
-                diff.max_abs
-            );
-        }
-        Ok(format!(
-            "verified against the masked dense model with tract on {} random inputs: max |diff| \
-             {:.3e}, max |output| {:.4}, limit {limit:.3e}",
-            VERIFY_SEEDS.len(),
-            diff.max_abs_diff,
-            diff.max_abs
-        ))
-    })
 }
 
 /// Sets metadata entry `key` to `value`, replacing an earlier one.

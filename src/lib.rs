@@ -16,6 +16,7 @@ pub mod passes;
 pub mod pipeline;
 pub mod progress;
 pub mod synth;
+pub mod verify;
 
 /// A quality gate failed (for example an accuracy budget was exceeded): exit code 1, not 2.
 #[derive(Debug, thiserror::Error)]

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 
 use super::ui::Ui;
 use crate::backend::{BackendSpec, Device, Engine};
@@ -15,26 +15,6 @@ pub fn load_model(path: &Path, ui: &Ui) -> Result<Model> {
         ui.warn(format_args!("{}: {finding}", path.display()));
     }
     Ok(model)
-}
-
-/// Writing a model that carries what the schema does not know would lose it: refuse unless
-/// `force`.
-pub fn ensure_lossless_rewrite(model: &Model, force: bool, ui: &Ui) -> Result<()> {
-    if model.schema_findings.is_empty() {
-        return Ok(());
-    }
-    if force {
-        ui.warn(format_args!(
-            "{}: rewriting anyway (--force); what the schema does not know is lost",
-            model.path.display()
-        ));
-        return Ok(());
-    }
-    bail!(
-        "{} holds data this version of shears cannot preserve ({}); pass --force to rewrite it anyway",
-        model.path.display(),
-        model.schema_findings[0]
-    )
 }
 
 /// Thousands separators for counts in tables: 1867405 -> "1,867,405".

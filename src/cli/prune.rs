@@ -6,15 +6,18 @@ use std::process::ExitCode;
 
 use anyhow::{Result, bail};
 
-use super::common::{ensure_lossless_rewrite, grouped, load_model};
+use super::common::{grouped, load_model};
 use super::ui::Ui;
 use crate::calib::{CalibrationSet, CalibrationSpec};
-use crate::job::{Footprint, JobOptions, JobReport, masked_check, prune_to_file};
-use crate::onnx::{SaveOptions, ensure_distinct_output};
+use crate::eval::validate::{DataSource, load_dataset};
+use crate::job::{Footprint, JobOptions, JobReport, prune_to_file};
+use crate::onnx::SaveOptions;
 use crate::passes::{
     CalibOrder, Importance, PassConfig, PruneChannels, PruneMagnitude, PruneNM, Recover, Scope,
     StoreSparse,
 };
+use crate::progress::Silent;
+use crate::verify::Probe;
 
 /// Prune the convolution weights of a model and write a new model.
 #[derive(Debug, clap::Args)]
@@ -37,11 +40,11 @@ pub struct Args {
     )]
     pub amount: Option<f64>,
     /// Whether the fraction applies to each layer (channel group) or to all together.
-    #[arg(long, value_enum, default_value_t = Scope::Layer)]
-    pub scope: Scope,
+    #[arg(long, value_enum, default_value_t = ScopeArg::Layer)]
+    pub scope: ScopeArg,
     /// Channel importance (`--method channel`; default l1).
     #[arg(long, value_enum)]
-    pub importance: Option<Importance>,
+    pub importance: Option<ImportanceArg>,
     /// Seed of `--importance random`, a test aid (`--method channel`).
     #[arg(long, hide = true, default_value_t = 0)]
     pub seed: u64,
@@ -57,6 +60,12 @@ pub struct Args {
     /// Also write the masked dense model (the input with the removed channels zeroed) here.
     #[arg(long)]
     pub emit_masked: Option<PathBuf>,
+    /// Verify on the first images of this dataset (a YOLOv5 data YAML) instead of random inputs.
+    #[arg(long, value_name = "DATA.yaml")]
+    pub verify_data: Option<PathBuf>,
+    /// Dataset root replacing the `--verify-data` YAML's `path:`.
+    #[arg(long, requires = "verify_data")]
+    pub data_root: Option<PathBuf>,
     /// N:M semi-structured sparsity instead of a fraction, e.g. 2:4.
     #[arg(long)]
     pub pattern: Option<String>,
@@ -116,6 +125,46 @@ pub enum Storage {
     Sparse,
 }
 
+/// `--scope`: the CLI's spelling of [`Scope`].
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ScopeArg {
+    /// The fraction of each layer (channel group).
+    Layer,
+    /// The fraction of all selected layers (channel groups) together.
+    Global,
+}
+
+impl From<ScopeArg> for Scope {
+    fn from(scope: ScopeArg) -> Self {
+        match scope {
+            ScopeArg::Layer => Scope::Layer,
+            ScopeArg::Global => Scope::Global,
+        }
+    }
+}
+
+/// `--importance`: the CLI's spelling of [`Importance`].
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ImportanceArg {
+    /// Sum of |w| of the channel's filters over all producers.
+    L1,
+    /// Euclidean norm of the channel's filters over all producers.
+    L2,
+    /// Seeded random importances: a test aid for trying many channel selections.
+    #[value(hide = true)]
+    Random,
+}
+
+impl From<ImportanceArg> for Importance {
+    fn from(importance: ImportanceArg) -> Self {
+        match importance {
+            ImportanceArg::L1 => Importance::L1,
+            ImportanceArg::L2 => Importance::L2,
+            ImportanceArg::Random => Importance::Random,
+        }
+    }
+}
+
 impl Args {
     /// The passes these flags ask for.
     pub fn passes(&self) -> Result<Vec<PassConfig>> {
@@ -126,6 +175,9 @@ impl Args {
             if self.importance.is_some() {
                 bail!("--importance applies to --method channel only");
             }
+        }
+        if self.verify_data.is_some() && !matches!(self.method, Method::Channel) {
+            bail!("--verify-data applies to --method channel only");
         }
         let (include, exclude) = (self.include.clone(), self.exclude.clone());
         let mut passes = vec![match (&self.pattern, self.amount) {
@@ -148,7 +200,7 @@ impl Args {
             }
             (None, Some(amount)) => PassConfig::PruneMagnitude(PruneMagnitude {
                 amount,
-                scope: self.scope,
+                scope: self.scope.into(),
                 include: include.clone(),
                 exclude: exclude.clone(),
                 recover: self.recover,
@@ -178,8 +230,8 @@ impl Args {
     fn channel_pass(&self, amount: f64) -> PruneChannels {
         PruneChannels {
             amount,
-            importance: self.importance.unwrap_or(Importance::L1),
-            scope: self.scope,
+            importance: self.importance.map_or(Importance::L1, Into::into),
+            scope: self.scope.into(),
             round_to: self.round_to,
             min_channels: self.min_channels,
             seed: self.seed,
@@ -192,8 +244,16 @@ impl Args {
 pub fn run(args: &Args, ui: &Ui) -> Result<ExitCode> {
     let passes = args.passes()?;
     let model = load_model(&args.model, ui)?;
-    ensure_lossless_rewrite(&model, args.force, ui)?;
-    ensure_distinct_output(&args.model, &args.output)?;
+    let probe = match &args.verify_data {
+        Some(data) => {
+            let source = DataSource::Yaml {
+                data: data.clone(),
+                root: args.data_root.clone(),
+            };
+            Probe::from_dataset(&load_dataset(&source, &Silent)?.0)
+        }
+        None => Probe::default(),
+    };
     let calibration = args
         .calib
         .as_ref()
@@ -211,21 +271,19 @@ pub fn run(args: &Args, ui: &Ui) -> Result<ExitCode> {
             external_data: args.external_data.clone(),
         },
         measure_zstd: !args.no_zstd,
-        check: match passes.first() {
-            Some(PassConfig::PruneChannels(p)) if !args.no_verify || args.emit_masked.is_some() => {
-                Some(masked_check(
-                    p.clone(),
-                    args.emit_masked.clone(),
-                    !args.no_verify,
-                ))
-            }
-            _ => None,
-        },
+        force: args.force,
+        verify: !args.no_verify,
+        probe,
+        emit_masked: args.emit_masked.clone(),
+        check: None,
     };
     ui.progress().start("pruning", None);
     let report = prune_to_file(model, &passes, &args.output, &options, ui.progress());
     ui.progress().finish();
     let report = report?;
+    for warning in &report.warnings {
+        ui.warn(format_args!("{warning}"));
+    }
     if let Some(path) = &args.json {
         super::common::write_json(path, &report)?;
     }
@@ -263,8 +321,11 @@ fn print_report(out: &mut impl Write, r: &JobReport) -> Result<()> {
     )?;
     row(out, "before", &r.before)?;
     row(out, "after", &r.after)?;
+    for proof in r.passes.iter().filter_map(|p| p.proof.as_ref()) {
+        writeln!(out, "verify: {}", proof.summary)?;
+    }
     if let Some(check) = &r.check {
-        writeln!(out, "verify: {check}")?;
+        writeln!(out, "check: {check}")?;
     }
     writeln!(out, "wrote {}", r.output.display())?;
     Ok(())

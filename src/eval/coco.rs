@@ -17,24 +17,7 @@ use hotcoco::types::Annotation;
 use hotcoco::{COCO, COCOeval};
 use serde::{Deserialize, Serialize};
 
-use super::dataset::ImageId;
-use super::nms::Detection;
-
-/// COCO category id of each of YOLOv5's 80 classes (`coco80_to_coco91_class`).
-pub const COCO80_TO_91: [u64; 80] = [
-    1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 27, 28,
-    31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55,
-    56, 57, 58, 59, 60, 61, 62, 63, 64, 65, 67, 70, 72, 73, 74, 75, 76, 77, 78, 79, 80, 81, 82, 84,
-    85, 86, 87, 88, 89, 90,
-];
-
-/// The YOLOv5 class index of a COCO category id, if it is one of the 80.
-pub fn coco91_to_80(category_id: u64) -> Option<u32> {
-    COCO80_TO_91
-        .iter()
-        .position(|&c| c == category_id)
-        .map(|i| i as u32)
-}
+use super::types::{COCO80_TO_91, Detection, ImageId};
 
 /// One entry of a COCO results file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -212,6 +195,7 @@ pub fn evaluate_files(gt: &Path, dt: &Path) -> anyhow::Result<CocoStats> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::eval::types::coco91_to_80;
 
     #[test]
     fn python_round_is_half_even_on_exact_values() {

@@ -26,9 +26,8 @@ use image::{ImageDecoder, ImageReader};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::coco::COCO80_TO_91;
 use super::metrics::GroundTruth;
-use super::preprocess::Letterbox;
+use super::types::{COCO80_TO_91, ImageId, Letterbox};
 use crate::progress::Progress;
 
 /// Image extensions YOLOv5 accepts (`IMG_FORMATS`).
@@ -224,41 +223,6 @@ impl DataConfig {
             bail!("{}: no `{split}` images listed", self.file.display());
         }
         Ok(v)
-    }
-}
-
-/// An image id as val.py writes it: `int(stem)` when the stem is numeric, else the stem
-/// (a JSON number or string).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum ImageId {
-    Num(u64),
-    Name(String),
-}
-
-impl ImageId {
-    /// The id val.py derives from an image path.
-    pub fn from_path(path: &Path) -> Self {
-        let stem = path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        if !stem.is_empty()
-            && stem.bytes().all(|b| b.is_ascii_digit())
-            && let Ok(n) = stem.parse()
-        {
-            return Self::Num(n);
-        }
-        Self::Name(stem)
-    }
-}
-
-impl fmt::Display for ImageId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Num(n) => write!(f, "{n}"),
-            Self::Name(s) => f.write_str(s),
-        }
     }
 }
 

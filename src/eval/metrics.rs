@@ -15,7 +15,7 @@
 
 use serde::Serialize;
 
-use super::nms::Detection;
+use super::types::Detection;
 
 /// Number of IoU thresholds (0.50:0.05:0.95).
 pub const N_IOU: usize = 10;

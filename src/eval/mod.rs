@@ -10,6 +10,9 @@
 //! 5. [`metrics`]: [`metrics::ValAccumulator::add_image`] per image (in dataset order),
 //!    [`metrics::ValAccumulator::finish`] at the end; [`coco`]: results per image with
 //!    [`coco::to_coco_results`], COCOeval with [`coco::evaluate`].
+//!
+//! [`types`] holds what these steps pass between them: image ids, the letterbox geometry,
+//! detections and the COCO category map.
 
 pub mod coco;
 pub mod dataset;
@@ -18,4 +21,5 @@ pub mod metrics;
 pub mod nms;
 pub mod preprocess;
 pub mod resize;
+pub mod types;
 pub mod validate;

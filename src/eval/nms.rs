@@ -17,18 +17,10 @@
 use anyhow::{Context, bail};
 use ndarray::{ArrayView2, ArrayViewD, Axis, Ix2};
 
-use super::preprocess::Letterbox;
+use super::types::{Detection, Letterbox};
 
 /// Largest box side YOLOv5 assumes: the class offset of batched NMS.
 const MAX_WH: f32 = 7680.0;
-
-/// One detection: `[x1, y1, x2, y2]` pixels, score, class index.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Detection {
-    pub bbox: [f32; 4],
-    pub score: f32,
-    pub class: u32,
-}
 
 /// `non_max_suppression` settings; [`Default`] is val.py's (`multi_label` on, IoU 0.6).
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -10,18 +10,19 @@
 //!    left/right likewise), value 114;
 //! 4. RGB, CHW, `f32 / 255`, batch 1.
 //!
-//! [`Letterbox`] is the geometry alone (a pure function of the image size), so boxes and
+//! [`Letterbox`] ([`super::types`]) is the geometry alone (a pure function of the image size), so boxes and
 //! labels can be mapped without pixels.
 
 use std::io::Cursor;
 use std::path::Path;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
 use ndarray::Array4;
 
 use super::jpeg;
 use super::resize::{Interpolation, resize_rgb};
+use super::types::Letterbox;
 
 /// val.py's default network input size.
 pub const DEFAULT_SIZE: u32 = 640;
@@ -29,150 +30,12 @@ pub const DEFAULT_SIZE: u32 = 640;
 /// Pad value of the letterbox border.
 pub const PAD_VALUE: u8 = 114;
 
-/// Geometry of one letterboxed image; every field follows YOLOv5's own variables.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Letterbox {
-    /// Original image height and width (`h0, w0`).
-    pub orig_hw: [u32; 2],
-    /// Size after the first resize (`load_image`'s `h, w`).
-    pub resized_hw: [u32; 2],
-    /// Size after the letterbox's own resize (equals `resized_hw` except in rare rounding
-    /// cases where `ceil` overshoots `size`).
-    pub unpadded_hw: [u32; 2],
-    /// Side of the square network input.
-    pub size: u32,
-    /// Letterbox padding per side `(dw, dh)`, possibly `x.5` (`shapes[1][1]`).
-    pub pad: [f64; 2],
-    /// Border in pixels: `[top, bottom, left, right]`.
-    pub border: [u32; 4],
-}
-
 /// A network input ready for a backend plus the geometry to map boxes back.
 #[derive(Debug, Clone)]
 pub struct Preprocessed {
     /// `[1, 3, size, size]`, RGB, values in `[0, 1]`.
     pub tensor: Array4<f32>,
     pub letterbox: Letterbox,
-}
-
-/// Python's `round` on a float: half to even.
-fn round_half_even(x: f64) -> f64 {
-    let r = x.round();
-    if (x - x.trunc()).abs() == 0.5 {
-        2.0 * (x / 2.0).round()
-    } else {
-        r
-    }
-}
-
-impl Letterbox {
-    /// The geometry for an image of `h0 x w0` pixels letterboxed to `size`.
-    pub fn new(h0: u32, w0: u32, size: u32) -> anyhow::Result<Self> {
-        if h0 == 0 || w0 == 0 || size == 0 {
-            bail!("cannot letterbox a {w0}x{h0} image to {size}");
-        }
-        let r = f64::from(size) / f64::from(h0.max(w0));
-        let (h, w) = if r != 1.0 {
-            (
-                (f64::from(h0) * r).ceil() as u32,
-                (f64::from(w0) * r).ceil() as u32,
-            )
-        } else {
-            (h0, w0)
-        };
-        let s = f64::from(size);
-        let r2 = (s / f64::from(h)).min(s / f64::from(w)).min(1.0);
-        let new_w = round_half_even(f64::from(w) * r2) as u32;
-        let new_h = round_half_even(f64::from(h) * r2) as u32;
-        let dw = f64::from(size - new_w) / 2.0;
-        let dh = f64::from(size - new_h) / 2.0;
-        let top = round_half_even(dh - 0.1) as u32;
-        let bottom = round_half_even(dh + 0.1) as u32;
-        let left = round_half_even(dw - 0.1) as u32;
-        let right = round_half_even(dw + 0.1) as u32;
-        Ok(Self {
-            orig_hw: [h0, w0],
-            resized_hw: [h, w],
-            unpadded_hw: [new_h, new_w],
-            size,
-            pad: [dw, dh],
-            border: [top, bottom, left, right],
-        })
-    }
-
-    /// Height and width of the padded image (`size` except in YOLOv5's rounding corner cases).
-    pub fn padded_hw(&self) -> [u32; 2] {
-        let [t, b, l, r] = self.border;
-        [self.unpadded_hw[0] + t + b, self.unpadded_hw[1] + l + r]
-    }
-
-    /// The gain `scale_boxes` divides by: the first resize's height ratio `h / h0`.
-    pub fn gain(&self) -> f64 {
-        f64::from(self.resized_hw[0]) / f64::from(self.orig_hw[0])
-    }
-
-    /// YOLOv5 `scale_boxes` with val.py's `ratio_pad`, in f32: an xyxy box in network-input
-    /// pixels to original-image pixels, clipped to the image.
-    pub fn box_to_original(&self, b: [f32; 4]) -> [f32; 4] {
-        let (pw, ph) = (self.pad[0] as f32, self.pad[1] as f32);
-        let gain = self.gain() as f32;
-        let (h0, w0) = (self.orig_hw[0] as f32, self.orig_hw[1] as f32);
-        [
-            ((b[0] - pw) / gain).clamp(0.0, w0),
-            ((b[1] - ph) / gain).clamp(0.0, h0),
-            ((b[2] - pw) / gain).clamp(0.0, w0),
-            ((b[3] - ph) / gain).clamp(0.0, h0),
-        ]
-    }
-
-    /// A YOLO label box (normalised `xc, yc, w, h`) in original-image xyxy pixels, through
-    /// the exact f32 chain val.py applies: `xywhn2xyxy` onto the letterboxed image,
-    /// `xyxy2xywhn(clip=True, eps=1e-3)`, times the input size, `xywh2xyxy`, `scale_boxes`.
-    pub fn label_to_original(&self, xywhn: [f32; 4]) -> [f32; 4] {
-        let [x, y, w, h] = xywhn;
-        // letterbox ratio r2 times the resized size, as Python floats, then used in f32
-        let r2 = {
-            let s = f64::from(self.size);
-            (s / f64::from(self.resized_hw[0]))
-                .min(s / f64::from(self.resized_hw[1]))
-                .min(1.0)
-        };
-        let sw = (r2 * f64::from(self.resized_hw[1])) as f32;
-        let sh = (r2 * f64::from(self.resized_hw[0])) as f32;
-        let (pw, ph) = (self.pad[0] as f32, self.pad[1] as f32);
-        let mut b = [
-            sw * (x - w / 2.0) + pw,
-            sh * (y - h / 2.0) + ph,
-            sw * (x + w / 2.0) + pw,
-            sh * (y + h / 2.0) + ph,
-        ];
-        // xyxy2xywhn on the padded image, clipped to (h - 1e-3, w - 1e-3)
-        let [ih, iw] = self.padded_hw();
-        let (iwf, ihf) = (iw as f32, ih as f32);
-        let cw = (f64::from(iw) - 1e-3) as f32;
-        let ch = (f64::from(ih) - 1e-3) as f32;
-        b = [
-            b[0].clamp(0.0, cw),
-            b[1].clamp(0.0, ch),
-            b[2].clamp(0.0, cw),
-            b[3].clamp(0.0, ch),
-        ];
-        let n = [
-            ((b[0] + b[2]) / 2.0) / iwf,
-            ((b[1] + b[3]) / 2.0) / ihf,
-            (b[2] - b[0]) / iwf,
-            (b[3] - b[1]) / ihf,
-        ];
-        // val.py: targets *= (width, height, width, height), then xywh2xyxy
-        let p = [n[0] * iwf, n[1] * ihf, n[2] * iwf, n[3] * ihf];
-        let xyxy = [
-            p[0] - p[2] / 2.0,
-            p[1] - p[3] / 2.0,
-            p[0] + p[2] / 2.0,
-            p[1] + p[3] / 2.0,
-        ];
-        self.box_to_original(xyxy)
-    }
 }
 
 /// Decodes an image file to 8-bit RGB with EXIF orientation applied, like `cv2.imread`.
@@ -301,14 +164,5 @@ mod tests {
         assert_eq!(boxed.dimensions(), (640, 640));
         assert_eq!(boxed.get_pixel(76, 0).0, [9, 8, 7]);
         assert_eq!(boxed.get_pixel(75, 0).0, [PAD_VALUE; 3]);
-    }
-
-    #[test]
-    fn python_rounding() {
-        assert_eq!(round_half_even(0.5), 0.0);
-        assert_eq!(round_half_even(1.5), 2.0);
-        assert_eq!(round_half_even(2.5), 2.0);
-        assert_eq!(round_half_even(79.4), 79.0);
-        assert_eq!(round_half_even(79.6), 80.0);
     }
 }

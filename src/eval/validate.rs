@@ -10,10 +10,11 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use super::coco::{CocoResult, CocoStats, evaluate, load_ground_truth, to_coco_results};
-use super::dataset::{Dataset, ImageId, ImageRecord};
+use super::dataset::{Dataset, ImageRecord};
 use super::metrics::{ValAccumulator, ValMetrics};
 use super::nms::{NmsConfig, non_max_suppression, output_rows, scale_to_original};
 use super::preprocess::{Preprocessed, preprocess_file};
+use super::types::ImageId;
 use crate::backend::{self, BackendSpec};
 use crate::progress::Progress;
 

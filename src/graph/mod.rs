@@ -1,7 +1,11 @@
-//! An indexed, read-only view over an ONNX graph, and the shape facts passes and analyses need.
+//! An indexed, read-only view over an ONNX graph, the shape facts passes and analyses need, the
+//! edits passes make ([`edit`]) and the consistency check run after every pass.
 
+mod check;
+pub mod edit;
 mod shapes;
 mod view;
 
-pub use shapes::{Shapes, infer_shapes};
+pub use check::Consistency;
+pub use shapes::{Shapes, infer_shapes, infer_undeclared_shapes};
 pub use view::{GraphView, attr_f32, attr_int, attr_ints, attr_str};

@@ -56,7 +56,7 @@ impl Shapes {
     }
 }
 
-fn declared_shape(info: &ValueInfoProto) -> Option<Vec<i64>> {
+pub(super) fn declared_shape(info: &ValueInfoProto) -> Option<Vec<i64>> {
     use crate::onnx::proto::tensor_shape_proto::dimension::Value as Dim;
     use crate::onnx::proto::type_proto::Value;
     let Some(Value::TensorType(t)) = info.r#type.as_ref()?.value.as_ref() else {
@@ -75,14 +75,21 @@ fn declared_shape(info: &ValueInfoProto) -> Option<Vec<i64>> {
 
 /// Infers what can be inferred about the tensors of `view`'s graph.
 pub fn infer_shapes(view: &GraphView) -> Shapes {
+    infer(view, true)
+}
+
+/// Infers shapes from the graph inputs and initializers alone, without taking `value_info` or
+/// the graph outputs' declared shapes as given: what those declarations are checked against.
+pub fn infer_undeclared_shapes(view: &GraphView) -> Shapes {
+    infer(view, false)
+}
+
+fn infer(view: &GraphView, declared: bool) -> Shapes {
     let graph = view.graph;
     let mut shapes = Shapes::default();
-    for info in graph
-        .input
-        .iter()
-        .chain(&graph.value_info)
-        .chain(&graph.output)
-    {
+    let declarations: &[ValueInfoProto] = if declared { &graph.value_info } else { &[] };
+    let outputs: &[ValueInfoProto] = if declared { &graph.output } else { &[] };
+    for info in graph.input.iter().chain(declarations).chain(outputs) {
         if let Some(shape) = declared_shape(info) {
             shapes.set(info.name(), shape);
         }

@@ -24,7 +24,7 @@ pub use calibration::{
 };
 pub use correct_statistics::correct_statistics;
 pub use densify_sparse::densify_sparse;
-pub use prune_channels::{Importance, PruneChannels};
+pub use prune_channels::{ChannelPlan, Importance, PruneChannels};
 pub use prune_magnitude::{PruneMagnitude, Scope};
 pub use prune_n_m::PruneNM;
 pub use selection::LayerFilter;
@@ -60,6 +60,20 @@ pub struct PassReport {
     pub pass: String,
     /// One line saying what changed.
     pub summary: String,
+    /// How the result was checked against what the pass claims, when it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proof: Option<Proof>,
+}
+
+/// A pass's check of its own result, run before anything is written.
+#[derive(Debug, Clone, Serialize)]
+pub struct Proof {
+    /// One line: what was compared and what was found.
+    pub summary: String,
+    /// The figure the check judged: the largest difference found, relative to the largest
+    /// reference value of its tensor; absent when the check compared nothing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_rel_diff: Option<f64>,
 }
 
 impl PassConfig {
@@ -118,6 +132,7 @@ impl PassConfig {
         Ok(PassReport {
             pass: self.name().to_string(),
             summary,
+            proof: None,
         })
     }
 }

@@ -57,7 +57,7 @@ use serde::{Deserialize, Serialize};
 use super::prune_magnitude::Scope;
 use super::selection::{LayerFilter, round_half_even};
 use crate::analysis::{ChannelGroup, Edit, GroupStatus, Span, UseKind, channel_groups};
-use crate::graph::{GraphView, Shapes, attr_ints, infer_shapes};
+use crate::graph::{GraphView, Shapes, attr_ints, edit, infer_shapes};
 use crate::onnx::proto::tensor_proto::DataType;
 use crate::onnx::proto::{GraphProto, NodeProto, TensorProto};
 use crate::onnx::tensor;
@@ -100,7 +100,7 @@ fn is_zero(v: &u64) -> bool {
 }
 
 /// How a channel's importance is measured.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Importance {
     /// Sum of |w| of the channel's filters over all producers.
@@ -109,12 +109,11 @@ pub enum Importance {
     /// Euclidean norm of the channel's filters over all producers.
     L2,
     /// Seeded random importances: a test aid for trying many channel selections.
-    #[value(hide = true)]
     Random,
 }
 
 /// The channels chosen for removal.
-struct Plan {
+struct Choice {
     /// Group id and its removed channels (ascending), for every group losing at least one.
     removed: Vec<(usize, Vec<usize>)>,
     /// Lines about groups that kept the minimum width.
@@ -154,75 +153,20 @@ impl PruneChannels {
 
     /// Removes the selected channels; returns the summary line.
     pub fn run(&self, graph: &mut GraphProto) -> Result<String> {
-        let analysis = channel_groups(graph)?;
-        let plan = self.plan(graph, &analysis.groups)?;
-        let before: usize = plan
-            .removed
-            .iter()
-            .map(|(g, _)| analysis.groups[*g].channels)
-            .sum();
-        let removed: usize = plan.removed.iter().map(|(_, r)| r.len()).sum();
-        surgery(graph, &analysis.groups, &plan.removed, Mode::Remove)?;
-        // Widths before -> after with how many groups went that way, widest first.
-        let mut widths: BTreeMap<(Reverse<usize>, Reverse<usize>), usize> = BTreeMap::new();
-        for (g, r) in &plan.removed {
-            let c = analysis.groups[*g].channels;
-            *widths
-                .entry((Reverse(c), Reverse(c - r.len())))
-                .or_default() += 1;
-        }
-        let per_group: Vec<String> = widths
-            .iter()
-            .map(|((Reverse(c), Reverse(kept)), n)| format!("{c}->{kept} x{n}"))
-            .collect();
-        let mut summary = format!(
-            "removed {removed} channels from {} of {} selected groups ({before} -> {} channels; \
-             {} importance, {} scope, amount {}, round_to {}, min_channels {})",
-            plan.removed.len(),
-            plan.selected,
-            before - removed,
-            self.importance_name(),
-            match self.scope {
-                Scope::Layer => "layer",
-                Scope::Global => "global",
-            },
-            self.amount,
-            self.round_to,
-            self.min_width(),
-        );
-        if !per_group.is_empty() {
-            summary += &format!("; widths (groups): {}", per_group.join(", "));
-        }
-        if !plan.at_minimum.is_empty() {
-            let first: Vec<&str> = plan.at_minimum.iter().take(3).map(String::as_str).collect();
-            summary += &format!(
-                "; {} groups kept the minimum width (first: {})",
-                plan.at_minimum.len(),
-                first.join("; ")
-            );
-        }
-        summary += &format!(
-            "; left alone: {} locked, {} not selected by include/exclude",
-            plan.locked.len(),
-            plan.filtered
-        );
-        if let Some(first) = plan.locked.first() {
-            summary += &format!(" (first locked: {first})");
-        }
-        if plan.removed.is_empty() {
-            summary += "; nothing was pruned";
-        }
-        Ok(summary)
+        self.plan(graph)?.prune(graph)
     }
 
-    /// Zeros, without surgery, exactly the channels [`PruneChannels::run`] would remove from the
-    /// same graph (see the module doc); returns how many channels it zeroed.
-    pub fn mask(&self, graph: &mut GraphProto) -> Result<usize> {
+    /// Analyses `graph` and chooses the channels to remove, once: the result prunes this graph
+    /// ([`ChannelPlan::prune`]) and masks a copy of it ([`ChannelPlan::mask`]).
+    pub fn plan(&self, graph: &GraphProto) -> Result<ChannelPlan> {
         self.validate()?;
         let analysis = channel_groups(graph)?;
-        let plan = self.plan(graph, &analysis.groups)?;
-        surgery(graph, &analysis.groups, &plan.removed, Mode::Zero)?;
-        Ok(plan.removed.iter().map(|(_, r)| r.len()).sum())
+        let choice = self.choose(graph, &analysis.groups)?;
+        Ok(ChannelPlan {
+            options: self.clone(),
+            groups: analysis.groups,
+            choice,
+        })
     }
 
     fn importance_name(&self) -> &'static str {
@@ -233,10 +177,10 @@ impl PruneChannels {
         }
     }
 
-    fn plan(&self, graph: &GraphProto, groups: &[ChannelGroup]) -> Result<Plan> {
+    fn choose(&self, graph: &GraphProto, groups: &[ChannelGroup]) -> Result<Choice> {
         let include = LayerFilter::new(&self.include, &[])?;
         let exclude = LayerFilter::new(&[], &self.exclude)?;
-        let mut plan = Plan {
+        let mut plan = Choice {
             removed: Vec::new(),
             at_minimum: Vec::new(),
             locked: Vec::new(),
@@ -349,6 +293,119 @@ impl PruneChannels {
     }
 }
 
+/// What `prune_channels` decided on one graph: its channel groups and the channels chosen, made
+/// once and applied both to the graph it was made on and to a copy to mask.
+pub struct ChannelPlan {
+    options: PruneChannels,
+    groups: Vec<ChannelGroup>,
+    choice: Choice,
+}
+
+impl ChannelPlan {
+    /// Removes the chosen channels from `graph` (the graph the plan was made on); returns the
+    /// summary line.
+    pub fn prune(&self, graph: &mut GraphProto) -> Result<String> {
+        let before: usize = self
+            .choice
+            .removed
+            .iter()
+            .map(|(g, _)| self.groups[*g].channels)
+            .sum();
+        let removed: usize = self.choice.removed.iter().map(|(_, r)| r.len()).sum();
+        surgery(graph, &self.groups, &self.choice.removed, Mode::Remove)?;
+        // Widths before -> after with how many groups went that way, widest first.
+        let mut widths: BTreeMap<(Reverse<usize>, Reverse<usize>), usize> = BTreeMap::new();
+        for (g, r) in &self.choice.removed {
+            let c = self.groups[*g].channels;
+            *widths
+                .entry((Reverse(c), Reverse(c - r.len())))
+                .or_default() += 1;
+        }
+        let per_group: Vec<String> = widths
+            .iter()
+            .map(|((Reverse(c), Reverse(kept)), n)| format!("{c}->{kept} x{n}"))
+            .collect();
+        let mut summary = format!(
+            "removed {removed} channels from {} of {} selected groups ({before} -> {} channels; \
+             {} importance, {} scope, amount {}, round_to {}, min_channels {})",
+            self.choice.removed.len(),
+            self.choice.selected,
+            before - removed,
+            self.options.importance_name(),
+            match self.options.scope {
+                Scope::Layer => "layer",
+                Scope::Global => "global",
+            },
+            self.options.amount,
+            self.options.round_to,
+            self.options.min_width(),
+        );
+        if !per_group.is_empty() {
+            summary += &format!("; widths (groups): {}", per_group.join(", "));
+        }
+        if !self.choice.at_minimum.is_empty() {
+            let first: Vec<&str> = self
+                .choice
+                .at_minimum
+                .iter()
+                .take(3)
+                .map(String::as_str)
+                .collect();
+            summary += &format!(
+                "; {} groups kept the minimum width (first: {})",
+                self.choice.at_minimum.len(),
+                first.join("; ")
+            );
+        }
+        summary += &format!(
+            "; left alone: {} locked, {} not selected by include/exclude",
+            self.choice.locked.len(),
+            self.choice.filtered
+        );
+        if let Some(first) = self.choice.locked.first() {
+            summary += &format!(" (first locked: {first})");
+        }
+        if self.choice.removed.is_empty() {
+            summary += "; nothing was pruned";
+        }
+        Ok(summary)
+    }
+
+    /// Zeros, without surgery, exactly the channels [`ChannelPlan::prune`] removes, in a copy of
+    /// the graph the plan was made on (see the module doc); returns how many channels it zeroed.
+    pub fn mask(&self, graph: &mut GraphProto) -> Result<usize> {
+        surgery(graph, &self.groups, &self.choice.removed, Mode::Zero)?;
+        Ok(self.choice.removed.iter().map(|(_, r)| r.len()).sum())
+    }
+
+    /// The tensors that carry the pruned channels' signal, by name, with the channel positions
+    /// (axis 1) pruning removes from each: the graph outputs, and the output of every Conv that
+    /// reads a pruned group (the pre-activation values that channel surgery changes first).
+    /// Names are those of the graph the plan was made on; surgery keeps them.
+    pub fn signal_tensors(&self, graph: &GraphProto) -> Vec<(String, BTreeSet<usize>)> {
+        let removed = removed_by_tensor(&self.groups, &self.choice.removed);
+        let consumers: BTreeSet<usize> = self
+            .choice
+            .removed
+            .iter()
+            .flat_map(|(g, _)| self.groups[*g].consumers.iter().map(|c| c.node))
+            .collect();
+        let names = graph.output.iter().map(|o| o.name().to_string()).chain(
+            consumers
+                .into_iter()
+                .filter_map(|n| graph.node[n].output.first().cloned()),
+        );
+        let mut seen = BTreeSet::new();
+        names
+            .filter(|name| seen.insert(name.clone()))
+            .map(|name| {
+                let gone = removed.get(&name).cloned().unwrap_or_default();
+                (name, gone)
+            })
+            .collect()
+    }
+}
+
 /// The first `count` channels of `order` that can go without emptying a tensor that carries only
 /// part of the group and nothing else (a Split output, a Slice): each such part keeps at least
 /// its channel that comes last in `order`, so fewer than `count` may be returned.
@@ -419,6 +476,23 @@ fn positions(span: &Span, removed: &[usize]) -> impl Iterator<Item = usize> {
     removed.iter().filter_map(move |&k| span.position(k))
 }
 
+/// Per tensor carrying group channels, the positions on its channel axis that `removed` takes.
+fn removed_by_tensor(
+    groups: &[ChannelGroup],
+    removed: &[(usize, Vec<usize>)],
+) -> HashMap<String, BTreeSet<usize>> {
+    let mut in_tensor: HashMap<String, BTreeSet<usize>> = HashMap::new();
+    for (g, r) in removed {
+        for t in &groups[*g].tensors {
+            in_tensor
+                .entry(t.name.clone())
+                .or_default()
+                .extend(positions(&t.span, r));
+        }
+    }
+    in_tensor
+}
+
 /// Per (node, input slot): positions to remove or zero, by axis.
 type TensorEdits = BTreeMap<(usize, usize), BTreeMap<usize, BTreeSet<usize>>>;
 
@@ -430,7 +504,6 @@ fn surgery(
     mode: Mode,
 ) -> Result<()> {
     let mut edits = TensorEdits::new();
-    let mut in_tensor: HashMap<String, BTreeSet<usize>> = HashMap::new();
     let mut depthwise = BTreeSet::new();
     let mut rewired = BTreeSet::new();
     let add = |edits: &mut TensorEdits, node: usize, slot: usize, axis: usize, pos: &[usize]| {
@@ -490,12 +563,6 @@ fn surgery(
                 }
             }
         }
-        for t in &group.tensors {
-            in_tensor
-                .entry(t.name.clone())
-                .or_default()
-                .extend(positions(&t.span, r));
-        }
     }
     let mut replaced = Vec::new();
     for ((node, slot), axes) in &edits {
@@ -519,7 +586,7 @@ fn surgery(
             }
             .with_context(|| format!("node {:?}: tensor {name:?}", graph.node[*node].name()))?;
         }
-        put_for_node(graph, *node, *slot, t, &mut replaced);
+        replaced.extend(edit::put_for_node(graph, *node, *slot, t));
     }
     if mode == Mode::Zero {
         return Ok(());
@@ -539,9 +606,14 @@ fn surgery(
             a.i = Some(out);
         }
     }
+    let in_tensor = removed_by_tensor(groups, removed);
     rewrite_shape_constants(graph, &rewired, &in_tensor, &mut replaced)?;
-    drop_unread(graph, &replaced);
-    update_value_info(graph, &in_tensor);
+    edit::drop_unread(graph, &replaced);
+    let lost: HashMap<String, usize> = in_tensor
+        .iter()
+        .map(|(name, gone)| (name.clone(), gone.len()))
+        .collect();
+    edit::shrink_value_info(graph, 1, &lost);
     Ok(())
 }
 
@@ -551,85 +623,6 @@ fn zeroes_output(node: &NodeProto, slot: usize) -> bool {
         "BatchNormalization" => slot == 1 || slot == 2,
         "Add" | "Sub" | "Max" | "Min" => true,
         _ => false,
-    }
-}
-
-/// Makes `node` read `t` at `slot`: in place when nothing else reads the tensor (no other node,
-/// and it is no graph input or output), else as a new initializer of a fresh name. Names of initializers that lost a reader go into `replaced`.
-fn put_for_node(
-    graph: &mut GraphProto,
-    node: usize,
-    slot: usize,
-    mut t: TensorProto,
-    replaced: &mut Vec<String>,
-) {
-    let name = graph.node[node].input[slot].clone();
-    let readers: usize = graph
-        .node
-        .iter()
-        .map(|n| n.input.iter().filter(|i| **i == name).count())
-        .sum::<usize>()
-        + graph.output.iter().filter(|o| o.name() == name).count()
-        + graph.input.iter().filter(|i| i.name() == name).count();
-    let existing = graph.initializer.iter().position(|x| x.name() == name);
-    match existing {
-        Some(index) if readers == 1 => graph.initializer[index] = t,
-        _ => {
-            let fresh = fresh_name(graph, &format!("{name}_pruned_n{node}"));
-            t.name = Some(fresh.clone());
-            graph.initializer.push(t);
-            graph.node[node].input[slot] = fresh;
-            replaced.push(name);
-        }
-    }
-}
-
-fn fresh_name(graph: &GraphProto, base: &str) -> String {
-    let taken = |n: &str| {
-        graph.initializer.iter().any(|t| t.name() == n)
-            || graph.node.iter().any(|x| x.output.iter().any(|o| o == n))
-            || graph.input.iter().any(|i| i.name() == n)
-    };
-    let mut name = base.to_string();
-    let mut i = 1;
-    while taken(&name) {
-        name = format!("{base}_{i}");
-        i += 1;
-    }
-    name
-}
-
-/// Drops initializers among `names` that no node reads any more.
-fn drop_unread(graph: &mut GraphProto, names: &[String]) {
-    let read = |graph: &GraphProto, n: &str| {
-        graph.node.iter().any(|x| x.input.iter().any(|i| i == n))
-            || graph.output.iter().any(|o| o.name() == n)
-            || graph.input.iter().any(|i| i.name() == n)
-    };
-    let unread: BTreeSet<&String> = names.iter().filter(|n| !read(graph, n)).collect();
-    let unread: BTreeSet<String> = unread.into_iter().cloned().collect();
-    graph.initializer.retain(|t| !unread.contains(t.name()));
-}
-
-/// Lowers the channel dimension of every `value_info` entry carrying removed channels.
-fn update_value_info(graph: &mut GraphProto, in_tensor: &HashMap<String, BTreeSet<usize>>) {
-    use crate::onnx::proto::tensor_shape_proto::dimension::Value as Dim;
-    use crate::onnx::proto::type_proto::Value;
-    for info in &mut graph.value_info {
-        let Some(removed) = in_tensor.get(info.name()).filter(|r| !r.is_empty()) else {
-            continue;
-        };
-        let Some(Value::TensorType(t)) = info.r#type.as_mut().and_then(|t| t.value.as_mut()) else {
-            continue;
-        };
-        if let Some(Dim::DimValue(v)) = t
-            .shape
-            .as_mut()
-            .and_then(|s| s.dim.get_mut(1))
-            .and_then(|d| d.value.as_mut())
-        {
-            *v -= removed.len() as i64;
-        }
     }
 }
 
@@ -768,9 +761,9 @@ fn rewrite_shape_constants(
                     t.data_type = Some(dtype);
                     t.raw_data = Some(raw.into());
                 }
-                let fresh = fresh_name(graph, &format!("{old}_pruned_n{index}"));
+                let fresh = edit::fresh_name(graph, &format!("{old}_pruned_n{index}"));
                 t.name = Some(fresh.clone());
-                graph.initializer.push(t);
+                edit::add_initializer(graph, t);
                 graph.node[index].input[slot] = fresh;
                 replaced.push(old);
             }
@@ -924,31 +917,6 @@ mod tests {
         let r = remove_along(&t, 0, &BTreeSet::from([0, 2])).unwrap();
         assert_eq!(r.float_data, [2.0]);
         assert!(r.raw_data.is_none());
-    }
-
-    #[test]
-    fn a_tensor_read_by_two_nodes_is_copied_for_the_edited_one() {
-        let mut g = GraphProto::default();
-        g.initializer.push(tensor::from_f32("w", &[2], &[1.0, 2.0]));
-        for x in ["a", "b"] {
-            g.node.push(NodeProto {
-                input: vec![x.into(), "w".into()],
-                ..Default::default()
-            });
-        }
-        let t = remove_along(&g.initializer[0], 0, &BTreeSet::from([0])).unwrap();
-        let mut replaced = Vec::new();
-        put_for_node(&mut g, 1, 1, t.clone(), &mut replaced);
-        assert_eq!(g.node[1].input[1], "w_pruned_n1");
-        assert_eq!(g.node[0].input[1], "w");
-        drop_unread(&mut g, &replaced);
-        assert_eq!(g.initializer.len(), 2);
-        assert_eq!(g.initializer[0].dims, [2]);
-        // Node 0 is now the only reader: edited in place.
-        put_for_node(&mut g, 0, 1, t, &mut replaced);
-        assert_eq!(g.node[0].input[1], "w");
-        assert_eq!(g.initializer[0].dims, [1]);
-        assert_eq!(g.initializer.len(), 2);
     }
 
     #[test]

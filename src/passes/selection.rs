@@ -142,13 +142,7 @@ pub fn zero_like(v: f32) -> f32 {
 
 /// Python's `round()` (half to even), which the pruning guide's counts follow.
 pub fn round_half_even(x: f64) -> u64 {
-    let r = x.round();
-    let r = if (x - x.trunc()).abs() == 0.5 && r % 2.0 != 0.0 {
-        r - x.signum()
-    } else {
-        r
-    };
-    r.max(0.0) as u64
+    x.round_ties_even().max(0.0) as u64
 }
 
 #[cfg(test)]

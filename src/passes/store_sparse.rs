@@ -15,6 +15,7 @@ use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 
 use super::selection::{LayerFilter, read_values, selected_weights};
+use crate::graph::edit;
 use crate::onnx::proto::attribute_proto::AttributeType;
 use crate::onnx::proto::tensor_proto::DataType;
 use crate::onnx::proto::{AttributeProto, GraphProto, NodeProto, SparseTensorProto};
@@ -85,7 +86,7 @@ impl StoreSparse {
         let mut remove: Vec<usize> = moved.iter().map(|(i, _)| *i).collect();
         remove.sort_unstable();
         for index in remove.into_iter().rev() {
-            graph.initializer.remove(index);
+            edit::take_initializer(graph, index);
         }
         graph
             .node

@@ -17,10 +17,11 @@ use crate::eval::dataset::Dataset;
 use crate::eval::nms::NmsConfig;
 use crate::eval::validate::{DataSource, ValReport, load_dataset, validate};
 use crate::job::{JobOptions, JobReport, prune_to_file};
-use crate::onnx::{self, Model, ensure_distinct_output};
+use crate::onnx::{self, Model};
 use crate::passes::PassConfig;
 use crate::progress::Progress;
 use crate::synth::{SynthSpec, Variant};
+use crate::verify::Probe;
 
 /// Where one model of the run comes from.
 #[derive(Debug, Clone, Serialize)]
@@ -283,6 +284,10 @@ pub fn run_pipeline(
     let options = JobOptions {
         measure_zstd: true,
         calibration,
+        force,
+        probe: validator
+            .as_ref()
+            .map_or_else(Probe::default, |v| Probe::from_dataset(&v.dataset)),
         ..Default::default()
     };
     let pool = rayon::ThreadPoolBuilder::new()
@@ -302,18 +307,10 @@ pub fn run_pipeline(
         planned
             .par_iter()
             .map(|(input, output)| {
-                let result = run_one(
-                    spec,
-                    input,
-                    output,
-                    force,
-                    &options,
-                    validator.as_ref(),
-                    progress,
-                )
-                .unwrap_or_else(|e| Outcome::Failed {
-                    error: format!("{e:#}"),
-                });
+                let result = run_one(spec, input, output, &options, validator.as_ref(), progress)
+                    .unwrap_or_else(|e| Outcome::Failed {
+                        error: format!("{e:#}"),
+                    });
                 if validator.is_none() {
                     progress.advance(1);
                 }
@@ -337,22 +334,11 @@ fn run_one(
     spec: &PipelineSpec,
     input: &Input,
     output: &Path,
-    force: bool,
     options: &JobOptions,
     validator: Option<&Validator>,
     progress: &dyn Progress,
 ) -> Result<Outcome> {
     let model = input.load()?;
-    if !model.schema_findings.is_empty() && !force {
-        bail!(
-            "{} holds data this version of shears cannot preserve ({}); run with --force to rewrite it anyway",
-            input.display(),
-            model.schema_findings[0]
-        );
-    }
-    if let Input::File(path) = input {
-        ensure_distinct_output(path, output)?;
-    }
     if let Some(folder) = output.parent() {
         std::fs::create_dir_all(folder)
             .with_context(|| format!("cannot create {}", folder.display()))?;

@@ -11,7 +11,7 @@ use crate::job::JobReport;
 use crate::onnx::write_atomic;
 
 /// Columns of every row: counts before -> after.
-const COLUMNS: [&str; 7] = [
+const COLUMNS: [&str; 8] = [
     "model",
     "passes",
     "params",
@@ -19,6 +19,7 @@ const COLUMNS: [&str; 7] = [
     "MACs",
     "file size",
     "sparsity after",
+    "verified (max rel. diff)",
 ];
 /// Columns added when some model was validated.
 const VALIDATION_COLUMNS: [&str; 6] = [
@@ -110,7 +111,7 @@ fn size(bytes: u64, zstd: Option<u64>) -> String {
     }
 }
 
-fn job_cells(report: &JobReport) -> [String; 5] {
+fn job_cells(report: &JobReport) -> [String; 6] {
     let (b, a) = (&report.before, &report.after);
     [
         change(b.params, a.params),
@@ -122,7 +123,28 @@ fn job_cells(report: &JobReport) -> [String; 5] {
             size(a.file_bytes, a.zstd_bytes)
         ),
         format!("{:.4}", a.sparsity.global),
+        proofs(report),
     ]
+}
+
+/// Each pass's check and its figure, "-" when no pass checked its result.
+fn proofs(report: &JobReport) -> String {
+    let cells: Vec<String> = report
+        .passes
+        .iter()
+        .filter_map(|p| {
+            let proof = p.proof.as_ref()?;
+            Some(match proof.max_rel_diff {
+                Some(figure) => format!("{}: {figure:.1e}", p.pass),
+                None => format!("{}: not verified", p.pass),
+            })
+        })
+        .collect();
+    if cells.is_empty() {
+        "-".to_string()
+    } else {
+        cells.join(", ")
+    }
 }
 
 fn validation_cells(v: Option<&Validation>) -> [String; 6] {

@@ -9,10 +9,11 @@ use std::path::{Path, PathBuf};
 use ndarray::Array2;
 use serde_json::Value;
 use shears::eval::coco::{self, CocoResult};
-use shears::eval::dataset::{DataConfig, Dataset, ImageId, Split};
+use shears::eval::dataset::{DataConfig, Dataset, Split};
 use shears::eval::metrics::ValAccumulator;
-use shears::eval::nms::{Detection, NmsConfig, non_max_suppression, scale_to_original};
-use shears::eval::preprocess::{DEFAULT_SIZE, Letterbox, letterbox_rgb, load_rgb, preprocess_file};
+use shears::eval::nms::{NmsConfig, non_max_suppression, scale_to_original};
+use shears::eval::preprocess::{DEFAULT_SIZE, letterbox_rgb, load_rgb, preprocess_file};
+use shears::eval::types::{Detection, ImageId, Letterbox, coco91_to_80};
 use shears::progress::Silent;
 
 use crate::common::{error_exit, fixture, oracle_python, run_python, scratch, shears, succeed};
@@ -446,7 +447,7 @@ fn detections_by_image(preds: &[CocoResult]) -> HashMap<u64, Vec<Detection>> {
         by.entry(id).or_default().push(Detection {
             bbox: [x as f32, y as f32, (x + w) as f32, (y + h) as f32],
             score: p.score as f32,
-            class: coco::coco91_to_80(p.category_id).expect("COCO category"),
+            class: coco91_to_80(p.category_id).expect("COCO category"),
         });
     }
     by

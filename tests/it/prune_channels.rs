@@ -723,7 +723,14 @@ fn a_failed_check_writes_nothing() {
         include: vec![],
         exclude: vec![],
     });
-    let err = prune_to_file(onnx::load(&path).unwrap(), &[pass], &out, &options).unwrap_err();
+    let err = prune_to_file(
+        onnx::load(&path).unwrap(),
+        &[pass],
+        &out,
+        &options,
+        &shears::progress::Silent,
+    )
+    .unwrap_err();
     assert!(
         format!("{err:#}").contains("refused by the test"),
         "{err:#}"
@@ -816,4 +823,228 @@ fn importance_applies_to_channel_pruning_only() {
         "--importance applies to --method channel only",
     );
     assert!(!out.exists());
+}
+
+/// `x -> Conv c (16) -> Sigmoid -> Conv head (6, bias `head_bias`) -> Sigmoid -> y`: Sigmoid(0) =
+/// 0.5, so a masked channel still reaches the head while a removed one does not, and channel
+/// surgery changes what the head computes. A large negative `head_bias` saturates the output near
+/// 0 (tiny, but not constant); a large positive one makes it exactly 1.0 everywhere.
+fn saturating_model(head_bias: f32) -> ModelProto {
+    let mut b = Builder {
+        g: GraphProto {
+            name: Some("saturating".into()),
+            input: vec![info("x", &[1, 4, 8, 8])],
+            output: vec![info("y", &[1, 6, 8, 8])],
+            ..Default::default()
+        },
+        rng: ChaCha8Rng::seed_from_u64(11),
+    };
+    b.tensor("c.w", &[16, 4, 1, 1], -0.5, 0.5);
+    b.g.node.push(node("Conv", "c", &["x", "c.w"], &["c"]));
+    b.g.node.push(node("Sigmoid", "sig", &["c"], &["s"]));
+    b.tensor("head.w", &[6, 16, 1, 1], -0.5, 0.5);
+    b.g.initializer
+        .push(from_f32("head.b", &[6], &[head_bias; 6]));
+    b.g.node.push(node(
+        "Conv",
+        "head",
+        &["s", "head.w", "head.b"],
+        &["logits"],
+    ));
+    b.g.node.push(node("Sigmoid", "out", &["logits"], &["y"]));
+    ModelProto {
+        ir_version: Some(7),
+        opset_import: vec![OperatorSetIdProto {
+            domain: Some(String::new()),
+            version: Some(13),
+        }],
+        graph: Some(b.g),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn verification_compares_pre_activations_when_the_output_saturates() {
+    let dir = scratch();
+    let path = dir.path().join("saturating.onnx");
+    let model = saturating_model(-12.0);
+    onnx::save(&model, &path, &SaveOptions::default()).unwrap();
+    // The final outputs alone cannot tell: they differ by far less than the old absolute floor.
+    let out = dir.path().join("out.onnx");
+    let prune = |extra: &[&str]| {
+        let mut command = shears();
+        command
+            .arg("prune")
+            .arg(&path)
+            .arg("-o")
+            .arg(&out)
+            .args(["--method", "channel", "--amount", "0.5", "--no-zstd"])
+            .args(extra);
+        command
+    };
+    succeed(&mut prune(&["--no-verify"]));
+    let pruned = onnx::load(&out).unwrap().proto;
+    let diff = compare_outputs(&model, &pruned, &[0, 1]).unwrap();
+    assert!(diff.max_abs_diff < 1e-4, "{diff:?}");
+    std::fs::remove_file(&out).unwrap();
+    // The head's pre-activation output carries the difference: verification refuses.
+    let stderr = error_exit(&mut prune(&[]), "differ from the masked model");
+    assert!(stderr.contains("logits by"), "{stderr}");
+    assert!(!out.exists());
+}
+
+#[test]
+fn verification_fails_on_a_constant_reference() {
+    let dir = scratch();
+    let path = dir.path().join("constant.onnx");
+    onnx::save(&saturating_model(1000.0), &path, &SaveOptions::default()).unwrap();
+    let out = dir.path().join("out.onnx");
+    let stderr = error_exit(
+        shears().arg("prune").arg(&path).arg("-o").arg(&out).args([
+            "--method",
+            "channel",
+            "--amount",
+            "0.5",
+            "--no-zstd",
+        ]),
+        "is constant",
+    );
+    assert!(stderr.contains("tensor y"), "{stderr}");
+    assert!(!out.exists());
+}
+
+#[test]
+fn verification_runs_on_dataset_images_when_given() {
+    let (Some(path), Some(data)) = (
+        fixture("models/yolov5n_op12.onnx"),
+        fixture("coco/coco128.yaml"),
+    ) else {
+        return;
+    };
+    let dir = scratch();
+    let (out, masked) = (dir.path().join("out.onnx"), dir.path().join("masked.onnx"));
+    let root = data.with_extension("");
+    let stdout = prune(
+        &path,
+        &out,
+        &masked,
+        &[
+            "--amount",
+            "0.3",
+            "--verify-data",
+            data.to_str().unwrap(),
+            "--data-root",
+            root.to_str().unwrap(),
+        ],
+    );
+    assert!(stdout.contains("on 4 dataset images"), "{stdout}");
+    assert_equivalent(&[(masked, out)]);
+}
+
+#[test]
+fn pipelines_verify_channel_surgery_and_show_the_figure() {
+    let dir = scratch();
+    let good = dir.path().join("good.onnx");
+    let bad = dir.path().join("bad.onnx");
+    onnx::save(&odd_ops_model(1), &good, &SaveOptions::default()).unwrap();
+    onnx::save(&saturating_model(-12.0), &bad, &SaveOptions::default()).unwrap();
+    let pipeline = dir.path().join("p.yaml");
+    std::fs::write(
+        &pipeline,
+        "models: [good.onnx, bad.onnx]\npasses:\n  - prune_channels: {amount: 0.5, round_to: 1}\n\
+         output: 'out/{stem}.onnx'\nreport: out/summary\n",
+    )
+    .unwrap();
+    let out = shears().arg("run").arg(&pipeline).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{stdout}");
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("out/summary.json")).unwrap(),
+    )
+    .unwrap();
+    let models = summary["models"].as_array().unwrap();
+    assert_eq!(models[0]["status"], "ok");
+    let proof = &models[0]["report"]["passes"][0]["proof"];
+    let figure = proof["max_rel_diff"].as_f64().unwrap();
+    assert!(figure <= 1e-4, "{proof}");
+    assert!(
+        stdout.contains(&format!("prune_channels: {figure:.1e}")),
+        "{stdout}"
+    );
+    assert_eq!(models[1]["status"], "failed");
+    let error = models[1]["error"].as_str().unwrap();
+    assert!(error.contains("differ from the masked model"), "{error}");
+    assert!(!dir.path().join("out/bad.onnx").exists());
+}
+
+#[test]
+fn a_pipeline_verifies_real_sized_models_side_by_side() {
+    // Verification sessions run inside the pipeline's worker pool: tract's own pool must not
+    // hand one model's work to a thread that is running another's (it crashed this way once).
+    let dir = scratch();
+    for name in ["a", "b"] {
+        let model = build(&SynthSpec::new(Variant::N)).unwrap();
+        onnx::save(
+            &model,
+            &dir.path().join(format!("{name}.onnx")),
+            &Default::default(),
+        )
+        .unwrap();
+    }
+    let pipeline = dir.path().join("p.yaml");
+    std::fs::write(
+        &pipeline,
+        "models: [a.onnx, b.onnx]\npasses:\n  - prune_channels: {amount: 0.3}\n\
+         output: 'out/{stem}.onnx'\n",
+    )
+    .unwrap();
+    for jobs in ["1", "2"] {
+        let stdout = succeed(shears().arg("run").arg(&pipeline).args(["-j", jobs]));
+        assert_eq!(stdout.matches("prune_channels: ").count(), 2, "{stdout}");
+    }
+}
+
+#[test]
+fn ir3_models_keep_initializers_and_graph_inputs_in_step() {
+    // IR version 3 lists every initializer as a graph input too: pruning must edit those
+    // listings with the weights, or the output fails onnx's checker and keeps the old weights.
+    let mut model = build(&SynthSpec::new(Variant::N)).unwrap();
+    model.ir_version = Some(3);
+    let g = model.graph.as_mut().unwrap();
+    let listings: Vec<ValueInfoProto> = g
+        .initializer
+        .iter()
+        .map(|t| {
+            let dims: Vec<i64> = t.dims.clone();
+            let mut info = info(t.name(), &dims);
+            if let Some(shears::onnx::proto::type_proto::Value::TensorType(tt)) =
+                info.r#type.as_mut().and_then(|x| x.value.as_mut())
+            {
+                tt.elem_type = t.data_type;
+            }
+            info
+        })
+        .collect();
+    g.input.extend(listings);
+    let dir = scratch();
+    let path = dir.path().join("ir3.onnx");
+    onnx::save(&model, &path, &SaveOptions::default()).unwrap();
+    let (out, masked) = (dir.path().join("out.onnx"), dir.path().join("masked.onnx"));
+    prune(&path, &out, &masked, &["--amount", "0.5"]);
+    let pruned = onnx::load(&out).unwrap().proto;
+    let g = pruned.graph.as_ref().unwrap();
+    let inputs: Vec<&str> = g.input.iter().skip(1).map(|i| i.name()).collect();
+    let initializers: Vec<&str> = g.initializer.iter().map(|t| t.name()).collect();
+    assert_eq!(inputs, initializers);
+    let original = model.graph.as_ref().unwrap().initializer.len();
+    assert!(
+        initializers.len() <= original,
+        "{} > {original}",
+        initializers.len()
+    );
+    assert!(
+        std::fs::metadata(&out).unwrap().len() < std::fs::metadata(&path).unwrap().len() * 2 / 3
+    );
+    // onnx's full checker (IR 3: every initializer must be a graph input) and onnxruntime.
+    assert_equivalent(&[(masked, out)]);
 }
