@@ -165,8 +165,7 @@ pub enum Recover {
     /// Each pruned layer's output channels are mapped back to the dense model's calibration
     /// mean and spread ([`super::correct_statistics`]).
     Stats,
-    /// What goes and the new values of the rest are solved by OBS from calibration statistics,
-    /// then the statistics are corrected.
+    /// What goes and the new values of the rest are solved by OBS from calibration statistics.
     Obs,
 }
 

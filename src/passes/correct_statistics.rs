@@ -46,7 +46,7 @@ pub fn correct_statistics(
             .iter()
             .zip(&have.variance)
             .map(|(&vd, &vp)| {
-                if vp > CONSTANT && std::env::var_os("SHEARS_EXP_MEANONLY").is_none() {
+                if vp > CONSTANT {
                     (vd / vp).sqrt()
                 } else {
                     1.0

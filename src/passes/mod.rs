@@ -141,8 +141,11 @@ fn graph_mut(model: &mut ModelProto) -> Result<&mut crate::onnx::proto::GraphPro
     model.graph.as_mut().context("the model has no graph")
 }
 
-/// Runs a pruning pass with its recovery: `plain` prunes (by magnitude), `obs` prunes by OBS;
-/// both report a line. Statistics correction follows either when `recover` asks for it.
+/// Runs a pruning pass with its recovery: `plain` prunes by magnitude, `obs` by OBS; both report
+/// a line. `recover: stats` corrects the magnitude-pruned layers' output statistics. After OBS,
+/// whose update already re-solves every bias, a one-pass statistics correction was measured to
+/// hurt (yolov5n, 30% per layer, 32 calibration images: COCO AP 0.306 without, 0.243 with the
+/// mean and spread corrected, 0.289 with the mean alone), so `obs` does not apply it.
 fn with_recovery(
     model: &mut ModelProto,
     recover: Recover,
@@ -154,14 +157,11 @@ fn with_recovery(
     let Some(calib) = calib.filter(|_| !recover.is_none()) else {
         return plain(graph_mut(model)?);
     };
-    let dense = model.clone();
-    let mut summary = match recover {
-        Recover::Obs => obs(model, calib)?,
-        _ => plain(graph_mut(model)?)?,
-    };
-    if std::env::var_os("SHEARS_EXP_NOSTATS").is_some() {
-        return Ok(summary);
+    if recover == Recover::Obs {
+        return obs(model, calib);
     }
+    let dense = model.clone();
+    let mut summary = plain(graph_mut(model)?)?;
     let names: Vec<String> = selection::selected_weights(graph_mut(model)?, filter)?
         .into_iter()
         .filter(|w| w.layer.group == 1 && w.layer.bias.is_some())
