@@ -259,26 +259,19 @@ fn rows(run: &PipelineRun) -> (Vec<String>, Vec<Vec<String>>) {
 /// the drop is positive when accuracy falls), the gate's budget and the latency ratio.
 pub fn summary_table(run: &PipelineRun) -> String {
     let (header, rows) = rows(run);
-    let widths: Vec<usize> = (0..header.len())
-        .map(|i| {
-            rows.iter()
-                .map(|r| r[i].len())
-                .chain([header[i].len()])
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let line = |cells: &[String]| {
-        let padded: Vec<String> = cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        padded.join("  ").trim_end().to_string() + "\n"
-    };
-    let mut out = line(&header);
-    for row in &rows {
-        out += &line(row);
+    let mut table = comfy_table::Table::new();
+    table
+        .load_preset(comfy_table::presets::NOTHING)
+        .set_content_arrangement(comfy_table::ContentArrangement::Disabled)
+        .set_header(header)
+        .add_rows(rows);
+    if let Some(first) = table.column_mut(0) {
+        first.set_padding((0, 1));
+    }
+    let mut out = String::new();
+    for line in table.lines() {
+        out += line.trim_end();
+        out.push('\n');
     }
     out
 }
