@@ -18,7 +18,7 @@ use crate::calib::{CALIBRATION_KEY, CalibrationSet, Calibrator};
 use crate::graph::Consistency;
 use crate::onnx::proto::{ModelProto, StringStringEntryProto};
 use crate::onnx::{self, Model, SaveOptions, ensure_distinct_output};
-use crate::passes::{Calibration, PassConfig, PassReport, record_provenance};
+use crate::passes::{Calibration, PassConfig, PassReport, Recover, record_provenance};
 use crate::progress::Progress;
 use crate::verify::{Probe, masked_proof};
 
@@ -294,10 +294,22 @@ fn run_pass(
         return Ok((pass.run(model, calib)?, None));
     }
     let fail = || format!("pass {} failed", pass.name());
-    let mut masked = model.clone();
-    let masked_graph = masked.graph.as_mut().context("the model has no graph")?;
-    let plan = channels.plan(masked_graph).with_context(fail)?;
-    let zeroed = plan.mask(masked_graph).with_context(fail)?;
+    let (plan, masked, zeroed) = match calib.filter(|_| channels.recover == Recover::Obs) {
+        Some(calib) => {
+            let (plan, recovered) = channels.plan_recovered(model, calib).with_context(fail)?;
+            // The pruned model is the recovered one with its zeroed channels removed.
+            *model = recovered.clone();
+            let zeroed = plan.removed_channels();
+            (plan, recovered, zeroed)
+        }
+        None => {
+            let mut masked = model.clone();
+            let masked_graph = masked.graph.as_mut().context("the model has no graph")?;
+            let plan = channels.plan(masked_graph).with_context(fail)?;
+            let zeroed = plan.mask(masked_graph).with_context(fail)?;
+            (plan, masked, zeroed)
+        }
+    };
     let graph = model.graph.as_mut().context("the model has no graph")?;
     let summary = plan.prune(graph).with_context(fail)?;
     let proof = if options.verify {

@@ -34,11 +34,15 @@ pub struct Args {
     /// --pattern).
     #[arg(
         long,
-        required_unless_present = "pattern",
-        conflicts_with = "pattern",
+        required_unless_present_any = ["pattern", "target_macs"],
+        conflicts_with_all = ["pattern", "target_macs"],
         allow_negative_numbers = true
     )]
     pub amount: Option<f64>,
+    /// With `--method channel --recover obs`: prune until the model has at most this fraction of
+    /// its dense MACs, spending channels where they cost least.
+    #[arg(long, value_name = "F")]
+    pub target_macs: Option<f64>,
     /// Whether the fraction applies to each layer (channel group) or to all together.
     #[arg(long, value_enum, default_value_t = ScopeArg::Layer)]
     pub scope: ScopeArg,
@@ -184,8 +188,8 @@ impl Args {
             (Some(_), _) if matches!(self.method, Method::Channel) => {
                 bail!("--pattern does not apply to --method channel")
             }
-            (None, Some(amount)) if matches!(self.method, Method::Channel) => {
-                PassConfig::PruneChannels(self.channel_pass(amount))
+            (None, amount) if matches!(self.method, Method::Channel) => {
+                PassConfig::PruneChannels(self.channel_pass(amount.unwrap_or(0.0)))
             }
             (Some(pattern), _) => {
                 let (n, m) = PruneNM::parse_pattern(pattern)?;
@@ -237,6 +241,8 @@ impl Args {
             seed: self.seed,
             include: self.include.clone(),
             exclude: self.exclude.clone(),
+            recover: self.recover,
+            target_macs: self.target_macs,
         }
     }
 }

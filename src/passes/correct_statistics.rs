@@ -7,16 +7,21 @@
 //! the dense model's on the calibration images (over every position), the channel computes
 //! `a (y - m_p) + m_d` with `a = sqrt(v_d / v_p)`: weights scaled by `a` (zeros stay zeros),
 //! bias `a (b - m_p) + m_d`. A channel whose pruned output is constant keeps `a = 1` and only
-//! moves its mean. All layers are corrected from one run of each model.
+//! moves its mean. Layers are corrected in [`STAGES`] stages of graph order, each measured on
+//! the model corrected so far: corrected all at once from one run, every layer would also undo
+//! what the correction of the layers before it already fixed.
 
 use anyhow::{Context, Result};
 
-use super::calibration::{Calibration, conv_sites};
+use super::calibration::{Calibration, ConvSite, OutputStats, conv_sites};
 use crate::onnx::proto::{GraphProto, ModelProto};
 use crate::onnx::tensor;
 
 /// Variance below which a channel counts as constant (its spread is left alone).
 const CONSTANT: f64 = 1e-12;
+
+/// Number of stages of graph order.
+pub const STAGES: usize = 8;
 
 /// Corrects the Conv nodes named `names` in `model` toward `dense`'s output statistics. Each must
 /// have a bias initializer. Returns the report line.
@@ -28,48 +33,55 @@ pub fn correct_statistics(
 ) -> Result<String> {
     let sites = conv_sites(model, names)?;
     let target = calib.output_stats(dense, &sites)?;
-    let current = calib.output_stats(model, &sites)?;
-    let graph = model.graph.as_mut().context("the model has no graph")?;
+    let per_stage = sites.len().div_ceil(STAGES).max(1);
     let mut channels = 0;
-    for ((site, want), have) in sites.iter().zip(&target).zip(&current) {
-        let node = graph
-            .node
-            .iter()
-            .find(|n| n.op_type() == "Conv" && n.name() == site.name)
-            .with_context(|| format!("no Conv node named {:?}", site.name))?;
-        let (weight, bias) = (node.input[1].clone(), node.input.get(2).cloned());
-        let bias = bias
-            .filter(|b| !b.is_empty())
-            .with_context(|| format!("{}: statistics correction needs a bias", site.name))?;
-        let scale: Vec<f64> = want
-            .variance
-            .iter()
-            .zip(&have.variance)
-            .map(|(&vd, &vp)| {
-                if vp > CONSTANT {
-                    (vd / vp).sqrt()
-                } else {
-                    1.0
-                }
-            })
-            .collect();
-        let per_row = site.columns();
-        update(graph, &weight, |values| {
-            for (row, a) in values.chunks_exact_mut(per_row).zip(&scale) {
-                row.iter_mut().for_each(|v| *v = (f64::from(*v) * a) as f32);
-            }
-        })?;
-        update(graph, &bias, |values| {
-            for (o, b) in values.iter_mut().enumerate() {
-                *b = (scale[o] * (f64::from(*b) - have.mean[o]) + want.mean[o]) as f32;
-            }
-        })?;
-        channels += scale.len();
+    for (stage, want_stage) in sites.chunks(per_stage).zip(target.chunks(per_stage)) {
+        let current = calib.output_stats(model, stage)?;
+        let graph = model.graph.as_mut().context("the model has no graph")?;
+        for ((site, want), have) in stage.iter().zip(want_stage).zip(&current) {
+            channels += correct_layer(graph, site, want, have)?;
+        }
     }
     Ok(format!(
         "corrected the output mean and spread of {channels} channels in {} conv layers",
         sites.len()
     ))
+}
+
+/// Maps the output channels of `site` from statistics `have` to `want`; returns the channels.
+fn correct_layer(
+    graph: &mut GraphProto,
+    site: &ConvSite,
+    want: &OutputStats,
+    have: &OutputStats,
+) -> Result<usize> {
+    let node = graph
+        .node
+        .iter()
+        .find(|n| n.op_type() == "Conv" && n.name() == site.name)
+        .with_context(|| format!("no Conv node named {:?}", site.name))?;
+    let (weight, bias) = (node.input[1].clone(), node.input.get(2).cloned());
+    let bias = bias
+        .filter(|b| !b.is_empty())
+        .with_context(|| format!("{}: statistics correction needs a bias", site.name))?;
+    let scale: Vec<f64> = want
+        .variance
+        .iter()
+        .zip(&have.variance)
+        .map(|(&vd, &vp)| if vp > CONSTANT { (vd / vp).sqrt() } else { 1.0 })
+        .collect();
+    let per_row = site.columns();
+    update(graph, &weight, |values| {
+        for (row, a) in values.chunks_exact_mut(per_row).zip(&scale) {
+            row.iter_mut().for_each(|v| *v = (f64::from(*v) * a) as f32);
+        }
+    })?;
+    update(graph, &bias, |values| {
+        for (o, b) in values.iter_mut().enumerate() {
+            *b = (scale[o] * (f64::from(*b) - have.mean[o]) + want.mean[o]) as f32;
+        }
+    })?;
+    Ok(scale.len())
 }
 
 /// Rewrites the values of initializer `name` in place, in its own element type.

@@ -6,6 +6,7 @@
 //! metadata (`shears.passes`).
 
 mod calibration;
+mod channels_obs;
 mod correct_statistics;
 mod densify_sparse;
 pub mod obs;
@@ -102,7 +103,8 @@ impl PassConfig {
         match self {
             PassConfig::PruneMagnitude(p) => !p.recover.is_none(),
             PassConfig::PruneNM(p) => !p.recover.is_none(),
-            PassConfig::StoreSparse(_) | PassConfig::PruneChannels(_) => false,
+            PassConfig::PruneChannels(p) => !p.recover.is_none(),
+            PassConfig::StoreSparse(_) => false,
         }
     }
 
@@ -126,7 +128,7 @@ impl PassConfig {
             PassConfig::PruneMagnitude(p) => p.run_model(model, calib),
             PassConfig::PruneNM(p) => p.run_model(model, calib),
             PassConfig::StoreSparse(p) => p.run(graph_mut(model)?),
-            PassConfig::PruneChannels(p) => p.run(graph_mut(model)?),
+            PassConfig::PruneChannels(p) => p.run_model(model, calib),
         }
         .with_context(|| format!("pass {} failed", self.name()))?;
         Ok(PassReport {

@@ -54,12 +54,14 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use super::calibration::{Calibration, Recover};
+use super::channels_obs::{ObsChannels, allocate_macs};
 use super::prune_magnitude::Scope;
 use super::selection::{LayerFilter, round_half_even};
 use crate::analysis::{ChannelGroup, Edit, GroupStatus, Span, UseKind, channel_groups};
 use crate::graph::{GraphView, Shapes, attr_ints, edit, infer_shapes};
 use crate::onnx::proto::tensor_proto::DataType;
-use crate::onnx::proto::{GraphProto, NodeProto, TensorProto};
+use crate::onnx::proto::{GraphProto, ModelProto, NodeProto, TensorProto};
 use crate::onnx::tensor;
 
 /// Options of `prune_channels`.
@@ -89,6 +91,15 @@ pub struct PruneChannels {
     /// Never groups with a producer Conv whose node name matches one of these.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exclude: Vec<String>,
+    /// `obs`: channels chosen by the structured OBS loss at their consumers, which are
+    /// re-solved from calibration statistics (`amount` then counts per group, unless
+    /// `target_macs` is given).
+    #[serde(default, skip_serializing_if = "Recover::is_none")]
+    pub recover: Recover,
+    /// With `recover: obs`: remove channels until the model has at most this fraction of its
+    /// dense MACs, spending them where the loss per MAC is smallest (`amount` is then unused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_macs: Option<f64>,
 }
 
 fn default_round_to() -> usize {
@@ -136,6 +147,17 @@ impl PruneChannels {
         if !(0.0..=1.0).contains(&self.amount) {
             bail!("amount {} is outside [0, 1]", self.amount);
         }
+        if let Some(t) = self.target_macs {
+            if !(t > 0.0 && t <= 1.0) {
+                bail!("target_macs {t} is outside (0, 1]");
+            }
+            if self.recover != Recover::Obs {
+                bail!("target_macs needs recover: obs");
+            }
+        }
+        if self.recover == Recover::Stats {
+            bail!("prune_channels recovers with obs (recover: stats is for unstructured pruning)");
+        }
         if self.round_to == 0 {
             bail!("round_to must be at least 1");
         }
@@ -156,6 +178,23 @@ impl PruneChannels {
         self.plan(graph)?.prune(graph)
     }
 
+    /// Removes the selected channels, with recovery when `recover` asks for it (then `calib`
+    /// is needed); returns the summary line.
+    pub fn run_model(
+        &self,
+        model: &mut ModelProto,
+        calib: Option<&mut dyn Calibration>,
+    ) -> Result<String> {
+        match calib.filter(|_| self.recover == Recover::Obs) {
+            Some(calib) => {
+                let (plan, recovered) = self.plan_recovered(model, calib)?;
+                *model = recovered;
+                plan.prune(model.graph.as_mut().context("the model has no graph")?)
+            }
+            None => self.run(model.graph.as_mut().context("the model has no graph")?),
+        }
+    }
+
     /// Analyses `graph` and chooses the channels to remove, once: the result prunes this graph
     /// ([`ChannelPlan::prune`]) and masks a copy of it ([`ChannelPlan::mask`]).
     pub fn plan(&self, graph: &GraphProto) -> Result<ChannelPlan> {
@@ -169,6 +208,69 @@ impl PruneChannels {
         })
     }
 
+    /// With `recover: obs`: chooses the channels by their OBS loss ([`super::channels_obs`]) on
+    /// `model`, and returns the plan with the recovered masked model: the consumers re-solved,
+    /// then the removed channels zeroed. Pruning that model by the plan removes exactly what is
+    /// zero in it.
+    pub fn plan_recovered(
+        &self,
+        model: &ModelProto,
+        calib: &mut dyn Calibration,
+    ) -> Result<(ChannelPlan, ModelProto)> {
+        self.validate()?;
+        let graph = model.graph.as_ref().context("the model has no graph")?;
+        let analysis = channel_groups(graph)?;
+        let (selected, mut choice) = self.select(&analysis.groups)?;
+        let obs = ObsChannels::measure(model, &selected, calib)?;
+        let counts: Vec<usize> = match self.target_macs {
+            Some(target) => allocate_macs(
+                graph,
+                &selected,
+                &obs.orders,
+                target,
+                self.round_to,
+                self.min_width(),
+            )?,
+            None => selected
+                .iter()
+                .map(|g| {
+                    let target = round_half_even(self.amount * g.channels as f64) as usize;
+                    match target {
+                        0 => 0,
+                        t => g.channels - self.kept_width(g, t, &mut choice).min(g.channels),
+                    }
+                })
+                .collect(),
+        };
+        let shapes = infer_shapes(&GraphView::new(graph));
+        let mut by_selection = Vec::new();
+        for (i, (group, count)) in selected.iter().zip(counts).enumerate() {
+            if count == 0 {
+                continue;
+            }
+            let mut order = obs.orders[i].0.clone();
+            order.extend((0..group.channels).filter(|k| !obs.orders[i].0.contains(k)));
+            let mut removed = keep_one_per_part(group, &shapes, &order, count);
+            if removed.is_empty() {
+                continue;
+            }
+            removed.sort_unstable();
+            by_selection.push((i, removed.clone()));
+            choice.removed.push((group.id, removed));
+        }
+        choice.removed.sort_unstable();
+        let mut recovered = model.clone();
+        let graph = recovered.graph.as_mut().context("the model has no graph")?;
+        obs.resolve_consumers(graph, &selected, &by_selection)?;
+        let plan = ChannelPlan {
+            options: self.clone(),
+            groups: analysis.groups.clone(),
+            choice,
+        };
+        plan.mask(graph)?;
+        Ok((plan, recovered))
+    }
+
     fn importance_name(&self) -> &'static str {
         match self.importance {
             Importance::L1 => "l1",
@@ -177,7 +279,8 @@ impl PruneChannels {
         }
     }
 
-    fn choose(&self, graph: &GraphProto, groups: &[ChannelGroup]) -> Result<Choice> {
+    /// The prunable groups include/exclude select, and a [`Choice`] that reports the others.
+    fn select<'g>(&self, groups: &'g [ChannelGroup]) -> Result<(Vec<&'g ChannelGroup>, Choice)> {
         let include = LayerFilter::new(&self.include, &[])?;
         let exclude = LayerFilter::new(&[], &self.exclude)?;
         let mut plan = Choice {
@@ -204,6 +307,29 @@ impl PruneChannels {
             selected.push(group);
         }
         plan.selected = selected.len();
+        Ok((selected, plan))
+    }
+
+    /// How many channels `group` keeps when `target` of them are to go: rounded to `round_to`,
+    /// at least the minimum width (noted in `plan`).
+    fn kept_width(&self, group: &ChannelGroup, target: usize, plan: &mut Choice) -> usize {
+        let c = group.channels;
+        let wanted = c - target.min(c);
+        let rounded = round_half_even(wanted as f64 / self.round_to as f64) as usize;
+        let mut kept = (rounded * self.round_to).min(c);
+        let min = self.min_width();
+        if kept < min {
+            kept = min.min(c);
+            plan.at_minimum.push(format!(
+                "{} would keep {wanted} of {c}, keeps {kept}",
+                describe(group)
+            ));
+        }
+        kept
+    }
+
+    fn choose(&self, graph: &GraphProto, groups: &[ChannelGroup]) -> Result<Choice> {
+        let (selected, mut plan) = self.select(groups)?;
         let view = GraphView::new(graph);
         let shapes = infer_shapes(&view);
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
@@ -218,22 +344,12 @@ impl PruneChannels {
                 .collect(),
             Scope::Global => global_targets(&scores, self.amount),
         };
-        let min = self.min_width();
         for ((group, score), target) in selected.iter().zip(&scores).zip(targets) {
             let c = group.channels;
             if target == 0 {
                 continue;
             }
-            let wanted = c - target.min(c);
-            let rounded = round_half_even(wanted as f64 / self.round_to as f64) as usize;
-            let mut kept = (rounded * self.round_to).min(c);
-            if kept < min {
-                kept = min.min(c);
-                plan.at_minimum.push(format!(
-                    "{} would keep {wanted} of {c}, keeps {kept}",
-                    describe(group)
-                ));
-            }
+            let kept = self.kept_width(group, target, &mut plan);
             if kept >= c {
                 continue;
             }
@@ -369,6 +485,11 @@ impl ChannelPlan {
             summary += "; nothing was pruned";
         }
         Ok(summary)
+    }
+
+    /// How many channels the plan removes.
+    pub fn removed_channels(&self) -> usize {
+        self.choice.removed.iter().map(|(_, r)| r.len()).sum()
     }
 
     /// Zeros, without surgery, exactly the channels [`ChannelPlan::prune`] removes, in a copy of
