@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::analysis::{Sparsity, model_stats};
 use crate::backend::{self, BackendSpec, bench::random_input};
 use crate::onnx::proto::ModelProto;
-use crate::onnx::{self, Model, SaveOptions};
+use crate::onnx::{self, Model, OutputPlan, SaveOptions};
 use crate::passes::{PassConfig, PassReport, PruneChannels, record_provenance};
 
 /// Counts that describe a model before or after pruning.
@@ -95,13 +95,15 @@ fn footprint(
     })
 }
 
-/// Runs `passes` on `model` and writes the result to `output` atomically, recording the passes
-/// in the output's metadata. The caller has checked that `output` is not the input.
+/// Runs `passes` on `model` and stages the result for `output` in `plan` (which has declared
+/// it), recording the passes in the output's metadata. Nothing is in place until the caller
+/// commits the plan.
 pub fn prune_to_file(
     mut model: Model,
     passes: &[PassConfig],
     output: &Path,
     options: &JobOptions,
+    plan: &mut OutputPlan,
 ) -> Result<JobReport> {
     for pass in passes {
         pass.validate()
@@ -130,14 +132,14 @@ pub fn prune_to_file(
         _ => None,
     };
     record_provenance(&mut model.proto, passes)?;
-    let saved = onnx::save(&model.proto, output, &options.save)?;
+    let saved = plan.stage_model(&model.proto, output, &options.save)?;
     let mut file_bytes = saved.bytes;
     let mut zstd_bytes = None;
     if options.measure_zstd {
-        let mut total = zstd_size(std::fs::File::open(&saved.path)?)?;
+        let mut total = zstd_size(plan.open_staged(&saved.path)?)?;
         if let Some((data, size)) = &saved.external_data {
             file_bytes += size;
-            total += zstd_size(std::fs::File::open(data)?)?;
+            total += zstd_size(plan.open_staged(data)?)?;
         }
         zstd_bytes = Some(total);
     }
@@ -214,22 +216,12 @@ pub const VERIFY_SEEDS: [u64; 2] = [0, 1];
 pub const VERIFY_TOLERANCE: f64 = 1e-4;
 
 /// The check of `shears prune --method channel --verify`: builds the masked dense model (the
-/// input with exactly the channels `pass` removes zeroed, [`PruneChannels::mask`]), optionally
-/// writes it to `emit_masked`, and requires that the pruned model's outputs match it within
-/// [`VERIFY_TOLERANCE`] on the [`VERIFY_SEEDS`] inputs. With `verify` false it only writes the
-/// masked model.
-pub fn masked_check(pass: PruneChannels, emit_masked: Option<PathBuf>, verify: bool) -> Check {
+/// input with exactly the channels `pass` removes zeroed, [`PruneChannels::mask`]) and requires
+/// that the pruned model's outputs match it within [`VERIFY_TOLERANCE`] on the [`VERIFY_SEEDS`]
+/// inputs.
+pub fn masked_check(pass: PruneChannels) -> Check {
     Check::new(move |input, output| {
-        let mut masked = input.clone();
-        let graph = masked.graph.as_mut().context("the model has no graph")?;
-        let zeroed = pass.mask(graph)?;
-        if let Some(path) = &emit_masked {
-            onnx::save(&masked, path, &SaveOptions::default())
-                .with_context(|| format!("writing the masked model {}", path.display()))?;
-        }
-        if !verify {
-            return Ok(format!("not verified ({zeroed} channels masked)"));
-        }
+        let masked = masked_model(&pass, input)?;
         let diff = compare_outputs(&masked, output, &VERIFY_SEEDS)?;
         let limit = VERIFY_TOLERANCE * diff.max_abs.max(1.0);
         if diff.max_abs_diff > limit {
@@ -248,6 +240,14 @@ pub fn masked_check(pass: PruneChannels, emit_masked: Option<PathBuf>, verify: b
             diff.max_abs
         ))
     })
+}
+
+/// The input with exactly the channels `pass` removes zeroed ([`PruneChannels::mask`]).
+pub fn masked_model(pass: &PruneChannels, input: &ModelProto) -> Result<ModelProto> {
+    let mut masked = input.clone();
+    let graph = masked.graph.as_mut().context("the model has no graph")?;
+    pass.mask(graph)?;
+    Ok(masked)
 }
 
 /// Size of `data` compressed with zstd at level 3.

@@ -1,15 +1,15 @@
 //! `shears prune MODEL -o OUT`: run pruning passes on a model and write the result.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Result, bail};
 
 use super::common::{ensure_lossless_rewrite, grouped, load_model};
 use super::ui::Ui;
-use crate::job::{Footprint, JobOptions, JobReport, masked_check, prune_to_file};
-use crate::onnx::{SaveOptions, ensure_distinct_output};
+use crate::job::{Footprint, JobOptions, JobReport, masked_check, masked_model, prune_to_file};
+use crate::onnx::{OutputPlan, SaveOptions};
 use crate::passes::{
     Importance, PassConfig, PruneChannels, PruneMagnitude, PruneNM, Scope, StoreSparse,
 };
@@ -155,35 +155,53 @@ pub fn run(args: &Args, ui: &Ui) -> Result<ExitCode> {
     let passes = args.passes()?;
     let model = load_model(&args.model, ui)?;
     ensure_lossless_rewrite(&model, args.force, ui)?;
-    ensure_distinct_output(&args.model, &args.output)?;
+    let save = SaveOptions {
+        external_data: args.external_data.clone(),
+    };
+    let mut plan = OutputPlan::new();
+    plan.input_model(&model);
+    plan.output_model("-o", &args.output, &save)?;
+    if let Some(path) = &args.emit_masked {
+        plan.output("--emit-masked", path)?;
+    }
+    if let Some(path) = &args.json {
+        plan.output("--json", path)?;
+    }
+    let channel_pass = match passes.first() {
+        Some(PassConfig::PruneChannels(p)) => Some(p),
+        _ => None,
+    };
+    let masked = match (channel_pass, &args.emit_masked) {
+        (Some(pass), Some(_)) => Some(masked_model(pass, &model.proto)?),
+        _ => None,
+    };
     let options = JobOptions {
-        save: SaveOptions {
-            external_data: args.external_data.clone(),
-        },
+        save,
         measure_zstd: !args.no_zstd,
-        check: match passes.first() {
-            Some(PassConfig::PruneChannels(p)) if !args.no_verify || args.emit_masked.is_some() => {
-                Some(masked_check(
-                    p.clone(),
-                    args.emit_masked.clone(),
-                    !args.no_verify,
-                ))
-            }
-            _ => None,
-        },
+        check: channel_pass
+            .filter(|_| !args.no_verify)
+            .map(|p| masked_check(p.clone())),
     };
     ui.progress().start("pruning", None);
-    let report = prune_to_file(model, &passes, &args.output, &options);
+    let report = prune_to_file(model, &passes, &args.output, &options, &mut plan);
     ui.progress().finish();
     let report = report?;
-    if let Some(path) = &args.json {
-        super::common::write_json(path, &report)?;
+    if let (Some(masked), Some(path)) = (&masked, &args.emit_masked) {
+        plan.stage_model(masked, path, &SaveOptions::default())?;
     }
-    print_report(&mut std::io::stdout().lock(), &report)?;
+    if let Some(path) = &args.json {
+        plan.stage_bytes(path, &super::common::json_bytes(&report)?)?;
+    }
+    plan.commit()?;
+    print_report(
+        &mut std::io::stdout().lock(),
+        &report,
+        args.emit_masked.as_deref(),
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_report(out: &mut impl Write, r: &JobReport) -> Result<()> {
+fn print_report(out: &mut impl Write, r: &JobReport, masked: Option<&Path>) -> Result<()> {
     for pass in &r.passes {
         writeln!(out, "{}: {}", pass.pass, pass.summary)?;
     }
@@ -211,5 +229,8 @@ fn print_report(out: &mut impl Write, r: &JobReport) -> Result<()> {
         writeln!(out, "verify: {check}")?;
     }
     writeln!(out, "wrote {}", r.output.display())?;
+    if let Some(path) = masked {
+        writeln!(out, "wrote the masked dense model {}", path.display())?;
+    }
     Ok(())
 }

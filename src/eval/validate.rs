@@ -45,6 +45,18 @@ pub struct ValReport {
     pub speed_ms: Speed,
     /// Images that could not be decoded at validation time (reported, not counted).
     pub skipped: Vec<String>,
+    /// JPEGs without an EOI marker (truncated), used as far as they decode.
+    pub truncated: Vec<String>,
+    /// Images the exact JPEG decoder could not decode, decoded by the `image` crate instead
+    /// (pixels may differ from val.py's), with the reason.
+    pub decoder_fallback: Vec<String>,
+}
+
+impl ValReport {
+    /// Whether any image was skipped, truncated or decoded without pixel parity.
+    pub fn has_image_problems(&self) -> bool {
+        !(self.skipped.is_empty() && self.truncated.is_empty() && self.decoder_fallback.is_empty())
+    }
 }
 
 /// Runs `model_bytes` (see [`backend::runnable_bytes`]) over `dataset`. `gt` is a COCO
@@ -70,7 +82,7 @@ pub fn validate(
     }
     let mut acc = ValAccumulator::new();
     let mut results = Vec::new();
-    let mut skipped = Vec::new();
+    let (mut skipped, mut truncated, mut decoder_fallback) = (Vec::new(), Vec::new(), Vec::new());
     let (mut pre_ms, mut inference_ms, mut nms_ms) = (0.0, 0.0, 0.0);
     progress.start(name, Some(dataset.images.len() as u64));
     let outcome = std::thread::scope(|scope| -> Result<()> {
@@ -82,7 +94,7 @@ pub fn validate(
                     .par_iter()
                     .map(|record| {
                         let start = Instant::now();
-                        let result = preprocess_file(&record.path, size);
+                        let result = preprocess_file(&record.path, size, dataset.max_pixels);
                         (record, result, start.elapsed().as_secs_f64() * 1e3)
                     })
                     .collect();
@@ -103,6 +115,12 @@ pub fn validate(
                     continue;
                 }
             };
+            if pre.notes.truncated {
+                truncated.push(record.path.display().to_string());
+            }
+            if let Some(why) = &pre.notes.fallback {
+                decoder_fallback.push(format!("{}: {why}", record.path.display()));
+            }
             let start = Instant::now();
             let output = session
                 .run(pre.tensor.view())
@@ -152,6 +170,8 @@ pub fn validate(
             nms: per_image(nms_ms),
         },
         skipped,
+        truncated,
+        decoder_fallback,
     };
     Ok((report, results))
 }
@@ -176,6 +196,7 @@ pub enum DataSource {
 /// data YAML the one `annotations/*.json` under the dataset root (none when there are several).
 pub fn load_dataset(
     source: &DataSource,
+    max_pixels: u64,
     progress: &dyn Progress,
 ) -> Result<(Dataset, Option<std::path::PathBuf>)> {
     match source {
@@ -183,12 +204,13 @@ pub fn load_dataset(
             annotations,
             images,
         } => Ok((
-            Dataset::from_coco_json(annotations, images)?,
+            Dataset::from_coco_json(annotations, images, max_pixels)?,
             Some(annotations.clone()),
         )),
         DataSource::Yaml { data, root } => {
             let config = super::dataset::DataConfig::load(data, root.as_deref())?;
-            let dataset = Dataset::from_yolo(&config, super::dataset::Split::Val, progress)?;
+            let dataset =
+                Dataset::from_yolo(&config, super::dataset::Split::Val, max_pixels, progress)?;
             let mut found: Vec<_> = std::fs::read_dir(config.root.join("annotations"))
                 .into_iter()
                 .flatten()

@@ -6,6 +6,6 @@ mod spec;
 mod suggest;
 mod summary;
 
-pub use run::{ModelOutcome, PipelineRun, run_pipeline};
+pub use run::{Input, ModelOutcome, PipelineRun, plan as plan_models, run_pipeline};
 pub use spec::{ModelSource, PipelineSpec, load_spec, resolve as resolve_path};
-pub use summary::{summary_table, write_summary};
+pub use summary::{stage_summary, summary_paths, summary_table};

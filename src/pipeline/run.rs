@@ -15,7 +15,7 @@ use crate::eval::dataset::Dataset;
 use crate::eval::nms::NmsConfig;
 use crate::eval::validate::{DataSource, ValReport, load_dataset, validate};
 use crate::job::{JobOptions, JobReport, prune_to_file};
-use crate::onnx::{self, Model, ensure_distinct_output};
+use crate::onnx::{self, Model, OutputPlan};
 use crate::progress::{Progress, Silent};
 use crate::synth::{SynthSpec, Variant};
 
@@ -199,7 +199,8 @@ impl<'a> Validator<'a> {
             .map(|r| resolve(base, r))
             .transpose()?;
         let (dataset, own_gt) =
-            load_dataset(&DataSource::Yaml { data, root }, progress).context("validate")?;
+            load_dataset(&DataSource::Yaml { data, root }, spec.max_pixels, progress)
+                .context("validate")?;
         let gt = match &spec.gt {
             Some(gt) => Some(resolve(base, gt)?),
             None => own_gt,
@@ -298,21 +299,24 @@ fn run_one(
             model.schema_findings[0]
         );
     }
-    if let Input::File(path) = input {
-        ensure_distinct_output(path, output)?;
-    }
+    let mut plan = OutputPlan::new();
+    plan.input_model(&model);
+    plan.output_model("output", output, &options.save)?;
     if let Some(folder) = output.parent() {
         std::fs::create_dir_all(folder)
             .with_context(|| format!("cannot create {}", folder.display()))?;
     }
     let Some(validator) = validator else {
+        let report = prune_to_file(model, &spec.passes, output, options, &mut plan)?;
+        plan.commit()?;
         return Ok(Outcome::Ok {
-            report: prune_to_file(model, &spec.passes, output, options)?,
+            report,
             validation: None,
         });
     };
     let dense = validator.run(&input.stem(), &model)?;
-    let report = prune_to_file(model, &spec.passes, output, options)?;
+    let report = prune_to_file(model, &spec.passes, output, options, &mut plan)?;
+    plan.commit()?;
     let pruned_name = output
         .file_stem()
         .map_or_else(|| "pruned".into(), |s| s.to_string_lossy().into_owned());

@@ -150,6 +150,13 @@ pub struct ValidateSpec {
     /// When the dataset file does not exist, skip validation with a notice instead of failing.
     #[serde(default)]
     pub skip_if_missing: bool,
+    /// Images of more pixels than this are skipped (`val --max-pixels`).
+    #[serde(default = "default_max_pixels")]
+    pub max_pixels: u64,
+}
+
+fn default_max_pixels() -> u64 {
+    crate::eval::preprocess::DEFAULT_MAX_PIXELS
 }
 
 fn default_backend() -> String {

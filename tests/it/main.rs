@@ -6,6 +6,7 @@ mod channel_groups;
 mod common;
 mod eval;
 mod onnx_io;
+mod outputs;
 mod pipeline;
 mod prune;
 mod prune_channels;
