@@ -5,6 +5,7 @@ mod bad_input;
 mod channel_groups;
 mod common;
 mod eval;
+mod images;
 mod onnx_io;
 mod outputs;
 mod pipeline;
