@@ -7,6 +7,7 @@ pub mod build;
 mod external;
 mod load;
 pub mod mapping;
+pub mod opset;
 mod outputs;
 mod save;
 mod schema;

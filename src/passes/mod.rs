@@ -78,6 +78,14 @@ impl PassConfig {
     /// Runs the pass on `model`.
     pub fn run(&self, model: &mut ModelProto) -> Result<PassReport> {
         self.validate()?;
+        if let PassConfig::StoreSparse(p) = self {
+            return Ok(PassReport {
+                pass: self.name().to_string(),
+                summary: p
+                    .run_model(model)
+                    .with_context(|| format!("pass {} failed", self.name()))?,
+            });
+        }
         let graph = model.graph.as_mut().context("the model has no graph")?;
         let summary = match self {
             PassConfig::PruneMagnitude(p) => p.run(graph),
