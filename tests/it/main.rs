@@ -11,5 +11,6 @@ mod outputs;
 mod pipeline;
 mod prune;
 mod prune_channels;
+mod shapes;
 mod synth;
 mod val;
