@@ -763,8 +763,8 @@ fn scan_yolo_image(path: &Path, nc: usize, max_pixels: u64) -> Scanned {
     Ok((record, state, msg))
 }
 
-/// Parses a YOLO label file; `Ok` may carry a warning (duplicates removed).
-fn parse_labels(text: &str, nc: usize) -> Result<(Vec<Label>, Option<String>), String> {
+/// Parses a YOLO label file for `nc` classes; `Ok` may carry a warning (duplicates removed).
+pub fn parse_labels(text: &str, nc: usize) -> Result<(Vec<Label>, Option<String>), String> {
     let rows: Vec<Vec<&str>> = text
         .trim()
         .lines()

@@ -7,5 +7,7 @@ mod suggest;
 mod summary;
 
 pub use run::{Input, ModelOutcome, PipelineRun, plan as plan_models, run_pipeline};
-pub use spec::{ModelSource, PipelineSpec, load_spec, resolve as resolve_path};
+pub use spec::{
+    ModelSource, PipelineSpec, expand_env, load_spec, parse_spec, resolve as resolve_path,
+};
 pub use summary::{stage_summary, summary_paths, summary_table};

@@ -179,7 +179,12 @@ fn default_max_det() -> usize {
 pub fn load_spec(path: &Path) -> Result<PipelineSpec> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let spec: PipelineSpec = serde_saphyr::from_str(&text).map_err(|e| {
+    parse_spec(&text, path)
+}
+
+/// Parses the text of a pipeline file; `path` names it in messages.
+pub fn parse_spec(text: &str, path: &Path) -> Result<PipelineSpec> {
+    let spec: PipelineSpec = serde_saphyr::from_str(text).map_err(|e| {
         let message = e
             .to_string()
             .replace("<input>", &path.display().to_string());
