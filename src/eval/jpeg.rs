@@ -55,6 +55,10 @@ impl Huffman {
             let n = i32::from(counts[len - 1]);
             h.valptr[len] = k;
             h.mincode[len] = code;
+            // the codes of this length must fit in `len` bits: checked before they are used
+            if code + n > (1 << len) {
+                return Err("bad Huffman table".into());
+            }
             if n > 0 {
                 for i in 0..n {
                     if len <= 9 {
@@ -70,9 +74,6 @@ impl Huffman {
                 h.maxcode[len] = code - 1;
             } else {
                 h.maxcode[len] = -1;
-            }
-            if code > (1 << len) {
-                return Err("bad Huffman table".into());
             }
             code <<= 1;
         }

@@ -5,6 +5,7 @@ mod bad_input;
 mod channel_groups;
 mod common;
 mod eval;
+mod fuzz_findings;
 mod images;
 mod onnx_io;
 mod outputs;
