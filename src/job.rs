@@ -17,7 +17,7 @@ use crate::backend::{self, BackendSpec, bench::random_input};
 use crate::calib::{CALIBRATION_KEY, CalibrationSet, Calibrator};
 use crate::graph::Consistency;
 use crate::onnx::proto::{ModelProto, StringStringEntryProto};
-use crate::onnx::{self, Model, SaveOptions, ensure_distinct_output};
+use crate::onnx::{self, Model, OutputPlan, SaveOptions};
 use crate::passes::{Calibration, PassConfig, PassReport, Recover, record_provenance};
 use crate::progress::Progress;
 use crate::verify::{Probe, masked_proof};
@@ -149,15 +149,17 @@ pub fn ensure_lossless_rewrite(model: &Model, force: bool) -> Result<Option<Stri
     )))
 }
 
-/// Runs `passes` on `model`, each proving its result when `options.verify` is set, and writes the
-/// result to `output` atomically, recording the passes in the output's metadata. Nothing is
-/// written unless every pass and check succeeded; `output` must not be the input.
+/// Runs `passes` on `model`, each proving its result when `options.verify` is set, and stages
+/// the result for `output` in `plan` (which has declared it), with the masked model when asked,
+/// recording the passes (and the calibration set, when one was used) in the output's metadata.
+/// Nothing is in place until the caller commits the plan. Calibration reports to `progress`.
 pub fn prune_to_file(
     mut model: Model,
     passes: &[PassConfig],
     output: &Path,
     options: &JobOptions,
     progress: &dyn Progress,
+    plan: &mut OutputPlan,
 ) -> Result<JobReport> {
     for pass in passes {
         pass.validate()
@@ -175,7 +177,6 @@ pub fn prune_to_file(
     let warnings: Vec<String> = ensure_lossless_rewrite(&model, options.force)?
         .into_iter()
         .collect();
-    ensure_distinct_output(&model.path, output)?;
     let input_zstd = options
         .measure_zstd
         .then(|| {
@@ -244,25 +245,17 @@ pub fn prune_to_file(
         );
     }
     if let (Some(path), Some(masked)) = (&options.emit_masked, &masked) {
-        onnx::save(masked, path, &SaveOptions::default())
+        plan.stage_model(masked, path, &SaveOptions::default())
             .with_context(|| format!("writing the masked model {}", path.display()))?;
     }
-    let saved = onnx::save(&model.proto, output, &options.save);
-    let saved = match (saved, &options.emit_masked) {
-        (Err(e), Some(path)) => {
-            // The masked model goes with the output or not at all.
-            let _ = std::fs::remove_file(path);
-            return Err(e);
-        }
-        (saved, _) => saved?,
-    };
+    let saved = plan.stage_model(&model.proto, output, &options.save)?;
     let mut file_bytes = saved.bytes;
     let mut zstd_bytes = None;
     if options.measure_zstd {
-        let mut total = zstd_size(std::fs::File::open(&saved.path)?)?;
+        let mut total = zstd_size(plan.open_staged(&saved.path)?)?;
         if let Some((data, size)) = &saved.external_data {
             file_bytes += size;
-            total += zstd_size(std::fs::File::open(data)?)?;
+            total += zstd_size(plan.open_staged(data)?)?;
         }
         zstd_bytes = Some(total);
     }

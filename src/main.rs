@@ -13,7 +13,7 @@ fn main() -> ExitCode {
             if is_broken_pipe(&err) {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("error: {err:#}");
+            shears::cli::diagnostic(format_args!("error: {err:#}"));
             if err.downcast_ref::<shears::GateFailed>().is_some() {
                 ExitCode::from(1)
             } else {

@@ -69,7 +69,14 @@ impl Probe {
                 );
                 paths
                     .iter()
-                    .map(|p| Ok(preprocess_file(p, h as u32)?.tensor))
+                    .map(|p| {
+                        Ok(preprocess_file(
+                            p,
+                            h as u32,
+                            crate::eval::preprocess::DEFAULT_MAX_PIXELS,
+                        )?
+                        .tensor)
+                    })
                     .collect()
             }
         }

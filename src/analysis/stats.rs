@@ -148,10 +148,18 @@ pub fn model_stats(graph: &GraphProto) -> Result<ModelStats> {
             ),
             None => (0, 0),
         };
-        let output = &view.node(conv.node).output[0];
-        let macs = shapes.get(output).filter(|s| s.len() >= 2).map(|s| {
-            weight_numel * s[2..].iter().product::<i64>().max(0) as u64 * s[0].max(1) as u64
-        });
+        let macs = (view.node(conv.node).output.first())
+            .and_then(|output| shapes.get(output))
+            .filter(|s| s.len() >= 2)
+            .map(|s| {
+                let positions = s[2..]
+                    .iter()
+                    .try_fold(1i64, |p, &d| p.checked_mul(d.max(0)))
+                    .unwrap_or(i64::MAX) as u64;
+                weight_numel
+                    .saturating_mul(positions)
+                    .saturating_mul(s[0].max(1) as u64)
+            });
         layers.push(LayerStats {
             name: conv.name,
             weight_shape,

@@ -29,7 +29,7 @@ pub use columns::{columns, sampled_positions};
 
 use crate::backend::{self, BackendSpec};
 use crate::eval::dataset::{DataConfig, Split, list_images};
-use crate::eval::preprocess::preprocess_file;
+use crate::eval::preprocess::{DEFAULT_MAX_PIXELS, preprocess_file};
 use crate::onnx::proto::{ModelProto, TypeProto, ValueInfoProto, type_proto};
 use crate::passes::{Calibration, ConvSite, InputStats, OutputStats};
 use crate::progress::Progress;
@@ -127,7 +127,7 @@ impl CalibrationSet {
 pub fn load_inputs(set: &CalibrationSet, size: u32) -> Result<Vec<Array4<f32>>> {
     set.images
         .par_iter()
-        .map(|p| preprocess_file(p, size).map(|pre| pre.tensor))
+        .map(|p| preprocess_file(p, size, DEFAULT_MAX_PIXELS).map(|pre| pre.tensor))
         .collect()
 }
 

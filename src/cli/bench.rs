@@ -9,10 +9,11 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use serde::Serialize;
 
-use super::common::{BackendArgs, load_model, write_json};
+use super::common::{BackendArgs, json_bytes, load_model};
 use super::ui::Ui;
 use crate::backend::bench::{Contender, Timing, random_input, time_in_turns};
 use crate::backend::{self, BackendSpec};
+use crate::onnx::OutputPlan;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -76,6 +77,13 @@ struct ModelResult {
 /// JSON; a model that fails is reported and the others still run (exit code 2 at the end).
 pub fn run(args: &Args, ui: &Ui) -> anyhow::Result<ExitCode> {
     let spec = args.backend.spec()?;
+    let mut plan = OutputPlan::new();
+    for model in &args.models {
+        plan.input("model", model);
+    }
+    if let Some(path) = &args.json {
+        plan.output("--json", path)?;
+    }
     let progress = ui.progress();
     let runs =
         NonZeroUsize::new(usize::try_from(args.runs)?).context("--runs must be at least 1")?;
@@ -127,7 +135,8 @@ pub fn run(args: &Args, ui: &Ui) -> anyhow::Result<ExitCode> {
     };
     print_table(&report, args)?;
     if let Some(path) = &args.json {
-        write_json(path, &report)?;
+        plan.stage_bytes(path, &json_bytes(&report)?)?;
+        plan.commit()?;
     }
     let failures = report.models.iter().filter(|m| m.error.is_some()).count();
     if failures > 0 {
@@ -173,7 +182,7 @@ fn open_model(
 }
 
 fn failed(model: &Path, err: &anyhow::Error) -> ModelResult {
-    eprintln!("error: {err:#}");
+    super::diagnostic(format_args!("error: {err:#}"));
     ModelResult {
         model: model.to_path_buf(),
         provider: None,

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use prost::Message;
 
 use super::common::load_model;
@@ -19,12 +19,21 @@ pub struct Args {
     pub models: Vec<PathBuf>,
 }
 
-/// Exit code 0 when every model round-trips byte-identical, 1 when one does not.
+/// Exit code 0 when every model round-trips byte-identical, 1 when one does not, 2 when one
+/// cannot be read: each file is reported and the batch goes on.
 pub fn run(args: &Args, ui: &Ui) -> Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     let mut all_identical = true;
+    let mut unreadable = 0;
     for path in &args.models {
-        let model = load_model(path, ui)?;
+        let model = match load_model(path, ui) {
+            Ok(model) => model,
+            Err(err) => {
+                ui.error(format_args!("{err:#}"));
+                unreadable += 1;
+                continue;
+            }
+        };
         // Compare on the file's own bytes: external data references stay references.
         let reencoded = ModelProto::decode(model.bytes.clone())?.encode_to_vec();
         let identical = reencoded == model.bytes[..];
@@ -90,6 +99,12 @@ pub fn run(args: &Args, ui: &Ui) -> Result<ExitCode> {
                 ""
             }
         )?;
+    }
+    if unreadable > 0 {
+        bail!(
+            "{unreadable} of {} models could not be read",
+            args.models.len()
+        );
     }
     Ok(if all_identical {
         ExitCode::SUCCESS

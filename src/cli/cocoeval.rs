@@ -4,8 +4,9 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use super::common::write_json;
+use super::common::json_bytes;
 use crate::eval::coco;
+use crate::onnx::OutputPlan;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -27,15 +28,20 @@ struct Report<'a> {
 
 /// Runs the evaluation and prints pycocotools' 12-line summary.
 pub fn run(args: &Args, _ui: &super::Ui) -> anyhow::Result<ExitCode> {
+    let mut plan = OutputPlan::new();
+    plan.input("--gt", &args.gt);
+    plan.input("--dt", &args.dt);
+    if let Some(path) = &args.json {
+        plan.output("--json", path)?;
+    }
     let stats = coco::evaluate_files(&args.gt, &args.dt)?;
     if let Some(path) = &args.json {
-        write_json(
-            path,
-            &Report {
-                stats: &stats.stats,
-            },
-        )?;
+        let report = Report {
+            stats: &stats.stats,
+        };
+        plan.stage_bytes(path, &json_bytes(&report)?)?;
     }
+    plan.commit()?;
     let mut out = std::io::stdout().lock();
     for line in &stats.lines {
         writeln!(out, "{line}")?;

@@ -30,11 +30,11 @@ pub fn grouped(n: u64) -> String {
     out
 }
 
-/// Writes `value` as pretty JSON to `path`, atomically.
-pub fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
+/// `value` as pretty JSON, with a final newline.
+pub fn json_bytes(value: &impl serde::Serialize) -> Result<Vec<u8>> {
     let mut text = serde_json::to_vec_pretty(value)?;
     text.push(b'\n');
-    crate::onnx::write_atomic(path, &text)
+    Ok(text)
 }
 
 /// The backend flags, shared by the commands that run models.

@@ -13,7 +13,7 @@ mod val;
 
 use clap::{Parser, Subcommand};
 
-pub use ui::Ui;
+pub use ui::{Ui, diagnostic};
 
 /// Prune exported YOLOv5 ONNX models and prove the result.
 #[derive(Debug, Parser)]

@@ -1,7 +1,7 @@
 //! `shears prune MODEL -o OUT`: run pruning passes on a model and write the result.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Result, bail};
@@ -11,7 +11,7 @@ use super::ui::Ui;
 use crate::calib::{CalibrationSet, CalibrationSpec};
 use crate::eval::validate::{DataSource, load_dataset};
 use crate::job::{Footprint, JobOptions, JobReport, prune_to_file};
-use crate::onnx::SaveOptions;
+use crate::onnx::{OutputPlan, SaveOptions};
 use crate::passes::{
     CalibOrder, Importance, PassConfig, PruneChannels, PruneMagnitude, PruneNM, Recover, Scope,
     StoreSparse,
@@ -256,7 +256,14 @@ pub fn run(args: &Args, ui: &Ui) -> Result<ExitCode> {
                 data: data.clone(),
                 root: args.data_root.clone(),
             };
-            Probe::from_dataset(&load_dataset(&source, &Silent)?.0)
+            Probe::from_dataset(
+                &load_dataset(
+                    &source,
+                    crate::eval::preprocess::DEFAULT_MAX_PIXELS,
+                    &Silent,
+                )?
+                .0,
+            )
         }
         None => Probe::default(),
     };
@@ -271,11 +278,21 @@ pub fn run(args: &Args, ui: &Ui) -> Result<ExitCode> {
             })
         })
         .transpose()?;
+    let save = SaveOptions {
+        external_data: args.external_data.clone(),
+    };
+    let mut plan = OutputPlan::new();
+    plan.input_model(&model);
+    plan.output_model("-o", &args.output, &save)?;
+    if let Some(path) = &args.emit_masked {
+        plan.output("--emit-masked", path)?;
+    }
+    if let Some(path) = &args.json {
+        plan.output("--json", path)?;
+    }
     let options = JobOptions {
         calibration,
-        save: SaveOptions {
-            external_data: args.external_data.clone(),
-        },
+        save,
         measure_zstd: !args.no_zstd,
         force: args.force,
         verify: !args.no_verify,
@@ -284,16 +301,28 @@ pub fn run(args: &Args, ui: &Ui) -> Result<ExitCode> {
         check: None,
     };
     ui.progress().start("pruning", None);
-    let report = prune_to_file(model, &passes, &args.output, &options, ui.progress());
+    let report = prune_to_file(
+        model,
+        &passes,
+        &args.output,
+        &options,
+        ui.progress(),
+        &mut plan,
+    );
     ui.progress().finish();
     let report = report?;
     for warning in &report.warnings {
         ui.warn(format_args!("{warning}"));
     }
     if let Some(path) = &args.json {
-        super::common::write_json(path, &report)?;
+        plan.stage_bytes(path, &super::common::json_bytes(&report)?)?;
     }
-    print_report(&mut std::io::stdout().lock(), &report)?;
+    plan.commit()?;
+    print_report(
+        &mut std::io::stdout().lock(),
+        &report,
+        args.emit_masked.as_deref(),
+    )?;
     if matches!(passes.first(), Some(PassConfig::PruneChannels(_))) {
         ui.warn(
             "channel pruning changes what the model detects and shears recovers no accuracy yet: \
@@ -303,7 +332,7 @@ pub fn run(args: &Args, ui: &Ui) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_report(out: &mut impl Write, r: &JobReport) -> Result<()> {
+fn print_report(out: &mut impl Write, r: &JobReport, masked: Option<&Path>) -> Result<()> {
     for pass in &r.passes {
         writeln!(out, "{}: {}", pass.pass, pass.summary)?;
     }
@@ -334,5 +363,8 @@ fn print_report(out: &mut impl Write, r: &JobReport) -> Result<()> {
         writeln!(out, "check: {check}")?;
     }
     writeln!(out, "wrote {}", r.output.display())?;
+    if let Some(path) = masked {
+        writeln!(out, "wrote the masked dense model {}", path.display())?;
+    }
     Ok(())
 }

@@ -7,7 +7,10 @@ use std::process::ExitCode;
 use anyhow::Result;
 
 use super::ui::Ui;
-use crate::pipeline::{load_spec, run_pipeline, summary_table, write_summary};
+use crate::onnx::OutputPlan;
+use crate::pipeline::{
+    Input, load_spec, plan_models, run_pipeline, stage_summary, summary_paths, summary_table,
+};
 
 /// Run a YAML pipeline: passes over one model or a whole model zoo.
 #[derive(Debug, clap::Args)]
@@ -29,19 +32,35 @@ pub struct Args {
 /// their accuracy gate.
 pub fn run(args: &Args, ui: &Ui) -> Result<ExitCode> {
     let spec = load_spec(&args.pipeline)?;
-    let run = run_pipeline(&spec, &args.pipeline, args.jobs, args.force, ui.progress())?;
     let base = args.pipeline.parent().unwrap_or(std::path::Path::new("."));
+    let models = plan_models(&spec, base)?;
     let prefix = match (&args.report, &spec.report) {
         (Some(p), _) => p.clone(),
         (None, Some(r)) => crate::pipeline::resolve_path(base, r)?,
-        (None, None) => run
-            .models
+        (None, None) => models
             .first()
-            .and_then(|m| m.output.parent())
+            .and_then(|(_, output)| output.parent())
             .unwrap_or(base)
             .join("summary"),
     };
-    write_summary(&run, &prefix)?;
+    // Every path of the run at once: no output may be an input of another model, and no two
+    // outputs the same file. Each model then commits its own output; the summary comes last.
+    let mut plan = OutputPlan::new();
+    plan.input("pipeline", &args.pipeline);
+    for (input, _) in &models {
+        if let Input::File(path) = input {
+            plan.input("input model", path);
+        }
+    }
+    for (_, output) in &models {
+        plan.output("output", output)?;
+    }
+    for path in summary_paths(&prefix) {
+        plan.output("summary", &path)?;
+    }
+    let run = run_pipeline(&spec, &args.pipeline, args.jobs, args.force, ui.progress())?;
+    stage_summary(&run, &prefix, &mut plan)?;
+    plan.commit()?;
     let mut out = std::io::stdout().lock();
     write!(out, "{}", summary_table(&run))?;
     writeln!(out, "summary written to {}.json and .md", prefix.display())?;

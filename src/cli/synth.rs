@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
+use crate::onnx::{OutputPlan, SaveOptions};
 use crate::synth::{self, Export, SynthSpec, Upsample, Variant};
 
 /// Arguments of `shears synth`.
@@ -68,9 +69,12 @@ pub fn run(args: &Args, ui: &super::Ui) -> anyhow::Result<ExitCode> {
         },
         seed: args.seed,
     };
+    let mut plan = OutputPlan::new();
+    plan.output("-o", &args.output)?;
     let start = Instant::now();
     let model = synth::build(&spec)?;
-    let saved = crate::onnx::save(&model, &args.output, &crate::onnx::SaveOptions::default())?;
+    let saved = plan.stage_model(&model, &args.output, &SaveOptions::default())?;
+    plan.commit()?;
     if !ui.quiet {
         let params = synth::parameter_count(&spec)?;
         let mut out = std::io::stdout().lock();

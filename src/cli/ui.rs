@@ -1,7 +1,7 @@
 //! How the CLI talks to people: verbosity, warnings, and progress drawn with indicatif on a
 //! terminal or as plain lines otherwise.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -29,13 +29,21 @@ impl Ui {
 
     /// A warning, always printed on stderr.
     pub fn warn(&self, message: impl std::fmt::Display) {
-        self.progress.suspend(|| eprintln!("warning: {message}"));
+        self.progress
+            .suspend(|| diagnostic(format_args!("warning: {message}")));
+    }
+
+    /// An error that does not stop a batch, always printed on stderr.
+    pub fn error(&self, message: impl std::fmt::Display) {
+        self.progress
+            .suspend(|| diagnostic(format_args!("error: {message}")));
     }
 
     /// A status line on stderr, unless quiet.
     pub fn info(&self, message: impl std::fmt::Display) {
         if !self.quiet {
-            self.progress.suspend(|| eprintln!("{message}"));
+            self.progress
+                .suspend(|| diagnostic(format_args!("{message}")));
         }
     }
 
@@ -43,6 +51,12 @@ impl Ui {
     pub fn progress(&self) -> &dyn Progress {
         &self.progress
     }
+}
+
+/// Writes one line to stderr. Diagnostics never abort the work: when stderr is closed (a reader
+/// that went away, `2>&-`) the line is dropped, where `eprintln!` would panic.
+pub fn diagnostic(line: std::fmt::Arguments<'_>) {
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
 
 /// A progress bar on a terminal; one line per phase otherwise.
@@ -66,7 +80,7 @@ impl Progress for TerminalProgress {
             return;
         }
         if !std::io::stderr().is_terminal() {
-            eprintln!("{label}...");
+            diagnostic(format_args!("{label}..."));
             return;
         }
         let bar = match total {

@@ -10,14 +10,16 @@ use anyhow::{Result, bail};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use super::common::{BackendArgs, load_model, write_json};
+use super::common::{BackendArgs, json_bytes, load_model};
 use super::ui::Ui;
 use crate::backend::runnable_bytes;
 use crate::calib::{file_sha256, recorded_image_hashes};
-use crate::eval::coco::write_results;
-use crate::eval::dataset::Dataset;
+use crate::eval::coco::results_json;
+use crate::eval::dataset::{Dataset, ScanReport};
 use crate::eval::nms::NmsConfig;
+use crate::eval::preprocess::DEFAULT_MAX_PIXELS;
 use crate::eval::validate::{DataSource, ValReport, load_dataset, validate};
+use crate::onnx::OutputPlan;
 
 /// The SHA-256 of every image file of `dataset`.
 fn dataset_hashes(dataset: &Dataset) -> Result<Vec<String>> {
@@ -71,12 +73,21 @@ pub struct Args {
     /// Write the report as JSON.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+    /// Skip images of more pixels than this (checked in the header, before decoding).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_PIXELS)]
+    pub max_pixels: u64,
+    /// Make every data warning an error: skipped, truncated or too large images, images decoded
+    /// without pixel parity with val.py, a dataset without labels.
+    #[arg(long)]
+    pub strict: bool,
 }
 
 /// The JSON document of `val --json`; keys are stable.
 #[derive(Debug, Serialize)]
-pub struct Report {
-    pub models: Vec<ValReport>,
+pub struct Report<'a> {
+    /// What the dataset scan found: label counts, skipped images, their messages.
+    pub dataset: &'a ScanReport,
+    pub models: &'a [ValReport],
 }
 
 impl Args {
@@ -112,6 +123,11 @@ fn stem(path: &Path) -> String {
     )
 }
 
+/// Where `--save-json` writes the predictions of `model`.
+fn predictions_path(save: &Path, model: &Path) -> PathBuf {
+    PathBuf::from(save.to_string_lossy().replace("{stem}", &stem(model)))
+}
+
 pub fn run(args: &Args, ui: &Ui) -> Result<ExitCode> {
     if let Some(save) = &args.save_json
         && args.models.len() > 1
@@ -122,10 +138,34 @@ pub fn run(args: &Args, ui: &Ui) -> Result<ExitCode> {
             save.display()
         );
     }
+    let mut plan = OutputPlan::new();
+    for model in &args.models {
+        plan.input("model", model);
+    }
+    for (role, path) in [
+        ("--data", &args.data),
+        ("--coco-json", &args.coco_json),
+        ("--gt", &args.gt),
+    ] {
+        if let Some(path) = path {
+            plan.input(role, path);
+        }
+    }
+    if let Some(save) = &args.save_json {
+        for model in &args.models {
+            plan.output("--save-json", &predictions_path(save, model))?;
+        }
+    }
+    if let Some(path) = &args.json {
+        plan.output("--json", path)?;
+    }
     let spec = args.backend.spec()?;
-    let (dataset, own_gt) = load_dataset(&args.source(), ui.progress())?;
+    let (dataset, own_gt) = load_dataset(&args.source(), args.max_pixels, ui.progress())?;
     for message in &dataset.report.messages {
         ui.warn(message);
+    }
+    if args.strict && dataset.report.has_problems() {
+        bail!("the dataset has problems (warned above) and --strict is set");
     }
     let gt = args.gt.clone().or(own_gt);
     if gt.is_none() {
@@ -133,6 +173,7 @@ pub fn run(args: &Args, ui: &Ui) -> Result<ExitCode> {
     }
     let mut reports = Vec::new();
     let mut image_hashes = None;
+    let mut warned = HashSet::new();
     for path in &args.models {
         let model = load_model(path, ui)?;
         let overlap = match recorded_image_hashes(&model.proto) {
@@ -166,17 +207,27 @@ pub fn run(args: &Args, ui: &Ui) -> Result<ExitCode> {
             ui.progress(),
         )?;
         report.calibration_overlap = overlap;
-        for skipped in &report.skipped {
-            ui.warn(format_args!("skipped {skipped}"));
+        warn_about_images(&report, ui, &mut warned);
+        if args.strict && report.has_image_problems() {
+            bail!(
+                "{}: images were skipped, truncated or decoded without parity (warned above) and \
+                 --strict is set",
+                path.display()
+            );
         }
         if let Some(save) = &args.save_json {
-            write_results(
-                Path::new(&save.to_string_lossy().replace("{stem}", &stem(path))),
-                &results,
-            )?;
+            plan.stage_bytes(&predictions_path(save, path), &results_json(&results)?)?;
         }
         reports.push(report);
     }
+    if let Some(path) = &args.json {
+        let report = Report {
+            dataset: &dataset.report,
+            models: &reports,
+        };
+        plan.stage_bytes(path, &json_bytes(&report)?)?;
+    }
+    plan.commit()?;
     let mut out = std::io::stdout().lock();
     for report in &reports {
         print_report(&mut out, report, &dataset.names, ui.verbose > 0)?;
@@ -184,10 +235,27 @@ pub fn run(args: &Args, ui: &Ui) -> Result<ExitCode> {
     if reports.len() > 1 {
         print_comparison(&mut out, &reports)?;
     }
-    if let Some(path) = &args.json {
-        write_json(path, &Report { models: reports })?;
-    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One warning per image problem of `report`, each printed once even when several models
+/// meet it.
+fn warn_about_images(report: &ValReport, ui: &Ui, warned: &mut HashSet<String>) {
+    let lines = (report.skipped.iter().map(|s| format!("skipped {s}")))
+        .chain(
+            report
+                .truncated
+                .iter()
+                .map(|p| format!("{p}: truncated JPEG (no EOI marker): used as far as it decodes")),
+        )
+        .chain(report.decoder_fallback.iter().map(|p| {
+            format!("{p}: decoded by the image crate instead: pixels may differ from val.py's")
+        }));
+    for line in lines {
+        if warned.insert(line.clone()) {
+            ui.warn(line);
+        }
+    }
 }
 
 fn print_report(

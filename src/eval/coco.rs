@@ -8,7 +8,6 @@
 //! Evaluation: pycocotools' `COCOeval(gt, dt, 'bbox')` semantics (hotcoco reproduces them),
 //! optionally restricted to the given image ids, giving the 12 standard stats.
 
-use std::io::Write;
 use std::path::Path;
 
 use anyhow::{Context, bail};
@@ -62,24 +61,9 @@ pub fn to_coco_results(id: &ImageId, dets: &[Detection], is_coco: bool) -> Vec<C
         .collect()
 }
 
-/// Writes results as a JSON array, atomically (temp file in the target folder + rename).
-pub fn write_results(path: &Path, results: &[CocoResult]) -> anyhow::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("cannot write in {}", dir.display()))?;
-    {
-        let mut w = std::io::BufWriter::new(tmp.as_file_mut());
-        serde_json::to_writer(&mut w, results)
-            .with_context(|| format!("cannot write {}", path.display()))?;
-        w.flush()
-            .with_context(|| format!("cannot write {}", path.display()))?;
-    }
-    tmp.persist(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
+/// Results as a COCO results JSON array (what `--save-json` writes).
+pub fn results_json(results: &[CocoResult]) -> anyhow::Result<Vec<u8>> {
+    serde_json::to_vec(results).context("cannot encode the predictions as JSON")
 }
 
 /// Reads a COCO results file (JSON array; `.gz` files are not supported here).
@@ -215,13 +199,8 @@ mod tests {
         };
         let mut rs = to_coco_results(&ImageId::Num(7), &[d], true);
         rs.extend(to_coco_results(&ImageId::Name("x".into()), &[d], false));
-        write_results(&path, &rs).unwrap();
+        std::fs::write(&path, results_json(&rs).unwrap()).unwrap();
         assert_eq!(read_results(&path).unwrap(), rs);
-        assert_eq!(
-            std::fs::read_dir(dir.path()).unwrap().count(),
-            1,
-            "no temp file left"
-        );
     }
 
     /// A model that detects nothing scores 0, like any model whose detections are all wrong

@@ -273,7 +273,18 @@ pub struct ScanReport {
     pub empty: usize,
     /// Images skipped because the image or its labels are unusable.
     pub corrupt: usize,
+    /// Images skipped because their header claims more pixels than the limit.
+    pub too_large: usize,
+    /// No image has a label file: every image is a background and mAP is 0.
+    pub no_labels: bool,
     pub messages: Vec<String>,
+}
+
+impl ScanReport {
+    /// Whether anything was skipped or looks wrong (what `--strict` refuses).
+    pub fn has_problems(&self) -> bool {
+        self.corrupt > 0 || self.too_large > 0 || self.no_labels
+    }
 }
 
 /// A loaded dataset, images in YOLOv5's order.
@@ -283,6 +294,8 @@ pub struct Dataset {
     pub names: Vec<String>,
     pub is_coco: bool,
     pub report: ScanReport,
+    /// Images of more pixels than this are refused at decoding.
+    pub max_pixels: u64,
 }
 
 impl Dataset {
@@ -296,9 +309,11 @@ impl Dataset {
 
     /// Loads one split of a data YAML with its YOLO labels (image headers and label files
     /// are read in parallel; `progress` counts images).
+    /// Images whose header claims more than `max_pixels` pixels are skipped with a message.
     pub fn from_yolo(
         cfg: &DataConfig,
         split: Split,
+        max_pixels: u64,
         progress: &dyn Progress,
     ) -> anyhow::Result<Self> {
         let files = list_images(cfg.split(split)?)?;
@@ -310,7 +325,7 @@ impl Dataset {
         let scanned: Vec<Scanned> = files
             .par_iter()
             .map(|p| {
-                let r = scan_yolo_image(p, nc);
+                let r = scan_yolo_image(p, nc, max_pixels);
                 progress.advance(1);
                 r
             })
@@ -329,11 +344,29 @@ impl Dataset {
                     report.messages.extend(msg);
                     images.push(rec);
                 }
-                Err(msg) => {
+                Err(Skip::TooLarge(msg)) => {
+                    report.too_large += 1;
+                    report.messages.push(msg);
+                }
+                Err(Skip::Corrupt(msg)) => {
                     report.corrupt += 1;
                     report.messages.push(msg);
                 }
             }
+        }
+        if report.found == 0 && report.empty == 0 && !images.is_empty() {
+            report.no_labels = true;
+            report.messages.push(format!(
+                "no labels found for the {} images of {} (looked for label files such as {}): \
+                 every image counts as background and mAP is 0",
+                images.len(),
+                cfg.split(split)?
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                label_path(&images[0].path).display()
+            ));
         }
         if images.is_empty() {
             bail!(
@@ -350,13 +383,19 @@ impl Dataset {
             names: cfg.names.clone(),
             is_coco: cfg.is_coco,
             report,
+            max_pixels,
         })
     }
 
     /// Loads a COCO instances JSON whose `file_name`s live in `image_dir`. Categories that
     /// are all standard COCO ids map to YOLOv5's 80 classes (`is_coco`); any other set maps
     /// to 0..n in id order. Crowd boxes are kept and flagged; segmentation is ignored.
-    pub fn from_coco_json(annotations: &Path, image_dir: &Path) -> anyhow::Result<Self> {
+    /// Images the JSON says have more than `max_pixels` pixels are skipped with a message.
+    pub fn from_coco_json(
+        annotations: &Path,
+        image_dir: &Path,
+        max_pixels: u64,
+    ) -> anyhow::Result<Self> {
         let text = std::fs::read(annotations)
             .with_context(|| format!("cannot read {}", annotations.display()))?;
         let raw: CocoJson = serde_json::from_slice(&text)
@@ -417,6 +456,18 @@ impl Dataset {
                     img.width,
                     img.height,
                     annotations.display()
+                ));
+                continue;
+            }
+            let pixels = u64::from(img.width) * u64::from(img.height);
+            if pixels > max_pixels {
+                report.too_large += 1;
+                report.messages.push(format!(
+                    "{}: skipped: {}x{} is {pixels} pixels, over the limit of {max_pixels} \
+                     (--max-pixels)",
+                    path.display(),
+                    img.width,
+                    img.height
                 ));
                 continue;
             }
@@ -484,11 +535,19 @@ impl Dataset {
                 image_dir.display()
             );
         }
+        if raw.annotations.is_empty() {
+            report.no_labels = true;
+            report.messages.push(format!(
+                "{} holds no annotations: every image counts as background and mAP is 0",
+                annotations.display()
+            ));
+        }
         Ok(Self {
             images,
             names,
             is_coco,
             report,
+            max_pixels,
         })
     }
 }
@@ -602,7 +661,13 @@ pub fn label_path(image: &Path) -> PathBuf {
 }
 
 /// A scanned image with its label state and an optional warning, or why it is skipped.
-type Scanned = Result<(ImageRecord, LabelState, Option<String>), String>;
+type Scanned = Result<(ImageRecord, LabelState, Option<String>), Skip>;
+
+/// Why a scanned image is skipped, with its message.
+enum Skip {
+    Corrupt(String),
+    TooLarge(String),
+}
 
 enum LabelState {
     Found,
@@ -628,9 +693,22 @@ fn image_size(path: &Path) -> anyhow::Result<(u32, u32)> {
 }
 
 /// `verify_image_label` for one image: the record, or the reason it is skipped.
-fn scan_yolo_image(path: &Path, nc: usize) -> Scanned {
-    let corrupt = |why: String| format!("{}: ignoring corrupt image/label: {why}", path.display());
+fn scan_yolo_image(path: &Path, nc: usize, max_pixels: u64) -> Scanned {
+    let corrupt = |why: String| {
+        Skip::Corrupt(format!(
+            "{}: ignoring corrupt image/label: {why}",
+            path.display()
+        ))
+    };
     let (width, height) = image_size(path).map_err(|e| corrupt(format!("{e:#}")))?;
+    let pixels = u64::from(width) * u64::from(height);
+    if pixels > max_pixels {
+        return Err(Skip::TooLarge(format!(
+            "{}: skipped: {width}x{height} is {pixels} pixels, over the limit of {max_pixels} \
+             (--max-pixels)",
+            path.display()
+        )));
+    }
     if width < 10 || height < 10 {
         return Err(corrupt(format!("image size {width}x{height} < 10 pixels")));
     }
@@ -663,8 +741,8 @@ fn scan_yolo_image(path: &Path, nc: usize) -> Scanned {
     Ok((record, state, msg))
 }
 
-/// Parses a YOLO label file; `Ok` may carry a warning (duplicates removed).
-fn parse_labels(text: &str, nc: usize) -> Result<(Vec<Label>, Option<String>), String> {
+/// Parses a YOLO label file for `nc` classes; `Ok` may carry a warning (duplicates removed).
+pub fn parse_labels(text: &str, nc: usize) -> Result<(Vec<Label>, Option<String>), String> {
     let rows: Vec<Vec<&str>> = text
         .trim()
         .lines()

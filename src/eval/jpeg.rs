@@ -55,6 +55,10 @@ impl Huffman {
             let n = i32::from(counts[len - 1]);
             h.valptr[len] = k;
             h.mincode[len] = code;
+            // the codes of this length must fit in `len` bits: checked before they are used
+            if code + n > (1 << len) {
+                return Err("bad Huffman table".into());
+            }
             if n > 0 {
                 for i in 0..n {
                     if len <= 9 {
@@ -70,9 +74,6 @@ impl Huffman {
                 h.maxcode[len] = code - 1;
             } else {
                 h.maxcode[len] = -1;
-            }
-            if code > (1 << len) {
-                return Err("bad Huffman table".into());
             }
             code <<= 1;
         }
@@ -259,9 +260,14 @@ fn be16(d: &[u8], p: usize) -> Result<usize, String> {
         .ok_or_else(|| "truncated marker".into())
 }
 
-/// Decodes a JPEG to RGB exactly as libjpeg-turbo's default settings would.
-pub fn decode(data: &[u8]) -> anyhow::Result<RgbImage> {
-    Decoder::default().run(data).map_err(|e| match e {
+/// Decodes a JPEG to RGB exactly as libjpeg-turbo's default settings would. A frame of more
+/// than `max_pixels` pixels is refused before anything is allocated for it.
+pub fn decode(data: &[u8], max_pixels: u64) -> anyhow::Result<RgbImage> {
+    let decoder = Decoder {
+        max_pixels,
+        ..Decoder::default()
+    };
+    decoder.run(data).map_err(|e| match e {
         Error::Unsupported(s) => anyhow::Error::new(Unsupported(s)),
         Error::Corrupt(s) => anyhow::anyhow!("corrupt JPEG: {s}"),
     })
@@ -288,6 +294,7 @@ struct Decoder {
     jfif: bool,
     adobe_transform: Option<u8>,
     eobrun: u32,
+    max_pixels: u64,
 }
 
 impl Decoder {
@@ -362,6 +369,13 @@ impl Decoder {
             return Err(Error::Unsupported(
                 "height from DNL marker or zero size".into(),
             ));
+        }
+        let pixels = width as u64 * height as u64;
+        if pixels > self.max_pixels {
+            return Err(Error::Corrupt(format!(
+                "{width}x{height} is {pixels} pixels, over the limit of {}",
+                self.max_pixels
+            )));
         }
         if n != 1 && n != 3 {
             return Err(Error::Unsupported(format!("{n} components")));

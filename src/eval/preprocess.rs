@@ -16,7 +16,7 @@
 use std::io::Cursor;
 use std::path::Path;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
 use ndarray::Array4;
 
@@ -30,18 +30,43 @@ pub const DEFAULT_SIZE: u32 = 640;
 /// Pad value of the letterbox border.
 pub const PAD_VALUE: u8 = 114;
 
+/// Images whose header claims more pixels than this are refused before decoding (the default of
+/// `--max-pixels`): 250 million, above any camera's photo (decoding one takes about 2 GB).
+pub const DEFAULT_MAX_PIXELS: u64 = 250_000_000;
+
 /// A network input ready for a backend plus the geometry to map boxes back.
 #[derive(Debug, Clone)]
 pub struct Preprocessed {
     /// `[1, 3, size, size]`, RGB, values in `[0, 1]`.
     pub tensor: Array4<f32>,
     pub letterbox: Letterbox,
+    /// How the file was decoded, where that weakens parity with val.py.
+    pub notes: DecodeNotes,
+}
+
+/// What decoding an image found that its pixels do not show.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DecodeNotes {
+    /// A JPEG that does not end with an EOI marker: truncated, decoded as far as it goes (val.py
+    /// checks the same two bytes and re-saves such a file before using it).
+    pub truncated: bool,
+    /// Why the exact JPEG decoder could not decode the file, when the `image` crate did instead:
+    /// its pixels may differ from `cv2.imread`'s.
+    pub fallback: Option<String>,
+}
+
+/// A decoded image and what decoding it found.
+#[derive(Debug, Clone)]
+pub struct Decoded {
+    pub image: RgbImage,
+    pub notes: DecodeNotes,
 }
 
 /// Decodes an image file to 8-bit RGB with EXIF orientation applied, like `cv2.imread`.
 /// JPEGs go through [`super::jpeg`] (libjpeg-turbo's exact pixels); JPEG features it does
-/// not reproduce and other formats use the `image` crate.
-pub fn load_rgb(path: &Path) -> anyhow::Result<RgbImage> {
+/// not reproduce and other formats use the `image` crate, which the notes record. An image of
+/// more than `max_pixels` pixels is refused from its header, before decoding.
+pub fn load_rgb(path: &Path, max_pixels: u64) -> anyhow::Result<Decoded> {
     let bytes =
         std::fs::read(path).with_context(|| format!("cannot read image {}", path.display()))?;
     let reader = ImageReader::new(Cursor::new(&bytes[..]))
@@ -51,11 +76,27 @@ pub fn load_rgb(path: &Path) -> anyhow::Result<RgbImage> {
     let mut decoder = reader
         .into_decoder()
         .with_context(|| format!("cannot decode image {}", path.display()))?;
+    let (width, height) = decoder.dimensions();
+    let pixels = u64::from(width) * u64::from(height);
+    if pixels > max_pixels {
+        bail!(
+            "image {} is {width}x{height} = {pixels} pixels, over the limit of {max_pixels} \
+             (--max-pixels)",
+            path.display()
+        );
+    }
     let orientation = decoder.orientation().ok();
+    let mut notes = DecodeNotes {
+        truncated: is_jpeg && !bytes.ends_with(&[0xFF, 0xD9]),
+        fallback: None,
+    };
     let exact = if is_jpeg {
-        match jpeg::decode(&bytes) {
+        match jpeg::decode(&bytes, max_pixels) {
             Ok(rgb) => Some(rgb),
-            Err(e) if e.is::<jpeg::Unsupported>() => None,
+            Err(e) if e.is::<jpeg::Unsupported>() => {
+                notes.fallback = Some(e.to_string());
+                None
+            }
             Err(e) => return Err(e.context(format!("cannot decode image {}", path.display()))),
         }
     } else {
@@ -69,7 +110,10 @@ pub fn load_rgb(path: &Path) -> anyhow::Result<RgbImage> {
     if let Some(o) = orientation {
         img.apply_orientation(o);
     }
-    Ok(img.into_rgb8())
+    Ok(Decoded {
+        image: img.into_rgb8(),
+        notes,
+    })
 }
 
 /// Resizes and pads an RGB image exactly as YOLOv5 (steps 2 and 3 of the module doc).
@@ -119,13 +163,14 @@ pub fn to_tensor(img: &RgbImage) -> Array4<f32> {
 }
 
 /// The whole pre-processing of one image file: a pure function, safe to call from rayon.
-pub fn preprocess_file(path: &Path, size: u32) -> anyhow::Result<Preprocessed> {
-    let img = load_rgb(path)?;
-    let (boxed, letterbox) = letterbox_rgb(&img, size)
+pub fn preprocess_file(path: &Path, size: u32, max_pixels: u64) -> anyhow::Result<Preprocessed> {
+    let decoded = load_rgb(path, max_pixels)?;
+    let (boxed, letterbox) = letterbox_rgb(&decoded.image, size)
         .with_context(|| format!("cannot letterbox {}", path.display()))?;
     Ok(Preprocessed {
         tensor: to_tensor(&boxed),
         letterbox,
+        notes: decoded.notes,
     })
 }
 

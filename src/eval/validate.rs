@@ -52,6 +52,18 @@ pub struct ValReport {
     /// How many of the validated images the model records as its calibration images.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub calibration_overlap: Option<usize>,
+    /// JPEGs without an EOI marker (truncated), used as far as they decode.
+    pub truncated: Vec<String>,
+    /// Images the exact JPEG decoder could not decode, decoded by the `image` crate instead
+    /// (pixels may differ from val.py's), with the reason.
+    pub decoder_fallback: Vec<String>,
+}
+
+impl ValReport {
+    /// Whether any image was skipped, truncated or decoded without pixel parity.
+    pub fn has_image_problems(&self) -> bool {
+        !(self.skipped.is_empty() && self.truncated.is_empty() && self.decoder_fallback.is_empty())
+    }
 }
 
 /// Runs `model_bytes` (see [`backend::runnable_bytes`]) over `dataset`. `gt` is a COCO
@@ -77,7 +89,7 @@ pub fn validate(
     }
     let mut acc = ValAccumulator::new();
     let mut results = Vec::new();
-    let mut skipped = Vec::new();
+    let (mut skipped, mut truncated, mut decoder_fallback) = (Vec::new(), Vec::new(), Vec::new());
     let (mut pre_ms, mut nms_ms) = (0.0, 0.0);
     let mut inference_ms_per_image = Vec::with_capacity(dataset.images.len());
     progress.start(name, Some(dataset.images.len() as u64));
@@ -90,7 +102,7 @@ pub fn validate(
                     .par_iter()
                     .map(|record| {
                         let start = Instant::now();
-                        let result = preprocess_file(&record.path, size);
+                        let result = preprocess_file(&record.path, size, dataset.max_pixels);
                         (record, result, start.elapsed().as_secs_f64() * 1e3)
                     })
                     .collect();
@@ -111,6 +123,12 @@ pub fn validate(
                     continue;
                 }
             };
+            if pre.notes.truncated {
+                truncated.push(record.path.display().to_string());
+            }
+            if let Some(why) = &pre.notes.fallback {
+                decoder_fallback.push(format!("{}: {why}", record.path.display()));
+            }
             let start = Instant::now();
             let output = session
                 .run(pre.tensor.view())
@@ -162,6 +180,8 @@ pub fn validate(
         inference_ms_per_image,
         skipped,
         calibration_overlap: None,
+        truncated,
+        decoder_fallback,
     };
     Ok((report, results))
 }
@@ -186,6 +206,7 @@ pub enum DataSource {
 /// data YAML the one `annotations/*.json` under the dataset root (none when there are several).
 pub fn load_dataset(
     source: &DataSource,
+    max_pixels: u64,
     progress: &dyn Progress,
 ) -> Result<(Dataset, Option<std::path::PathBuf>)> {
     match source {
@@ -193,12 +214,13 @@ pub fn load_dataset(
             annotations,
             images,
         } => Ok((
-            Dataset::from_coco_json(annotations, images)?,
+            Dataset::from_coco_json(annotations, images, max_pixels)?,
             Some(annotations.clone()),
         )),
         DataSource::Yaml { data, root } => {
             let config = super::dataset::DataConfig::load(data, root.as_deref())?;
-            let dataset = Dataset::from_yolo(&config, super::dataset::Split::Val, progress)?;
+            let dataset =
+                Dataset::from_yolo(&config, super::dataset::Split::Val, max_pixels, progress)?;
             let mut found: Vec<_> = std::fs::read_dir(config.root.join("annotations"))
                 .into_iter()
                 .flatten()

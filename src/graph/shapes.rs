@@ -286,10 +286,14 @@ fn infer_node(node: &NodeProto, s: &mut Shapes) {
             }
         }
         "Conv" | "MaxPool" | "AveragePool" => {
-            let Some(x) = shape_of(s, 0) else { return };
-            let spatial = x.len().saturating_sub(2);
+            let Some(x) = shape_of(s, 0).filter(|x| x.len() >= 2) else {
+                return;
+            };
+            let spatial = x.len() - 2;
             let (channels, kernel) = if node.op_type() == "Conv" {
-                let Some(w) = shape_of(s, 1) else { return };
+                let Some(w) = shape_of(s, 1).filter(|w| w.len() >= 2) else {
+                    return;
+                };
                 (w[0], w[2..].to_vec())
             } else {
                 (
@@ -307,22 +311,24 @@ fn infer_node(node: &NodeProto, s: &mut Shapes) {
             let auto_pad = attr_str(node, "auto_pad").unwrap_or("NOTSET");
             let mut shape = vec![x[0], channels];
             for i in 0..spatial {
-                let dim = if auto_pad.starts_with("SAME") {
-                    (x[2 + i] + strides[i] - 1) / strides[i]
-                } else {
-                    let pad = if auto_pad == "VALID" {
-                        0
-                    } else {
-                        pads[i] + pads[i + spatial]
-                    };
-                    let span = x[2 + i] + pad - dilations[i] * (kernel[i] - 1) - 1;
-                    let q = if ceil {
-                        (span + strides[i] - 1).div_euclid(strides[i])
-                    } else {
-                        span.div_euclid(strides[i])
-                    };
-                    q + 1
+                let pad = match auto_pad {
+                    "VALID" => Some(0),
+                    _ => pads
+                        .get(i)
+                        .zip(pads.get(i + spatial))
+                        .and_then(|(a, b)| a.checked_add(*b)),
                 };
+                let window = Window {
+                    kernel: kernel[i],
+                    stride: strides.get(i).copied().unwrap_or(0),
+                    dilation: dilations.get(i).copied().unwrap_or(0),
+                };
+                let dim = if auto_pad.starts_with("SAME") {
+                    window.same_output(x[2 + i])
+                } else {
+                    pad.and_then(|pad| window.output(x[2 + i], pad, ceil))
+                };
+                let Some(dim) = dim else { return };
                 shape.push(dim);
             }
             s.set(out, shape);
@@ -379,12 +385,18 @@ fn infer_node(node: &NodeProto, s: &mut Shapes) {
             let Some(x) = shape_of(s, 0) else { return };
             let perm = attr_ints(node, "perm")
                 .map_or_else(|| (0..x.len() as i64).rev().collect(), <[i64]>::to_vec);
-            if perm.len() == x.len() {
-                s.set(out, perm.iter().map(|&p| x[p as usize]).collect());
+            let permuted: Option<Vec<i64>> = perm
+                .iter()
+                .map(|&p| usize::try_from(p).ok().and_then(|p| x.get(p).copied()))
+                .collect();
+            if let Some(shape) = permuted.filter(|_| perm.len() == x.len()) {
+                s.set(out, shape);
             }
         }
         "Split" => {
-            let Some(x) = shape_of(s, 0) else { return };
+            let Some(x) = shape_of(s, 0).filter(|x| !x.is_empty()) else {
+                return;
+            };
             let axis = attr_int(node, "axis")
                 .unwrap_or(0)
                 .rem_euclid(x.len() as i64) as usize;
@@ -468,4 +480,38 @@ fn broadcast(a: &[i64], b: &[i64]) -> Option<Vec<i64>> {
             }
         })
         .collect()
+}
+
+/// One spatial axis of a Conv or pooling window.
+struct Window {
+    kernel: i64,
+    stride: i64,
+    dilation: i64,
+}
+
+impl Window {
+    /// Output length for an input of `len` with `pad` in total, as ONNX defines it; `None` when
+    /// the attributes describe no valid window (non-positive stride, dilation or kernel, an
+    /// overflow, an empty output).
+    fn output(&self, len: i64, pad: i64, ceil: bool) -> Option<i64> {
+        if self.stride <= 0 || self.dilation <= 0 || self.kernel <= 0 {
+            return None;
+        }
+        let extent = self.dilation.checked_mul(self.kernel - 1)?.checked_add(1)?;
+        let span = len.checked_add(pad)?.checked_sub(extent)?;
+        let steps = if ceil {
+            span.checked_add(self.stride - 1)?.div_euclid(self.stride)
+        } else {
+            span.div_euclid(self.stride)
+        };
+        Some(steps + 1).filter(|&d| d > 0)
+    }
+
+    /// Output length under `auto_pad = SAME_*`: `ceil(len / stride)`.
+    fn same_output(&self, len: i64) -> Option<i64> {
+        if self.stride <= 0 {
+            return None;
+        }
+        Some(len.checked_add(self.stride - 1)? / self.stride)
+    }
 }

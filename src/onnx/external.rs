@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::path::{Component, Path};
+use std::path::{Component, Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
@@ -63,9 +63,9 @@ pub fn for_each_tensor_mut(
     Ok(())
 }
 
-/// Replaces every external reference by the data it points to. Returns the data files it read, in
-/// order of first use.
-pub fn inline_all(model: &mut ModelProto, base: &Path) -> Result<Vec<Bytes>> {
+/// Replaces every external reference by the data it points to. Returns the data files it read
+/// (path and contents), in order of first use.
+pub fn inline_all(model: &mut ModelProto, base: &Path) -> Result<Vec<(PathBuf, Bytes)>> {
     let mut files: HashMap<String, Bytes> = HashMap::new();
     let mut order = Vec::new();
     for_each_tensor_mut(model, &mut |t| {
@@ -89,9 +89,10 @@ pub fn inline_all(model: &mut ModelProto, base: &Path) -> Result<Vec<Bytes>> {
         let data = match files.get(&location) {
             Some(data) => data.clone(),
             None => {
-                let data = map_data_file(base, &location)?;
+                let path = data_file_path(base, &location)?;
+                let data = map_data_file(&path)?;
                 files.insert(location.clone(), data.clone());
-                order.push(data.clone());
+                order.push((path, data.clone()));
                 data
             }
         };
@@ -117,20 +118,26 @@ fn parse_number(value: Option<&str>, key: &str, tensor: &str) -> Result<u64> {
     })
 }
 
-/// Maps a data file that must lie inside the model's folder (as onnx's checker requires).
-fn map_data_file(base: &Path, location: &str) -> Result<Bytes> {
+/// The path of an external data file, which must lie inside the model's folder (as onnx's
+/// checker requires): `location` is relative and has no `..`, `.` or root component.
+pub fn data_file_path(base: &Path, location: &str) -> Result<PathBuf> {
     let relative = Path::new(location);
-    if relative
-        .components()
-        .any(|c| !matches!(c, Component::Normal(_)))
+    if location.is_empty()
+        || relative
+            .components()
+            .any(|c| !matches!(c, Component::Normal(_)))
     {
         bail!(
             "external data location {location:?} must be a relative path inside the model's folder"
         );
     }
-    let path = base.join(relative);
+    Ok(base.join(relative))
+}
+
+/// Maps an external data file.
+fn map_data_file(path: &Path) -> Result<Bytes> {
     let file =
-        std::fs::File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     if file.metadata()?.len() == 0 {
         return Ok(Bytes::new());
     }

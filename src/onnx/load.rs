@@ -22,6 +22,8 @@ pub struct Model {
     pub bytes: Bytes,
     /// The external data files its tensors came from (memory-mapped), in order of first use.
     pub external_data: Vec<Bytes>,
+    /// The paths of those files, in the same order.
+    pub external_files: Vec<PathBuf>,
     /// Fields this schema does not know, or an IR version newer than it: re-encoding loses or
     /// changes something, so writers refuse unless forced.
     pub schema_findings: Vec<SchemaFinding>,
@@ -61,10 +63,19 @@ impl Model {
 pub fn load(path: &Path) -> Result<Model> {
     let file =
         std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let len = file
+    let metadata = file
         .metadata()
-        .with_context(|| format!("cannot read metadata of {}", path.display()))?
-        .len();
+        .with_context(|| format!("cannot read metadata of {}", path.display()))?;
+    if metadata.is_dir() {
+        bail!("{} is a directory, not an ONNX model", path.display());
+    }
+    if !metadata.is_file() {
+        bail!(
+            "{} is not a regular file (a device, FIFO or socket), not an ONNX model",
+            path.display()
+        );
+    }
+    let len = metadata.len();
     if len == 0 {
         bail!("{} is empty, not an ONNX model", path.display());
     }
@@ -93,13 +104,16 @@ pub fn load_bytes(bytes: Bytes, path: &Path) -> Result<Model> {
     let schema_findings = schema::findings(&bytes, &proto)
         .with_context(|| format!("cannot scan {}", path.display()))?;
     let base = path.parent().unwrap_or(Path::new("."));
-    let external_data = external::inline_all(&mut proto, base)
-        .with_context(|| format!("cannot load the external data of {}", path.display()))?;
+    let (external_files, external_data) = external::inline_all(&mut proto, base)
+        .with_context(|| format!("cannot load the external data of {}", path.display()))?
+        .into_iter()
+        .unzip();
     Ok(Model {
         proto,
         path: path.to_path_buf(),
         bytes,
         external_data,
+        external_files,
         schema_findings,
     })
 }

@@ -7,12 +7,15 @@ pub mod build;
 mod external;
 mod load;
 pub mod mapping;
+pub mod opset;
+mod outputs;
 mod save;
 mod schema;
 pub mod tensor;
 
 pub use load::{Model, load, load_bytes};
-pub use save::{SaveOptions, Saved, encode, ensure_distinct_output, save, write_atomic};
+pub use outputs::OutputPlan;
+pub use save::{SaveOptions, Saved, Staged, encode, save, write_atomic};
 pub use schema::{SCHEMA_IR_VERSION, SchemaFinding};
 
 /// Types generated from `proto/onnx.proto`.

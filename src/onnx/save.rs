@@ -45,48 +45,97 @@ pub fn encode(model: &ModelProto) -> Vec<u8> {
     model.encode_to_vec()
 }
 
-/// Refuses to write `output` over `input` (the same file, possibly through another path).
-pub fn ensure_distinct_output(input: &Path, output: &Path) -> Result<()> {
-    let same = match (input.canonicalize(), output.canonicalize()) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => false,
-    };
-    if same {
-        bail!(
-            "output {} is the input model; choose another output path",
-            output.display()
-        );
+/// A file written in full to a temporary file beside its destination and not yet in place:
+/// [`Staged::commit`] renames it there; dropping it removes it.
+#[derive(Debug)]
+pub struct Staged {
+    temp: tempfile::NamedTempFile,
+    destination: PathBuf,
+}
+
+impl Staged {
+    /// An empty temporary file in `destination`'s folder, which must exist. It gets the
+    /// permissions of a newly created file (0666 less the umask), not tempfile's 0600.
+    pub fn create(destination: &Path) -> Result<Self> {
+        let folder = target_folder(destination)?;
+        let mut builder = tempfile::Builder::new();
+        builder.prefix(".shears-");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            builder.permissions(std::fs::Permissions::from_mode(0o666));
+        }
+        let temp = builder
+            .tempfile_in(folder)
+            .with_context(|| format!("cannot write {}", destination.display()))?;
+        Ok(Staged {
+            temp,
+            destination: destination.to_path_buf(),
+        })
     }
-    Ok(())
+
+    /// Where the file will be.
+    pub fn destination(&self) -> &Path {
+        &self.destination
+    }
+
+    /// The temporary file, open for writing.
+    pub fn file_mut(&mut self) -> &mut File {
+        self.temp.as_file_mut()
+    }
+
+    /// Opens the written contents again for reading, from the start.
+    pub fn reopen(&self) -> Result<File> {
+        self.temp
+            .reopen()
+            .with_context(|| format!("cannot read back {}", self.destination.display()))
+    }
+
+    /// Moves the file into place (an atomic rename).
+    pub fn commit(self) -> Result<()> {
+        let destination = self.destination;
+        self.temp
+            .persist(&destination)
+            .with_context(|| format!("cannot write {}", destination.display()))?;
+        Ok(())
+    }
 }
 
 /// Writes `model` to `path` atomically. On any error nothing is left behind: neither a partial
 /// `path` nor a temporary file.
 pub fn save(model: &ModelProto, path: &Path, options: &SaveOptions) -> Result<Saved> {
-    let folder = target_folder(path)?;
-    let file_name = path
-        .file_name()
-        .with_context(|| format!("cannot write {}: no file name", path.display()))?
-        .to_string_lossy()
-        .into_owned();
-    let location = options
-        .external_data
-        .clone()
-        .or_else(|| (model.encoded_len() > PROTOBUF_LIMIT).then(|| format!("{file_name}.data")));
+    let (saved, files) = stage_model(model, path, options)?;
+    for file in files {
+        file.commit()?;
+    }
+    Ok(saved)
+}
 
+/// Writes `model` (and its external data file, if any) to temporary files beside `path`, in the
+/// order they must be committed: the data before the model that references it.
+pub fn stage_model(
+    model: &ModelProto,
+    path: &Path,
+    options: &SaveOptions,
+) -> Result<(Saved, Vec<Staged>)> {
+    let folder = target_folder(path)?;
+    let location = external_location(model, path, options)?;
     let write_error = || format!("cannot write {}", path.display());
-    let (model, data) = match &location {
+    let mut files = Vec::new();
+    let (model, external_data) = match &location {
         None => (std::borrow::Cow::Borrowed(model), None),
         Some(location) => {
-            let data_path = folder.join(location);
+            let data_path = external::data_file_path(folder, location)?;
             let mut external = model.clone();
-            let mut data = tempfile::NamedTempFile::new_in(folder).with_context(write_error)?;
-            let mut writer = BufWriter::new(data.as_file_mut());
+            let mut data = Staged::create(&data_path)?;
+            let mut writer = BufWriter::new(data.file_mut());
             external::externalize(&mut external, location, &mut writer)
                 .with_context(write_error)?;
             writer.flush().with_context(write_error)?;
             drop(writer);
-            (std::borrow::Cow::Owned(external), Some((data, data_path)))
+            let size = data.file_mut().metadata().with_context(write_error)?.len();
+            files.push(data);
+            (std::borrow::Cow::Owned(external), Some((data_path, size)))
         }
     };
     if model.encoded_len() > PROTOBUF_LIMIT {
@@ -95,28 +144,42 @@ pub fn save(model: &ModelProto, path: &Path, options: &SaveOptions) -> Result<Sa
             path.display()
         );
     }
-
-    let mut temp = tempfile::NamedTempFile::new_in(folder).with_context(write_error)?;
-    let mut sink = FileSink::new(temp.as_file_mut());
+    let mut staged = Staged::create(path)?;
+    let mut sink = FileSink::new(staged.file_mut());
     model.encode(&mut sink).with_context(write_error)?;
     sink.finish().with_context(write_error)?;
-    let bytes = temp.as_file().metadata().with_context(write_error)?.len();
+    let bytes = staged
+        .file_mut()
+        .metadata()
+        .with_context(write_error)?
+        .len();
+    files.push(staged);
+    Ok((
+        Saved {
+            path: path.to_path_buf(),
+            bytes,
+            external_data,
+        },
+        files,
+    ))
+}
 
-    let external_data = match data {
-        Some((data, data_path)) => {
-            let size = data.as_file().metadata()?.len();
-            data.persist(&data_path)
-                .with_context(|| format!("cannot write {}", data_path.display()))?;
-            Some((data_path, size))
-        }
-        None => None,
-    };
-    temp.persist(path).with_context(write_error)?;
-    Ok(Saved {
-        path: path.to_path_buf(),
-        bytes,
-        external_data,
-    })
+/// The external data file name `model` gets when written to `path`: the one asked for, or
+/// `<file name>.data` for models over the protobuf limit; `None` to keep every tensor inline.
+pub fn external_location(
+    model: &ModelProto,
+    path: &Path,
+    options: &SaveOptions,
+) -> Result<Option<String>> {
+    let file_name = path
+        .file_name()
+        .with_context(|| format!("cannot write {}: no file name", path.display()))?
+        .to_string_lossy()
+        .into_owned();
+    Ok(options
+        .external_data
+        .clone()
+        .or_else(|| (model.encoded_len() > PROTOBUF_LIMIT).then(|| format!("{file_name}.data"))))
 }
 
 /// A `BufMut` that streams prost's encoding to a file through a fixed buffer, so saving needs no
@@ -192,12 +255,17 @@ unsafe impl bytes::BufMut for FileSink<'_> {
 
 /// Writes `bytes` to `path` atomically (reports, JSON, predictions): all or nothing.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let folder = target_folder(path)?;
-    let write_error = || format!("cannot write {}", path.display());
-    let mut temp = tempfile::NamedTempFile::new_in(folder).with_context(write_error)?;
-    temp.write_all(bytes).with_context(write_error)?;
-    temp.persist(path).with_context(write_error)?;
-    Ok(())
+    stage_bytes(path, bytes)?.commit()
+}
+
+/// Writes `bytes` to a temporary file beside `path`.
+pub fn stage_bytes(path: &Path, bytes: &[u8]) -> Result<Staged> {
+    let mut staged = Staged::create(path)?;
+    staged
+        .file_mut()
+        .write_all(bytes)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(staged)
 }
 
 /// The folder `path` will be written in, which must exist.

@@ -127,7 +127,7 @@ impl PassConfig {
         let summary = match self {
             PassConfig::PruneMagnitude(p) => p.run_model(model, calib),
             PassConfig::PruneNM(p) => p.run_model(model, calib),
-            PassConfig::StoreSparse(p) => p.run(graph_mut(model)?),
+            PassConfig::StoreSparse(p) => p.run_model(model),
             PassConfig::PruneChannels(p) => p.run_model(model, calib),
         }
         .with_context(|| format!("pass {} failed", self.name()))?;

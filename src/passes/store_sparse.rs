@@ -10,15 +10,20 @@
 //!
 //! Each non-zero costs 12 bytes instead of 4, so only weights more than two thirds zero get
 //! smaller; the others stay dense.
+//!
+//! `sparse_value` exists from opset 11: a model importing an older default-domain opset has its
+//! import raised to 11 when every node keeps its meaning there ([`opset::raise_default_opset`]),
+//! and the pass fails naming the node otherwise.
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 use super::selection::{LayerFilter, read_values, selected_weights};
 use crate::graph::edit;
+use crate::onnx::opset;
 use crate::onnx::proto::attribute_proto::AttributeType;
 use crate::onnx::proto::tensor_proto::DataType;
-use crate::onnx::proto::{AttributeProto, GraphProto, NodeProto, SparseTensorProto};
+use crate::onnx::proto::{AttributeProto, GraphProto, ModelProto, NodeProto, SparseTensorProto};
 use crate::onnx::tensor;
 
 /// Options of `store_sparse`.
@@ -34,7 +39,34 @@ pub struct StoreSparse {
 /// Bytes of one stored non-zero: a FLOAT value and an INT64 index.
 const SPARSE_ENTRY_BYTES: usize = 4 + 8;
 
+/// The first default-domain opset whose `Constant` has `sparse_value`.
+const SPARSE_CONSTANT_OPSET: i64 = 11;
+
 impl StoreSparse {
+    /// [`Self::run`] on the model's graph, raising its opset import to 11 when it stored a
+    /// weight and the model imports an older one.
+    pub fn run_model(&self, model: &mut ModelProto) -> Result<String> {
+        let old_opset = opset::default_opset(model).filter(|&v| v < SPARSE_CONSTANT_OPSET);
+        if old_opset.is_some() {
+            // refuse before any work when the raise would be invalid
+            opset::check_raise(model, SPARSE_CONSTANT_OPSET).context(
+                "sparse storage needs opset 11 (Constant's sparse_value), and this model cannot \
+                 be raised to it",
+            )?;
+        }
+        let graph = model.graph.as_mut().context("the model has no graph")?;
+        let nodes = graph.node.len();
+        let summary = self.run(graph)?;
+        let stored = graph.node.len() > nodes;
+        Ok(match old_opset.filter(|_| stored) {
+            Some(old) => {
+                opset::raise_default_opset(model, SPARSE_CONSTANT_OPSET)?;
+                format!("{summary}; opset import raised from {old} to {SPARSE_CONSTANT_OPSET}")
+            }
+            None => summary,
+        })
+    }
+
     pub fn run(&self, graph: &mut GraphProto) -> Result<String> {
         let filter = LayerFilter::new(&self.include, &self.exclude)?;
         let weights = selected_weights(graph, &filter)?;

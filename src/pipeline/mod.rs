@@ -6,6 +6,8 @@ mod spec;
 mod suggest;
 mod summary;
 
-pub use run::{ModelOutcome, PipelineRun, run_pipeline};
-pub use spec::{ModelSource, PipelineSpec, load_spec, resolve as resolve_path};
-pub use summary::{LatencyRatio, significant3, summary_table, write_summary};
+pub use run::{Input, ModelOutcome, PipelineRun, plan as plan_models, run_pipeline};
+pub use spec::{
+    ModelSource, PipelineSpec, expand_env, load_spec, parse_spec, resolve as resolve_path,
+};
+pub use summary::{LatencyRatio, significant3, stage_summary, summary_paths, summary_table};

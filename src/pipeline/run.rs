@@ -17,7 +17,7 @@ use crate::eval::dataset::Dataset;
 use crate::eval::nms::NmsConfig;
 use crate::eval::validate::{DataSource, ValReport, load_dataset, validate};
 use crate::job::{JobOptions, JobReport, prune_to_file};
-use crate::onnx::{self, Model};
+use crate::onnx::{self, Model, OutputPlan};
 use crate::passes::PassConfig;
 use crate::progress::Progress;
 use crate::synth::{SynthSpec, Variant};
@@ -207,7 +207,8 @@ impl<'a> Validator<'a> {
             .map(|r| resolve(base, r))
             .transpose()?;
         let (dataset, own_gt) =
-            load_dataset(&DataSource::Yaml { data, root }, progress).context("validate")?;
+            load_dataset(&DataSource::Yaml { data, root }, spec.max_pixels, progress)
+                .context("validate")?;
         let gt = match &spec.gt {
             Some(gt) => Some(resolve(base, gt)?),
             None => own_gt,
@@ -339,18 +340,24 @@ fn run_one(
     progress: &dyn Progress,
 ) -> Result<Outcome> {
     let model = input.load()?;
+    let mut plan = OutputPlan::new();
+    plan.input_model(&model);
+    plan.output_model("output", output, &options.save)?;
     if let Some(folder) = output.parent() {
         std::fs::create_dir_all(folder)
             .with_context(|| format!("cannot create {}", folder.display()))?;
     }
     let Some(validator) = validator else {
+        let report = prune_to_file(model, &spec.passes, output, options, progress, &mut plan)?;
+        plan.commit()?;
         return Ok(Outcome::Ok {
-            report: prune_to_file(model, &spec.passes, output, options, progress)?,
+            report,
             validation: None,
         });
     };
     let dense = validator.run(&input.stem(), &model, progress)?;
-    let report = prune_to_file(model, &spec.passes, output, options, progress)?;
+    let report = prune_to_file(model, &spec.passes, output, options, progress, &mut plan)?;
+    plan.commit()?;
     let pruned_name = output
         .file_stem()
         .map_or_else(|| "pruned".into(), |s| s.to_string_lossy().into_owned());

@@ -189,6 +189,13 @@ pub struct ValidateSpec {
     /// When the dataset file does not exist, skip validation with a notice instead of failing.
     #[serde(default)]
     pub skip_if_missing: bool,
+    /// Images of more pixels than this are skipped (`val --max-pixels`).
+    #[serde(default = "default_max_pixels")]
+    pub max_pixels: u64,
+}
+
+fn default_max_pixels() -> u64 {
+    crate::eval::preprocess::DEFAULT_MAX_PIXELS
 }
 
 fn default_backend() -> String {
@@ -211,7 +218,12 @@ fn default_max_det() -> usize {
 pub fn load_spec(path: &Path) -> Result<PipelineSpec> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let spec: PipelineSpec = serde_saphyr::from_str(&text).map_err(|e| {
+    parse_spec(&text, path)
+}
+
+/// Parses the text of a pipeline file; `path` names it in messages.
+pub fn parse_spec(text: &str, path: &Path) -> Result<PipelineSpec> {
+    let spec: PipelineSpec = serde_saphyr::from_str(text).map_err(|e| {
         let message = e
             .to_string()
             .replace("<input>", &path.display().to_string());

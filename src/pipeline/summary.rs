@@ -1,6 +1,6 @@
 //! The summary of a pipeline run: a text table for the terminal, JSON and Markdown files.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use serde::Serialize;
@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::run::{Outcome, PipelineRun, Validation};
 use crate::cli::common::grouped;
 use crate::job::JobReport;
-use crate::onnx::write_atomic;
+use crate::onnx::OutputPlan;
 
 /// Columns of every row: counts before -> after.
 const COLUMNS: [&str; 8] = [
@@ -294,16 +294,23 @@ fn markdown(run: &PipelineRun) -> String {
     out
 }
 
-/// Writes `<prefix>.json` and `<prefix>.md`.
-pub fn write_summary(run: &PipelineRun, prefix: &Path) -> Result<()> {
+/// The two files of a summary: `<prefix>.json` and `<prefix>.md`.
+pub fn summary_paths(prefix: &Path) -> [PathBuf; 2] {
+    [prefix.with_extension("json"), prefix.with_extension("md")]
+}
+
+/// Stages `<prefix>.json` and `<prefix>.md` in `plan`, which declared [`summary_paths`]; creates
+/// their folder when missing.
+pub fn stage_summary(run: &PipelineRun, prefix: &Path, plan: &mut OutputPlan) -> Result<()> {
     if let Some(folder) = prefix.parent().filter(|f| !f.as_os_str().is_empty()) {
         std::fs::create_dir_all(folder)
             .with_context(|| format!("cannot create {}", folder.display()))?;
     }
     let mut json = serde_json::to_vec_pretty(run)?;
     json.push(b'\n');
-    write_atomic(&prefix.with_extension("json"), &json)?;
-    write_atomic(&prefix.with_extension("md"), markdown(run).as_bytes())?;
+    let [json_path, md_path] = summary_paths(prefix);
+    plan.stage_bytes(&json_path, &json)?;
+    plan.stage_bytes(&md_path, markdown(run).as_bytes())?;
     Ok(())
 }
 

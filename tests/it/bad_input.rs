@@ -6,7 +6,7 @@ use prost::Message;
 use shears::onnx::proto::{ModelProto, NodeProto};
 use shears::onnx::{self, SaveOptions};
 
-use crate::common::{error_exit, fixture, scratch, shears};
+use crate::common::{error_exit, fixture, scratch, shears, succeed};
 
 /// Runs shears with `args`, expects exit code 2 with `needle` in stderr, and checks that the
 /// folder `dir` holds the same files afterwards.
@@ -286,4 +286,84 @@ fn a_pytorch_checkpoint_is_named_as_one() {
 fn val_without_a_dataset_names_both_ways_to_give_one() {
     let stderr = error_exit(shears().args(["val", "model.onnx"]), "--data");
     assert!(stderr.contains("--coco-json"), "{stderr}");
+}
+
+/// Runs `args` with stderr a pipe whose reading end is closed at once; returns the exit code.
+fn exit_code_with_stderr_closed(dir: &Path, args: &[&str]) -> Option<i32> {
+    use std::process::Stdio;
+    let mut child = shears()
+        .current_dir(dir)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stderr.take());
+    child.wait().unwrap().code()
+}
+
+#[test]
+fn a_closed_stderr_never_aborts_the_work() {
+    let dir = scratch();
+    let d = dir.path();
+    std::fs::write(d.join("empty.onnx"), b"").unwrap();
+    // an error message to a closed stderr: still exit code 2, not a panic (101)
+    assert_eq!(
+        exit_code_with_stderr_closed(d, &["check", "empty.onnx"]),
+        Some(2)
+    );
+    // progress lines and warnings to a closed stderr: the work is done all the same
+    assert_eq!(
+        exit_code_with_stderr_closed(d, &["synth", "yolov5n", "--imgsz", "64", "-o", "m.onnx"]),
+        Some(0)
+    );
+    assert_eq!(
+        exit_code_with_stderr_closed(
+            d,
+            &["prune", "m.onnx", "--amount", "0.3", "-o", "p.onnx", "-v"]
+        ),
+        Some(0)
+    );
+    assert!(d.join("p.onnx").is_file());
+}
+
+#[test]
+fn check_reports_every_file_and_goes_on() {
+    let dir = scratch();
+    let d = dir.path();
+    succeed(
+        shears()
+            .current_dir(d)
+            .args(["synth", "yolov5n", "--imgsz", "64", "-o", "good.onnx"]),
+    );
+    std::fs::write(d.join("empty.onnx"), b"").unwrap();
+    std::fs::create_dir(d.join("folder.onnx")).unwrap();
+    let out = shears()
+        .current_dir(d)
+        .args([
+            "check",
+            "empty.onnx",
+            "folder.onnx",
+            "good.onnx",
+            "missing.onnx",
+        ])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stdout.contains("good.onnx: round trip byte-identical"),
+        "{stdout}"
+    );
+    for needle in [
+        "empty.onnx is empty",
+        "folder.onnx is a directory",
+        "cannot open missing.onnx",
+        "3 of 4 models could not be read",
+    ] {
+        assert!(stderr.contains(needle), "{needle:?} not in {stderr}");
+    }
 }

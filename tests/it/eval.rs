@@ -12,7 +12,9 @@ use shears::eval::coco::{self, CocoResult};
 use shears::eval::dataset::{DataConfig, Dataset, Split};
 use shears::eval::metrics::ValAccumulator;
 use shears::eval::nms::{NmsConfig, non_max_suppression, scale_to_original};
-use shears::eval::preprocess::{DEFAULT_SIZE, letterbox_rgb, load_rgb, preprocess_file};
+use shears::eval::preprocess::{
+    DEFAULT_MAX_PIXELS, DEFAULT_SIZE, letterbox_rgb, load_rgb, preprocess_file,
+};
 use shears::eval::types::{Detection, ImageId, Letterbox, coco91_to_80};
 use shears::progress::Silent;
 
@@ -87,7 +89,7 @@ fn coco128_yaml_loads_like_yolov5() {
     assert!(cfg.is_coco, "val list is coco/val2017.txt");
     assert_eq!(cfg.names.len(), 80);
     assert_eq!(cfg.names[79], "toothbrush");
-    let ds = Dataset::from_yolo(&cfg, Split::Val, &Silent).unwrap();
+    let ds = Dataset::from_yolo(&cfg, Split::Val, DEFAULT_MAX_PIXELS, &Silent).unwrap();
     // yolov5: "126 images, 2 backgrounds, 0 corrupt"; 929 instances; orphans ignored
     assert_eq!(ds.images.len(), 128);
     assert_eq!(
@@ -103,7 +105,7 @@ fn coco128_yaml_loads_like_yolov5() {
     let root = fixture("coco/coco128").unwrap();
     let cfg2 = DataConfig::load(&orig, Some(&root)).unwrap();
     assert_eq!(
-        Dataset::from_yolo(&cfg2, Split::Val, &Silent)
+        Dataset::from_yolo(&cfg2, Split::Val, DEFAULT_MAX_PIXELS, &Silent)
             .unwrap()
             .images,
         ds.images
@@ -126,10 +128,15 @@ fn coco_extra_yolo_labels_equal_official_json_without_crowds() {
     let Some(ann) = annotations("coco_extra_train") else {
         return;
     };
-    let yolo =
-        Dataset::from_yolo(&DataConfig::load(&yaml, None).unwrap(), Split::Val, &Silent).unwrap();
+    let yolo = Dataset::from_yolo(
+        &DataConfig::load(&yaml, None).unwrap(),
+        Split::Val,
+        DEFAULT_MAX_PIXELS,
+        &Silent,
+    )
+    .unwrap();
     let dir = fixture("coco/coco_extra_train/images/train2017").unwrap();
-    let json = Dataset::from_coco_json(&ann, &dir).unwrap();
+    let json = Dataset::from_coco_json(&ann, &dir, DEFAULT_MAX_PIXELS).unwrap();
     assert_eq!(yolo.images.len(), 160);
     assert_eq!(json.images.len(), 160);
     assert_eq!(yolo.instances(), 1430);
@@ -213,7 +220,7 @@ fn broken_files_are_reported_and_skipped() {
     .unwrap();
     let cfg = DataConfig::load(&yaml, None).unwrap();
     assert!(!cfg.is_coco);
-    let ds = Dataset::from_yolo(&cfg, Split::Val, &Silent).unwrap();
+    let ds = Dataset::from_yolo(&cfg, Split::Val, DEFAULT_MAX_PIXELS, &Silent).unwrap();
     assert_eq!(ds.images.len(), 2);
     assert_eq!(
         (ds.report.found, ds.report.missing, ds.report.corrupt),
@@ -244,7 +251,9 @@ fn letterbox_matches_network_input_oracle() {
     let meta: Value =
         serde_json::from_slice(&std::fs::read(dir.join("meta.json")).unwrap()).unwrap();
     for (stem, m) in meta.as_object().unwrap() {
-        let img = load_rgb(&images.join(format!("{stem}.jpg"))).unwrap();
+        let img = load_rgb(&images.join(format!("{stem}.jpg")), DEFAULT_MAX_PIXELS)
+            .unwrap()
+            .image;
         let (boxed, lb) = letterbox_rgb(&img, 640).unwrap();
         let want = image::open(dir.join(format!("{stem}_input640.png")))
             .unwrap()
@@ -288,7 +297,12 @@ fn letterbox_matches_network_input_oracle() {
     }
     // the whole per-image step: NCHW, RGB, value / 255 in f32, as val.py's tensor
     let stem = "000000000036";
-    let pre = preprocess_file(&images.join(format!("{stem}.jpg")), DEFAULT_SIZE).unwrap();
+    let pre = preprocess_file(
+        &images.join(format!("{stem}.jpg")),
+        DEFAULT_SIZE,
+        DEFAULT_MAX_PIXELS,
+    )
+    .unwrap();
     let want = image::open(dir.join(format!("{stem}_input640.png")))
         .unwrap()
         .into_rgb8();
@@ -462,8 +476,13 @@ fn val_metrics_match_reference_on_official_predictions() {
         let Some(yaml) = write_yaml(tmp.path(), dataset) else {
             return;
         };
-        let ds = Dataset::from_yolo(&DataConfig::load(&yaml, None).unwrap(), Split::Val, &Silent)
-            .unwrap();
+        let ds = Dataset::from_yolo(
+            &DataConfig::load(&yaml, None).unwrap(),
+            Split::Val,
+            DEFAULT_MAX_PIXELS,
+            &Silent,
+        )
+        .unwrap();
         for run in RUNS {
             let Some((_, preds)) = predictions(dataset, run) else {
                 return;
@@ -530,7 +549,7 @@ fn cocoeval_matches_pycocotools_reference() {
             .parent()
             .unwrap()
             .join("images/train2017");
-        let ds = Dataset::from_coco_json(&ann, &dir).unwrap();
+        let ds = Dataset::from_coco_json(&ann, &dir, DEFAULT_MAX_PIXELS).unwrap();
         let ids: Vec<u64> = ds
             .images
             .iter()
@@ -702,8 +721,8 @@ fn unhex(s: &str) -> Vec<u8> {
 #[test]
 fn jpeg_decoder_equals_libjpeg_turbo_on_progressive_restart_and_subsampled_files() {
     for (what, jpeg, w, h, rgb) in JPEG_CASES {
-        let img =
-            shears::eval::jpeg::decode(&unhex(jpeg)).unwrap_or_else(|e| panic!("{what}: {e:#}"));
+        let img = shears::eval::jpeg::decode(&unhex(jpeg), DEFAULT_MAX_PIXELS)
+            .unwrap_or_else(|e| panic!("{what}: {e:#}"));
         assert_eq!(img.dimensions(), (w, h), "{what}");
         let want = unhex(rgb);
         let off = img

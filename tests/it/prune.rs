@@ -370,3 +370,78 @@ fn inspect_counts_parameters_like_yolov5() {
         assert!((gflops - expected).abs() < 0.05, "{name}: {gflops} GFLOPs");
     }
 }
+
+/// Writes two small opset-9 models with the oracle's onnx: `conv9.onnx` (Conv, Relu, MaxPool:
+/// unchanged in meaning up to opset 11) and `upsample9.onnx` (the same plus an Upsample, which
+/// opset 10 deprecated).
+const LOW_OPSET_MODELS: &str = r#"
+import sys
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+def build(path, upsample):
+    w = np.random.default_rng(0).standard_normal((8, 3, 3, 3)).astype(np.float32)
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        helper.make_node("MaxPool", ["r"], ["y" if not upsample else "p"], name="pool",
+                         kernel_shape=[2, 2], strides=[2, 2]),
+    ]
+    inits = [numpy_helper.from_array(w, "w")]
+    if upsample:
+        inits.append(numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales"))
+        nodes.append(helper.make_node("Upsample", ["p", "scales"], ["y"], name="up"))
+    graph = helper.make_graph(
+        nodes, "low", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 4 * (1 + upsample), 4 * (1 + upsample)])],
+        inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 9)], ir_version=4)
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, path)
+
+build(sys.argv[1] + "/conv9.onnx", False)
+build(sys.argv[1] + "/upsample9.onnx", True)
+"#;
+
+#[test]
+fn sparse_storage_raises_an_old_opset_when_valid_and_refuses_otherwise() {
+    let Some(python) = oracle_python() else {
+        return;
+    };
+    let dir = scratch();
+    let d = dir.path();
+    run_python(&python, LOW_OPSET_MODELS, &[d.to_str().unwrap()]);
+    let (zeros, sparse) = (d.join("zeros.onnx"), d.join("sparse.onnx"));
+    let amount = ["--amount", "0.9", "--scope", "global"];
+    prune(&amount, &d.join("conv9.onnx"), &zeros);
+    let stdout = prune(
+        &[&amount[..], &["--storage", "sparse"]].concat(),
+        &d.join("conv9.onnx"),
+        &sparse,
+    );
+    assert!(
+        stdout.contains("opset import raised from 9 to 11"),
+        "{stdout}"
+    );
+    assert_eq!(
+        onnx::opset::default_opset(&onnx::load(&sparse).unwrap().proto),
+        Some(11)
+    );
+    // onnx's full checker accepts it, and onnxruntime computes the same as the dense zeros
+    let report = check_and_compare(&[&zeros, &sparse]);
+    assert_eq!(report["max_abs_diff"][1], 0.0, "{report}");
+
+    let refused = d.join("refused.onnx");
+    let stderr = crate::common::error_exit(
+        shears()
+            .arg("prune")
+            .args(amount)
+            .args(["--storage", "sparse", "-o"])
+            .arg(&refused)
+            .arg(d.join("upsample9.onnx")),
+        "node \"up\" (Upsample) changes meaning between opset 9 and 11",
+    );
+    assert!(stderr.contains("sparse storage needs opset 11"), "{stderr}");
+    assert!(!refused.exists());
+}

@@ -13,7 +13,7 @@ use shears::job::{Check, JobOptions, compare_outputs, prune_to_file};
 use shears::onnx::build::{int_attr, ints_attr, node, string_attr};
 use shears::onnx::proto::{GraphProto, ModelProto, NodeProto, OperatorSetIdProto, ValueInfoProto};
 use shears::onnx::tensor::{from_f32, from_i64, value_info_f32};
-use shears::onnx::{self, SaveOptions};
+use shears::onnx::{self, OutputPlan, SaveOptions};
 use shears::passes::{PassConfig, PruneChannels};
 use shears::synth::{Export, SynthSpec, Upsample, Variant, build};
 
@@ -697,10 +697,20 @@ fn verification_fails_when_a_removed_channel_is_not_zero_after_masking() {
             .args(extra);
         command
     };
-    error_exit(&mut prune(&[]), "differ from the masked model");
+    let masked = dir.path().join("masked.onnx");
+    let masked_arg = masked.to_str().unwrap();
+    error_exit(
+        &mut prune(&["--emit-masked", masked_arg]),
+        "differ from the masked model",
+    );
     assert!(!out.exists());
-    succeed(&mut prune(&["--no-verify"]));
-    assert!(out.exists());
+    assert!(
+        !masked.exists(),
+        "a failed prune leaves no --emit-masked file"
+    );
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    succeed(&mut prune(&["--no-verify", "--emit-masked", masked_arg]));
+    assert!(out.exists() && masked.exists());
 }
 
 #[test]
@@ -722,15 +732,23 @@ fn a_failed_check_writes_nothing() {
         seed: 0,
         include: vec![],
         exclude: vec![],
+        recover: Default::default(),
+        target_macs: None,
     });
+    let model = onnx::load(&path).unwrap();
+    let mut plan = OutputPlan::new();
+    plan.input_model(&model);
+    plan.output("-o", &out).unwrap();
     let err = prune_to_file(
-        onnx::load(&path).unwrap(),
+        model,
         &[pass],
         &out,
         &options,
         &shears::progress::Silent,
+        &mut plan,
     )
     .unwrap_err();
+    drop(plan);
     assert!(
         format!("{err:#}").contains("refused by the test"),
         "{err:#}"

@@ -9,7 +9,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use shears::analysis::model_stats;
 use shears::calib::{CALIBRATION_KEY, CalibrationSet, CalibrationSpec, load_inputs};
-use shears::eval::preprocess::preprocess_file;
+use shears::eval::preprocess::{DEFAULT_MAX_PIXELS, preprocess_file};
 use shears::onnx::{self, tensor};
 use shears::passes::obs::{StructuredLayer, damped_inverse};
 
@@ -262,7 +262,12 @@ fn calibration_pixels_equal_the_validation_pixels() {
     assert_eq!(set.images.len(), 3);
     let inputs = load_inputs(&set, 640).unwrap();
     for ((path, input), stem) in set.images.iter().zip(&inputs).zip(stems) {
-        assert_eq!(input, &preprocess_file(path, 640).unwrap().tensor);
+        assert_eq!(
+            input,
+            &preprocess_file(path, 640, DEFAULT_MAX_PIXELS)
+                .unwrap()
+                .tensor
+        );
         let want = image::open(oracles.join(format!("{stem}_input640.png")))
             .unwrap()
             .into_rgb8();
