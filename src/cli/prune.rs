@@ -323,11 +323,14 @@ pub fn run(args: &Args, ui: &Ui) -> Result<ExitCode> {
         &report,
         args.emit_masked.as_deref(),
     )?;
-    if matches!(passes.first(), Some(PassConfig::PruneChannels(_))) {
-        ui.warn(
-            "channel pruning changes what the model detects and shears recovers no accuracy yet: \
-             validate the result (`shears val`) before using it",
-        );
+    if let Some(PassConfig::PruneChannels(p)) = passes.first() {
+        ui.warn(if p.recover.is_none() {
+            "channel pruning changes what the model detects, and without `--recover obs` nothing \
+             compensates: validate the result (`shears val`) before using it"
+        } else {
+            "channel pruning changes what the model detects: validate the result (`shears val`) \
+             on images it was not calibrated on before using it"
+        });
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -357,3 +357,46 @@ fn a_validating_run_reports_each_image_validated_and_flags_a_halved_model() {
         "{table}"
     );
 }
+
+#[test]
+fn a_recovering_pass_calibrates_on_the_pipelines_calibration_block() {
+    let Some(images) = fixture("coco/coco_extra_train/images/train2017") else {
+        return;
+    };
+    let dir = scratch();
+    let d = dir.path();
+    succeed(
+        shears()
+            .current_dir(d)
+            .args(["synth", "yolov5n", "--imgsz", "64", "-o", "n.onnx"]),
+    );
+    let calib = d.join("calib");
+    std::fs::create_dir(&calib).unwrap();
+    for name in ["000000000790.jpg", "000000008193.jpg"] {
+        std::os::unix::fs::symlink(images.join(name), calib.join(name)).unwrap();
+    }
+    let passes = "passes:\n  - prune_magnitude: {amount: 0.3, scope: global, recover: obs}\n";
+    let missing = write(
+        d,
+        "missing.yaml",
+        &format!("models: [n.onnx]\n{passes}output: out/{{stem}}.onnx\n"),
+    );
+    error_exit(&mut run_pipeline(&missing, &[]), "add a `calibration:` block");
+    let pipeline = write(
+        d,
+        "obs.yaml",
+        &format!(
+            "models: [n.onnx]\n{passes}output: out/{{stem}}.onnx\ncalibration:\n  data: calib\n  images: 2\n"
+        ),
+    );
+    succeed(&mut run_pipeline(&pipeline, &[]));
+    let model = shears::onnx::load(&d.join("out/n.onnx")).unwrap();
+    let record = model
+        .proto
+        .metadata_props
+        .iter()
+        .find(|p| p.key() == shears::calib::CALIBRATION_KEY)
+        .expect("the calibration set is recorded");
+    let record: serde_json::Value = serde_json::from_str(record.value()).unwrap();
+    assert_eq!(record["images"], 2);
+}
