@@ -307,37 +307,36 @@ impl Calibration for Calibrator<'_> {
             .collect())
     }
 
-    fn output_stats(&mut self, model: &ModelProto, sites: &[ConvSite]) -> Result<Vec<OutputStats>> {
+    fn output_stats(
+        &mut self,
+        model: &ModelProto,
+        reference: Option<&ModelProto>,
+        sites: &[ConvSite],
+    ) -> Result<Vec<OutputStats>> {
         let mut tensors: Vec<String> = sites.iter().map(|s| s.output.clone()).collect();
         tensors.dedup();
         if tensors.len() != sites.len() {
             bail!("calibration: two sites name the same Conv output");
         }
         let mut session = self.open(model, &tensors)?;
-        let mut sums: Vec<(Vec<f64>, Vec<f64>, u64)> = sites
+        let mut reference = reference.map(|r| self.open(r, &tensors)).transpose()?;
+        let mut moments: Vec<ChannelMoments> = sites
             .iter()
-            .map(|s| (vec![0.0; s.out_channels], vec![0.0; s.out_channels], 0))
+            .map(|s| ChannelMoments::new(s.out_channels))
             .collect();
         for input in &self.inputs {
             let outputs = session.run_all(input.view())?;
-            for ((sum, sum_sq, count), (out, site)) in
-                sums.iter_mut().zip(outputs.iter().zip(sites))
-            {
-                accumulate_channels(out, site, sum, sum_sq, count)?;
+            let references = match &mut reference {
+                Some(r) => Some(r.run_all(input.view())?),
+                None => None,
+            };
+            for (k, (m, site)) in moments.iter_mut().zip(sites).enumerate() {
+                m.add(site, &outputs[k], references.as_ref().map(|r| &r[k]))?;
             }
         }
-        Ok(sums
+        Ok(moments
             .into_iter()
-            .map(|(sum, sum_sq, count)| {
-                let n = count.max(1) as f64;
-                let mean: Vec<f64> = sum.iter().map(|s| s / n).collect();
-                let variance = sum_sq
-                    .iter()
-                    .zip(&mean)
-                    .map(|(sq, m)| (sq / n - m * m).max(0.0))
-                    .collect();
-                OutputStats { mean, variance }
-            })
+            .map(|m| m.finish(reference.is_some()))
             .collect())
     }
 
@@ -346,36 +345,92 @@ impl Calibration for Calibrator<'_> {
     }
 }
 
-/// Adds each channel's values of `out` (`[1, C, H, W]`) to `sum` and their squares to `sum_sq`;
-/// `count` grows by the positions per channel.
-fn accumulate_channels(
-    out: &ArrayD<f32>,
-    site: &ConvSite,
-    sum: &mut [f64],
-    sum_sq: &mut [f64],
-    count: &mut u64,
-) -> Result<()> {
-    let shape = out.shape();
-    if shape.len() != 4 || shape[0] != 1 || shape[1] != sum.len() {
-        bail!(
-            "{}: output {:?} has shape {shape:?}",
-            site.name,
-            site.output
-        );
+/// Running per-channel sums of a Conv output (and of its products with a reference output).
+struct ChannelMoments {
+    sum: Vec<f64>,
+    sum_sq: Vec<f64>,
+    reference_sum: Vec<f64>,
+    cross: Vec<f64>,
+    count: u64,
+}
+
+impl ChannelMoments {
+    fn new(channels: usize) -> Self {
+        let zeros = vec![0.0; channels];
+        Self {
+            sum: zeros.clone(),
+            sum_sq: zeros.clone(),
+            reference_sum: zeros.clone(),
+            cross: zeros,
+            count: 0,
+        }
     }
-    let plane = shape[2] * shape[3];
-    let data = out.as_standard_layout();
-    let data = data.as_slice().expect("standard layout");
-    for (c, values) in data.chunks_exact(plane).enumerate() {
-        let (s, q) = values.iter().fold((0.0, 0.0), |(s, q), &v| {
-            let v = f64::from(v);
-            (s + v, q + v * v)
+
+    /// Adds one image's output `[1, C, H, W]` (and the reference's at the same positions).
+    fn add(
+        &mut self,
+        site: &ConvSite,
+        out: &ArrayD<f32>,
+        reference: Option<&ArrayD<f32>>,
+    ) -> Result<()> {
+        let shape = out.shape();
+        if shape.len() != 4 || shape[0] != 1 || shape[1] != self.sum.len() {
+            bail!(
+                "{}: output {:?} has shape {shape:?}",
+                site.name,
+                site.output
+            );
+        }
+        if reference.is_some_and(|r| r.shape() != shape) {
+            bail!("{}: the reference output has another shape", site.name);
+        }
+        let plane = shape[2] * shape[3];
+        let data = out.as_standard_layout();
+        let data = data.as_slice().expect("standard layout");
+        let other = reference.map(|r| r.as_standard_layout());
+        let other = other
+            .as_ref()
+            .map(|r| r.as_slice().expect("standard layout"));
+        for c in 0..self.sum.len() {
+            let values = &data[c * plane..(c + 1) * plane];
+            for (i, &v) in values.iter().enumerate() {
+                let v = f64::from(v);
+                self.sum[c] += v;
+                self.sum_sq[c] += v * v;
+                if let Some(r) = other {
+                    let w = f64::from(r[c * plane + i]);
+                    self.reference_sum[c] += w;
+                    self.cross[c] += v * w;
+                }
+            }
+        }
+        self.count += plane as u64;
+        Ok(())
+    }
+
+    fn finish(self, with_reference: bool) -> OutputStats {
+        let n = self.count.max(1) as f64;
+        let mean: Vec<f64> = self.sum.iter().map(|s| s / n).collect();
+        let variance = self
+            .sum_sq
+            .iter()
+            .zip(&mean)
+            .map(|(sq, m)| (sq / n - m * m).max(0.0))
+            .collect();
+        let covariance = with_reference.then(|| {
+            self.cross
+                .iter()
+                .zip(&mean)
+                .zip(&self.reference_sum)
+                .map(|((x, m), r)| x / n - m * (r / n))
+                .collect()
         });
-        sum[c] += s;
-        sum_sq[c] += q;
+        OutputStats {
+            mean,
+            variance,
+            covariance,
+        }
     }
-    *count += plane as u64;
-    Ok(())
 }
 
 /// A copy of `model` whose graph outputs are `tensors` (float32, shape left to the backend).

@@ -65,6 +65,9 @@ pub struct InputStats {
 pub struct OutputStats {
     pub mean: Vec<f64>,
     pub variance: Vec<f64>,
+    /// The covariance of each channel with the same channel of the reference model's output at
+    /// the same positions, when a reference was given.
+    pub covariance: Option<Vec<f64>>,
 }
 
 /// A source of calibration statistics.
@@ -79,8 +82,14 @@ pub trait Calibration {
         sites: &[ConvSite],
     ) -> Result<Vec<InputStats>>;
 
-    /// Output statistics of each of `sites` in `model`.
-    fn output_stats(&mut self, model: &ModelProto, sites: &[ConvSite]) -> Result<Vec<OutputStats>>;
+    /// Output statistics of each of `sites` in `model`, with the covariance against the same
+    /// outputs of `reference` (a model with the same tensor names) when given.
+    fn output_stats(
+        &mut self,
+        model: &ModelProto,
+        reference: Option<&ModelProto>,
+        sites: &[ConvSite],
+    ) -> Result<Vec<OutputStats>>;
 
     /// What the calibration set is, for provenance: a JSON object.
     fn describe(&self) -> serde_json::Value;

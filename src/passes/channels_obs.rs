@@ -19,16 +19,15 @@
 use std::collections::{BTreeMap, HashMap};
 
 use anyhow::{Context, Result, bail};
-use faer::Mat;
 use rayon::prelude::*;
 
 use super::calibration::{Calibration, ConvSite, conv_sites};
 use super::obs::{StructuredLayer, damped_inverse, output_energy};
 use super::prune_obs::DAMPING;
+use super::selection::LayerMatrix;
 use crate::analysis::{ChannelGroup, UseKind, conv_layers, model_stats};
 use crate::graph::GraphView;
 use crate::onnx::proto::{GraphProto, ModelProto};
-use crate::onnx::tensor;
 
 /// The deepest a group's greedy order goes, so the most a group loses. The loss of one layer's
 /// output is a poor guide deep into a group: yolov5n at 0.9 of its MACs (32 calibration images)
@@ -90,7 +89,14 @@ impl ObsChannels {
                     .filter(|b| !b.is_empty())
                     .with_context(|| format!("{}: channel recovery needs a bias", site.name))?
                     .clone();
-                let w = read_layer(graph, &site, &inputs[1], &bias)?;
+                let w = LayerMatrix {
+                    name: &site.name,
+                    weight: &inputs[1],
+                    bias: &bias,
+                    rows: site.out_channels,
+                    columns: site.columns(),
+                }
+                .read(graph)?;
                 let energy = output_energy(&w, &stats.gram).max(f64::MIN_POSITIVE);
                 Ok(Consumer {
                     layer: StructuredLayer {
@@ -196,7 +202,14 @@ impl ObsChannels {
             let consumer = &self.consumers[c];
             let mut layer = consumer.layer.clone();
             layer.remove(&cols)?;
-            write_layer(graph, consumer, &layer.w)?;
+            LayerMatrix {
+                name: &consumer.site.name,
+                weight: &consumer.weight,
+                bias: &consumer.bias,
+                rows: consumer.site.out_channels,
+                columns: consumer.site.columns(),
+            }
+            .write(graph, &layer.w)?;
         }
         Ok(())
     }
@@ -299,39 +312,4 @@ impl MacModel {
             })
             .sum()
     }
-}
-
-fn read_layer(graph: &GraphProto, site: &ConvSite, weight: &str, bias: &str) -> Result<Mat<f64>> {
-    let find = |name: &str| {
-        graph
-            .initializer
-            .iter()
-            .find(|t| t.name() == name)
-            .with_context(|| format!("{}: no initializer {name:?}", site.name))
-    };
-    let w = tensor::to_f32(find(weight)?)?;
-    let b = tensor::to_f32(find(bias)?)?;
-    let n = site.columns();
-    Ok(Mat::from_fn(site.out_channels, n + 1, |r, j| {
-        f64::from(if j == n { b[r] } else { w[r * n + j] })
-    }))
-}
-
-fn write_layer(graph: &mut GraphProto, consumer: &Consumer, w: &Mat<f64>) -> Result<()> {
-    let n = consumer.site.columns();
-    let rows = consumer.site.out_channels;
-    let weight: Vec<f32> = (0..rows)
-        .flat_map(|r| (0..n).map(move |j| (r, j)))
-        .map(|(r, j)| w[(r, j)] as f32)
-        .collect();
-    let bias: Vec<f32> = (0..rows).map(|r| w[(r, n)] as f32).collect();
-    for (name, values) in [(&consumer.weight, weight), (&consumer.bias, bias)] {
-        let t = graph
-            .initializer
-            .iter_mut()
-            .find(|t| t.name() == name.as_str())
-            .with_context(|| format!("{}: no initializer {name:?}", consumer.site.name))?;
-        tensor::set_f32(t, values)?;
-    }
-    Ok(())
 }

@@ -1,15 +1,18 @@
-//! `recover: stats`: map each pruned Conv's output channels back to the dense model's
-//! calibration mean and spread (the BatchNorm re-estimation of pruning without training, folded
-//! into the Conv).
+//! `recover: stats`: map each pruned Conv's output channels back toward the dense model's on the
+//! calibration images (the BatchNorm re-estimation of pruning without training, folded into the
+//! Conv).
 //!
 //! Before: a pruned model and the dense model it came from. After: for every named Conv and output
-//! channel `o`, with mean and variance `m_p, v_p` of the pruned model's output and `m_d, v_d` of
-//! the dense model's on the calibration images (over every position), the channel computes
-//! `a (y - m_p) + m_d` with `a = sqrt(v_d / v_p)`: weights scaled by `a` (zeros stay zeros),
-//! bias `a (b - m_p) + m_d`. A channel whose pruned output is constant keeps `a = 1` and only
-//! moves its mean. Layers are corrected in [`STAGES`] stages of graph order, each measured on
-//! the model corrected so far: corrected all at once from one run, every layer would also undo
-//! what the correction of the layers before it already fixed.
+//! channel `o`, with mean `m_p` and variance `v_p` of the pruned model's output, mean `m_d` of the
+//! dense model's and their covariance `c` at the same positions of the calibration images, the
+//! channel computes `m_d + a (y - m_p)` with `a = c / v_p`: the least-squares map from the
+//! pruned channel to the dense one. Its mean becomes the dense mean; its spread becomes the part
+//! of the dense spread the pruned channel still carries. (Scaling the spread all the way back,
+//! `a = sqrt(v_d / v_p)`, amplifies what pruning turned into noise: on yolov5n at 30% global
+//! magnitude it took COCO AP from 0.258 to 0.004.) Weights are scaled by `a` (zeros stay zeros),
+//! the bias becomes `a (b - m_p) + m_d`. A channel whose pruned output is constant only moves its
+//! mean. Layers are corrected in [`STAGES`] stages of graph order, each measured on the model
+//! corrected so far.
 
 use anyhow::{Context, Result};
 
@@ -32,11 +35,11 @@ pub fn correct_statistics(
     calib: &mut dyn Calibration,
 ) -> Result<String> {
     let sites = conv_sites(model, names)?;
-    let target = calib.output_stats(dense, &sites)?;
+    let target = calib.output_stats(dense, None, &sites)?;
     let per_stage = sites.len().div_ceil(STAGES).max(1);
     let mut channels = 0;
     for (stage, want_stage) in sites.chunks(per_stage).zip(target.chunks(per_stage)) {
-        let current = calib.output_stats(model, stage)?;
+        let current = calib.output_stats(model, Some(dense), stage)?;
         let graph = model.graph.as_mut().context("the model has no graph")?;
         for ((site, want), have) in stage.iter().zip(want_stage).zip(&current) {
             channels += correct_layer(graph, site, want, have)?;
@@ -64,11 +67,14 @@ fn correct_layer(
     let bias = bias
         .filter(|b| !b.is_empty())
         .with_context(|| format!("{}: statistics correction needs a bias", site.name))?;
-    let scale: Vec<f64> = want
-        .variance
+    let covariance = have
+        .covariance
+        .as_ref()
+        .context("statistics correction needs the covariance with the dense model")?;
+    let scale: Vec<f64> = covariance
         .iter()
         .zip(&have.variance)
-        .map(|(&vd, &vp)| if vp > CONSTANT { (vd / vp).sqrt() } else { 1.0 })
+        .map(|(&c, &vp)| if vp > CONSTANT { c / vp } else { 1.0 })
         .collect();
     let per_row = site.columns();
     update(graph, &weight, |values| {

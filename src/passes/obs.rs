@@ -355,17 +355,20 @@ mod tests {
         Mat::from_fn(rows, cols, |_, _| rng.random_range(-1.0..1.0))
     }
 
-    /// Samples with a constant last feature (the bias input) and correlated others.
+    /// Samples with a constant last feature (the bias input) and others of widely different
+    /// scales (as channels of a real layer are), each correlated with its neighbour.
     fn gram_of_samples(samples: usize, n: usize, rng: &mut ChaCha8Rng) -> Mat<f64> {
-        let mix = random(n, n, rng);
-        let mut x = Mat::<f64>::zeros(samples, n + 1);
-        for s in 0..samples {
-            let z: Vec<f64> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
-            for j in 0..n {
-                x[(s, j)] = (0..n).map(|k| mix[(j, k)] * z[k]).sum::<f64>() + 0.3;
+        let scale: Vec<f64> = (0..n)
+            .map(|_| rng.random_range(-2.0f64..2.0).exp())
+            .collect();
+        let z = random(samples, n, rng);
+        let x = Mat::from_fn(samples, n + 1, |s, j| {
+            if j == n {
+                1.0
+            } else {
+                (z[(s, j)] + 0.3 * z[(s, (j + 1) % n)]) * scale[j] + 0.3
             }
-            x[(s, n)] = 1.0;
-        }
+        });
         x.transpose() * &x
     }
 

@@ -29,7 +29,7 @@ use super::calibration::{CalibOrder, Calibration, ConvSite, InputStats, conv_sit
 use super::obs::{
     Rule, damped_inverse, least_squares_target, output_energy, output_error, sparsify,
 };
-use super::selection::{LayerFilter, round_half_even, selected_weights};
+use super::selection::{LayerFilter, LayerMatrix, round_half_even, selected_weights};
 use crate::onnx::proto::{GraphProto, ModelProto};
 use crate::onnx::tensor;
 
@@ -148,7 +148,7 @@ pub fn prune_with_obs(
             .map(|(layer, stats)| solve(graph, layer, stats))
             .collect::<Result<Vec<_>>>()?;
         for (layer, w) in stage.iter().zip(solved) {
-            write_layer(graph, layer, &w)?;
+            layer.matrix().write(graph, &w)?;
         }
     }
     let zeroed: usize = layers.iter().map(|l| rule_count(l)).sum();
@@ -198,7 +198,7 @@ fn tap_major_order(site: &ConvSite) -> Vec<usize> {
 
 /// The pruned and re-solved `[weight | bias]` of one layer.
 fn solve(graph: &GraphProto, layer: &Layer, stats: &InputStats) -> Result<Mat<f64>> {
-    let w = read_layer(graph, layer)?;
+    let w = layer.matrix().read(graph)?;
     let h_inverse = damped_inverse(&stats.gram, DAMPING)
         .with_context(|| format!("{}: calibration statistics", layer.site.name))?;
     let start = match &stats.cross {
@@ -234,7 +234,7 @@ fn allocate(
         .zip(stats)
         .zip(&sizes)
         .map(|((layer, stats), &size)| {
-            let w = read_layer(graph, layer)?;
+            let w = layer.matrix().read(graph)?;
             let h_inverse = damped_inverse(&stats.gram, DAMPING)?;
             let energy = output_energy(&w, &stats.gram).max(f64::MIN_POSITIVE);
             let order = tap_major_order(&layer.site);
@@ -281,41 +281,16 @@ fn allocate(
     Ok(counts)
 }
 
-/// `[weight | bias]` of a layer as rows x (n + 1).
-fn read_layer(graph: &GraphProto, layer: &Layer) -> Result<Mat<f64>> {
-    let find = |name: &str| {
-        graph
-            .initializer
-            .iter()
-            .find(|t| t.name() == name)
-            .with_context(|| format!("{}: no initializer {name:?}", layer.site.name))
-    };
-    let weight = tensor::to_f32(find(&layer.weight)?)?;
-    let bias = tensor::to_f32(find(&layer.bias)?)?;
-    let n = layer.site.columns();
-    Ok(Mat::from_fn(layer.site.out_channels, n + 1, |r, j| {
-        f64::from(if j == n { bias[r] } else { weight[r * n + j] })
-    }))
-}
-
-/// Stores `[weight | bias]` back into the layer's initializers, in their own element types.
-fn write_layer(graph: &mut GraphProto, layer: &Layer, w: &Mat<f64>) -> Result<()> {
-    let n = layer.site.columns();
-    let rows = layer.site.out_channels;
-    let weight: Vec<f32> = (0..rows)
-        .flat_map(|r| (0..n).map(move |j| (r, j)))
-        .map(|(r, j)| w[(r, j)] as f32)
-        .collect();
-    let bias: Vec<f32> = (0..rows).map(|r| w[(r, n)] as f32).collect();
-    for (name, values) in [(&layer.weight, weight), (&layer.bias, bias)] {
-        let t = graph
-            .initializer
-            .iter_mut()
-            .find(|t| t.name() == name.as_str())
-            .with_context(|| format!("{}: no initializer {name:?}", layer.site.name))?;
-        tensor::set_f32(t, values)?;
+impl Layer {
+    fn matrix(&self) -> LayerMatrix<'_> {
+        LayerMatrix {
+            name: &self.site.name,
+            weight: &self.weight,
+            bias: &self.bias,
+            rows: self.site.out_channels,
+            columns: self.site.columns(),
+        }
     }
-    Ok(())
 }
 
 /// The name of Conv node `node`'s bias initializer, adding a zero one (named after the weight)

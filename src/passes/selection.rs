@@ -1,12 +1,13 @@
 //! Which layers a pass touches, and reading and writing their weights.
 
 use anyhow::{Context, Result, bail};
+use faer::Mat;
 use regex::Regex;
 
 use crate::analysis::{ConvLayer, conv_layers};
 use crate::graph::GraphView;
-use crate::onnx::proto::GraphProto;
 use crate::onnx::proto::tensor_proto::DataType;
+use crate::onnx::proto::{GraphProto, TensorProto};
 use crate::onnx::tensor;
 use rayon::prelude::*;
 
@@ -132,6 +133,56 @@ pub fn rewrite_weights(
             Ok(count)
         })
         .sum()
+}
+
+/// A Conv's weight and bias initializers seen as one matrix `[W | b]`: `rows` output channels by
+/// `columns` weight entries per row plus the bias as last column, in f64.
+pub struct LayerMatrix<'a> {
+    /// The node's name, for errors.
+    pub name: &'a str,
+    pub weight: &'a str,
+    pub bias: &'a str,
+    pub rows: usize,
+    pub columns: usize,
+}
+
+impl LayerMatrix<'_> {
+    fn find<'g>(&self, graph: &'g GraphProto, tensor: &str) -> Result<&'g TensorProto> {
+        graph
+            .initializer
+            .iter()
+            .find(|t| t.name() == tensor)
+            .with_context(|| format!("{}: no initializer {tensor:?}", self.name))
+    }
+
+    /// Reads `[W | b]`.
+    pub fn read(&self, graph: &GraphProto) -> Result<Mat<f64>> {
+        let weight = tensor::to_f32(self.find(graph, self.weight)?)?;
+        let bias = tensor::to_f32(self.find(graph, self.bias)?)?;
+        let n = self.columns;
+        Ok(Mat::from_fn(self.rows, n + 1, |r, j| {
+            f64::from(if j == n { bias[r] } else { weight[r * n + j] })
+        }))
+    }
+
+    /// Stores `w` back into the weight and bias, each in its own element type.
+    pub fn write(&self, graph: &mut GraphProto, w: &Mat<f64>) -> Result<()> {
+        let n = self.columns;
+        let weight: Vec<f32> = (0..self.rows)
+            .flat_map(|r| (0..n).map(move |j| (r, j)))
+            .map(|(r, j)| w[(r, j)] as f32)
+            .collect();
+        let bias: Vec<f32> = (0..self.rows).map(|r| w[(r, n)] as f32).collect();
+        for (name, values) in [(self.weight, weight), (self.bias, bias)] {
+            let t = graph
+                .initializer
+                .iter_mut()
+                .find(|t| t.name() == name)
+                .with_context(|| format!("{}: no initializer {name:?}", self.name))?;
+            tensor::set_f32(t, values)?;
+        }
+        Ok(())
+    }
 }
 
 /// Zero with the sign of `v`, as multiplying by a 0/1 mask gives (torch's pruning does), so

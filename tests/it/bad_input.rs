@@ -176,10 +176,26 @@ fn bad_options_and_outputs_are_clear_errors() {
         &["prune", "--amount", "-0.1", "-o", o, m],
         "outside [0, 1]",
     );
+    // N:M leaves the 3-channel stem dense and says so; selecting only the stem is an error.
+    let stdout = succeed(shears().args(["prune", "--pattern", "2:4", "-o", o, m]));
+    assert!(
+        stdout.contains("left dense: /model.0/conv/Conv (3 input channels)"),
+        "{stdout}"
+    );
+    std::fs::remove_file(&out).unwrap();
     fails(
         d,
-        &["prune", "--pattern", "2:4", "-o", o, m],
-        "3 input channels are not a multiple of M = 4",
+        &[
+            "prune",
+            "--pattern",
+            "2:4",
+            "--include",
+            "^/model\\.0/",
+            "-o",
+            o,
+            m,
+        ],
+        "no selected layer has a multiple of M = 4 input channels",
     );
     fails(
         d,

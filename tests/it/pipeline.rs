@@ -381,7 +381,10 @@ fn a_recovering_pass_calibrates_on_the_pipelines_calibration_block() {
         "missing.yaml",
         &format!("models: [n.onnx]\n{passes}output: out/{{stem}}.onnx\n"),
     );
-    error_exit(&mut run_pipeline(&missing, &[]), "add a `calibration:` block");
+    error_exit(
+        &mut run_pipeline(&missing, &[]),
+        "add a `calibration:` block",
+    );
     let pipeline = write(
         d,
         "obs.yaml",
