@@ -171,10 +171,11 @@ pub enum Recover {
     /// Nothing: the remaining weights keep their values.
     #[default]
     None,
-    /// Each pruned layer's output channels are mapped back to the dense model's calibration
-    /// mean and spread ([`super::correct_statistics`]).
+    /// Magnitude pruning, then every Conv's output channels are mapped toward the dense model's
+    /// on the calibration images ([`super::correct_statistics`]).
     Stats,
-    /// What goes and the new values of the rest are solved by OBS from calibration statistics.
+    /// What goes and the new values of the rest are solved by OBS from calibration statistics,
+    /// then the statistics are corrected as with `stats`.
     Obs,
 }
 

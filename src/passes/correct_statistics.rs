@@ -11,20 +11,45 @@
 //! `a = sqrt(v_d / v_p)`, amplifies what pruning turned into noise: on yolov5n at 30% global
 //! magnitude it took COCO AP from 0.258 to 0.004.) Weights are scaled by `a` (zeros stay zeros),
 //! the bias becomes `a (b - m_p) + m_d`. A channel whose pruned output is constant only moves its
-//! mean. Layers are corrected in [`STAGES`] stages of graph order, each measured on the model
-//! corrected so far.
+//! mean. Only Convs whose outputs feed activations are corrected (see [`ACTIVATIONS`]).
+//!
+//! Layers are corrected level by level (Convs with as many Convs before them on their longest
+//! path never feed each other), each level measured on the model corrected so far. Corrected
+//! from one run, or in a few stages of graph order, every layer would also undo what the
+//! correction of the layers before it already fixed (yolov5n, 30% global magnitude: COCO AP
+//! 0.004 from one run, 0.000 in eight stages, 0.309 level by level).
+
+use std::collections::HashMap;
 
 use anyhow::{Context, Result};
 
 use super::calibration::{Calibration, ConvSite, OutputStats, conv_sites};
+
+use crate::graph::GraphView;
 use crate::onnx::proto::{GraphProto, ModelProto};
 use crate::onnx::tensor;
 
-/// Variance below which a channel counts as constant (its spread is left alone).
-const CONSTANT: f64 = 1e-12;
+/// Pruned variance, relative to the dense one, below which a channel counts as constant (only
+/// its mean moves).
+const CONSTANT: f64 = 1e-6;
 
-/// Number of stages of graph order.
-pub const STAGES: usize = 8;
+/// Ops that may read a corrected Conv's output: activations, which the folded BatchNorm fed.
+/// A Conv whose output goes anywhere else (the Detect head's output convs feed `Reshape`: their
+/// channels are box coordinates and scores, not normalised features) is left alone.
+const ACTIVATIONS: &[&str] = &[
+    "Sigmoid",
+    "Mul",
+    "Relu",
+    "LeakyRelu",
+    "Clip",
+    "HardSigmoid",
+    "HardSwish",
+    "Tanh",
+    "Elu",
+    "Selu",
+    "Softplus",
+    "PRelu",
+];
 
 /// Corrects the Conv nodes named `names` in `model` toward `dense`'s output statistics. Each must
 /// have a bias initializer. Returns the report line.
@@ -34,21 +59,73 @@ pub fn correct_statistics(
     names: &[String],
     calib: &mut dyn Calibration,
 ) -> Result<String> {
-    let sites = conv_sites(model, names)?;
+    let normalised = normalised_convs(model, names)?;
+    let sites = conv_sites(model, &normalised)?;
     let target = calib.output_stats(dense, None, &sites)?;
-    let per_stage = sites.len().div_ceil(STAGES).max(1);
+    let levels = conv_levels(model)?;
+    let mut order: Vec<usize> = (0..sites.len()).collect();
+    order.sort_by_key(|&i| (levels[&sites[i].name], i));
     let mut channels = 0;
-    for (stage, want_stage) in sites.chunks(per_stage).zip(target.chunks(per_stage)) {
-        let current = calib.output_stats(model, Some(dense), stage)?;
+    for stage in order.chunk_by(|&a, &b| levels[&sites[a].name] == levels[&sites[b].name]) {
+        let stage_sites: Vec<ConvSite> = stage.iter().map(|&i| sites[i].clone()).collect();
+        let current = calib.output_stats(model, Some(dense), &stage_sites)?;
         let graph = model.graph.as_mut().context("the model has no graph")?;
-        for ((site, want), have) in stage.iter().zip(want_stage).zip(&current) {
-            channels += correct_layer(graph, site, want, have)?;
+        for (&i, have) in stage.iter().zip(&current) {
+            channels += correct_layer(graph, &sites[i], &target[i], have)?;
         }
     }
     Ok(format!(
         "corrected the output mean and spread of {channels} channels in {} conv layers",
         sites.len()
     ))
+}
+
+/// For every Conv, by name: the most Convs on any path from the graph inputs to it (itself not
+/// counted). Convs of one level never feed each other, so they are corrected together.
+fn conv_levels(model: &ModelProto) -> Result<HashMap<String, usize>> {
+    let graph = model.graph.as_ref().context("the model has no graph")?;
+    let view = GraphView::new(graph);
+    let mut after: Vec<usize> = vec![0; graph.node.len()];
+    let mut levels = HashMap::new();
+    for (i, node) in graph.node.iter().enumerate() {
+        let level = node
+            .input
+            .iter()
+            .filter_map(|t| view.producer(t))
+            .map(|p| after[p])
+            .max()
+            .unwrap_or(0);
+        let is_conv = node.op_type() == "Conv";
+        after[i] = level + usize::from(is_conv);
+        if is_conv {
+            levels.insert(node.name().to_string(), level);
+        }
+    }
+    Ok(levels)
+}
+
+/// The Convs of `names` whose outputs only activations read (see [`ACTIVATIONS`]).
+fn normalised_convs(model: &ModelProto, names: &[String]) -> Result<Vec<String>> {
+    let graph = model.graph.as_ref().context("the model has no graph")?;
+    let view = GraphView::new(graph);
+    Ok(names
+        .iter()
+        .filter(|name| {
+            graph
+                .node
+                .iter()
+                .find(|n| n.op_type() == "Conv" && n.name() == name.as_str())
+                .and_then(|n| n.output.first())
+                .is_some_and(|out| {
+                    !view.is_graph_output(out)
+                        && view
+                            .consumers(out)
+                            .iter()
+                            .all(|&c| ACTIVATIONS.contains(&view.node(c).op_type()))
+                })
+        })
+        .cloned()
+        .collect())
 }
 
 /// Maps the output channels of `site` from statistics `have` to `want`; returns the channels.
@@ -74,7 +151,14 @@ fn correct_layer(
     let scale: Vec<f64> = covariance
         .iter()
         .zip(&have.variance)
-        .map(|(&c, &vp)| if vp > CONSTANT { c / vp } else { 1.0 })
+        .zip(&want.variance)
+        .map(|((&c, &vp), &vd)| {
+            if vp > CONSTANT * vd.max(f64::MIN_POSITIVE) {
+                c / vp
+            } else {
+                1.0
+            }
+        })
         .collect();
     let per_row = site.columns();
     update(graph, &weight, |values| {

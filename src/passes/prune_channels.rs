@@ -56,6 +56,7 @@ use serde::{Deserialize, Serialize};
 
 use super::calibration::{Calibration, Recover};
 use super::channels_obs::{ObsChannels, allocate_macs};
+use super::correct_statistics::correct_statistics;
 use super::prune_magnitude::Scope;
 use super::selection::{LayerFilter, round_half_even};
 use crate::analysis::{ChannelGroup, Edit, GroupStatus, Span, UseKind, channel_groups};
@@ -262,6 +263,11 @@ impl PruneChannels {
         let mut recovered = model.clone();
         let graph = recovered.graph.as_mut().context("the model has no graph")?;
         obs.resolve_consumers(graph, &selected, &by_selection)?;
+        // The removed channels no longer reach any consumer, so correcting before masking sees
+        // exactly what the pruned model computes.
+        let names = super::all_convs(&recovered)?;
+        correct_statistics(&mut recovered, model, &names, calib)?;
+        let graph = recovered.graph.as_mut().context("the model has no graph")?;
         let plan = ChannelPlan {
             options: self.clone(),
             groups: analysis.groups.clone(),

@@ -79,7 +79,6 @@ impl PruneMagnitude {
         with_recovery(
             model,
             self.recover,
-            &filter,
             calib,
             |graph| self.run(graph),
             |model, calib| {

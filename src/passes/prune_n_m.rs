@@ -73,7 +73,6 @@ impl PruneNM {
         with_recovery(
             model,
             self.recover,
-            &filter,
             calib,
             |graph| self.run(graph),
             |model, calib| prune_with_obs(model, &filter, target, order, calib),
