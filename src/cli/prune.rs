@@ -96,8 +96,8 @@ pub struct Args {
     pub force: bool,
     /// How the remaining weights compensate: `stats` corrects each pruned layer's output mean
     /// and spread, `obs` re-solves the layers (both need --calib).
-    #[arg(long, value_enum, default_value_t = Recover::None)]
-    pub recover: Recover,
+    #[arg(long, value_enum, default_value_t = RecoverArg::None)]
+    pub recover: RecoverArg,
     /// Calibration images: a dataset YAML (its train images, else val) or a folder of images.
     /// Never the images you report accuracy on.
     #[arg(long, value_name = "DATA")]
@@ -110,7 +110,7 @@ pub struct Args {
     pub calib_images: usize,
     /// Which inputs `--recover obs` solves each layer from.
     #[arg(long, value_enum)]
-    pub calib_order: Option<CalibOrder>,
+    pub calib_order: Option<CalibOrderArg>,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -143,6 +143,45 @@ impl From<ScopeArg> for Scope {
         match scope {
             ScopeArg::Layer => Scope::Layer,
             ScopeArg::Global => Scope::Global,
+        }
+    }
+}
+
+/// `--recover`: the CLI's spelling of [`Recover`].
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum RecoverArg {
+    /// Nothing: the remaining weights keep their values.
+    None,
+    /// Correct every Conv's output statistics toward the dense model's (magnitude pruning).
+    Stats,
+    /// Re-solve the layers by OBS from calibration statistics, then correct the statistics.
+    Obs,
+}
+
+impl From<RecoverArg> for Recover {
+    fn from(recover: RecoverArg) -> Self {
+        match recover {
+            RecoverArg::None => Recover::None,
+            RecoverArg::Stats => Recover::Stats,
+            RecoverArg::Obs => Recover::Obs,
+        }
+    }
+}
+
+/// `--calib-order`: the CLI's spelling of [`CalibOrder`].
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum CalibOrderArg {
+    /// Every layer from the dense model's inputs.
+    Independent,
+    /// Stages of graph order, each from the model pruned so far, aiming at the dense outputs.
+    Sequential,
+}
+
+impl From<CalibOrderArg> for CalibOrder {
+    fn from(order: CalibOrderArg) -> Self {
+        match order {
+            CalibOrderArg::Independent => CalibOrder::Independent,
+            CalibOrderArg::Sequential => CalibOrder::Sequential,
         }
     }
 }
@@ -198,8 +237,8 @@ impl Args {
                     m,
                     include: include.clone(),
                     exclude: exclude.clone(),
-                    recover: self.recover,
-                    order: self.calib_order,
+                    recover: self.recover.into(),
+                    order: self.calib_order.map(Into::into),
                 })
             }
             (None, Some(amount)) => PassConfig::PruneMagnitude(PruneMagnitude {
@@ -207,8 +246,8 @@ impl Args {
                 scope: self.scope.into(),
                 include: include.clone(),
                 exclude: exclude.clone(),
-                recover: self.recover,
-                order: self.calib_order,
+                recover: self.recover.into(),
+                order: self.calib_order.map(Into::into),
             }),
             (None, None) => bail!("give --amount or --pattern"),
         }];
@@ -220,10 +259,7 @@ impl Args {
         }
         let calibrated = passes.iter().any(PassConfig::needs_calibration);
         if calibrated && self.calib.is_none() {
-            bail!(
-                "--recover {:?} needs calibration images: give --calib DATA",
-                self.recover
-            );
+            bail!("--recover stats and obs need calibration images: give --calib DATA");
         }
         if !calibrated && self.calib.is_some() {
             bail!("--calib is only used with --recover stats or obs");
@@ -241,7 +277,7 @@ impl Args {
             seed: self.seed,
             include: self.include.clone(),
             exclude: self.exclude.clone(),
-            recover: self.recover,
+            recover: self.recover.into(),
             target_macs: self.target_macs,
         }
     }

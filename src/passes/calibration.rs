@@ -165,7 +165,7 @@ pub fn conv_sites(model: &ModelProto, names: &[String]) -> Result<Vec<ConvSite>>
 }
 
 /// How a pruning pass compensates for what it removes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Recover {
     /// Nothing: the remaining weights keep their values.
@@ -186,7 +186,7 @@ impl Recover {
 }
 
 /// Which inputs a layer's re-solve sees.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CalibOrder {
     /// Every layer from the dense model's inputs.
