@@ -283,3 +283,35 @@ fn calibration_pixels_equal_the_validation_pixels() {
         assert!(worst <= 1.0 / 255.0 + 1e-6, "{stem}: {worst}");
     }
 }
+
+#[test]
+fn recovery_and_calibration_images_go_together() {
+    let dir = scratch();
+    let d = dir.path();
+    succeed(
+        shears()
+            .current_dir(d)
+            .args(["synth", "yolov5n", "--imgsz", "64", "-o", "n.onnx"]),
+    );
+    let prune = |args: &[&str]| {
+        let mut command = shears();
+        command
+            .current_dir(d)
+            .args(["prune", "n.onnx", "-o", "out.onnx"])
+            .args(args);
+        command
+    };
+    crate::common::error_exit(
+        &mut prune(&["--amount", "0.3", "--recover", "obs"]),
+        "need calibration images: give --calib DATA",
+    );
+    crate::common::error_exit(
+        &mut prune(&["--amount", "0.3", "--calib", "."]),
+        "--calib is only used with --recover stats or obs",
+    );
+    crate::common::error_exit(
+        &mut prune(&["--method", "channel", "--target-macs", "0.9"]),
+        "target_macs needs recover: obs",
+    );
+    assert!(!d.join("out.onnx").exists());
+}
