@@ -259,9 +259,20 @@ pub fn allocate_macs(
 
 /// Every Conv's MACs as a function of how many channels each selected group loses.
 struct MacModel {
-    /// Per Conv: dense out and in channels, MACs per (out, in) pair, the group it produces
-    /// (index in the selection) and how often each group reaches its input.
-    convs: Vec<(f64, f64, f64, Option<usize>, Vec<(usize, f64)>)>,
+    convs: Vec<ConvMacs>,
+}
+
+/// One Conv of a [`MacModel`].
+struct ConvMacs {
+    /// Dense output and input channels.
+    out: f64,
+    inputs: f64,
+    /// MACs per (output, input) channel pair.
+    unit: f64,
+    /// The selected group whose channels it produces, if any.
+    produces: Option<usize>,
+    /// Selected groups reaching its input, with how many times each does.
+    reads: Vec<(usize, f64)>,
 }
 
 impl MacModel {
@@ -271,11 +282,9 @@ impl MacModel {
         let stats = model_stats(graph)?;
         let mut convs = Vec::new();
         for (layer, s) in layers.iter().zip(&stats.layers) {
-            let (out, inp) = (
-                s.weight_shape[0] as f64,
-                s.weight_shape[1] as f64 * layer.group as f64,
-            );
-            let unit = s.macs.context("MACs of a Conv are unknown")? as f64 / (out * inp);
+            let out = s.weight_shape[0] as f64;
+            let inputs = s.weight_shape[1] as f64 * layer.group as f64;
+            let unit = s.macs.context("MACs of a Conv are unknown")? as f64 / (out * inputs);
             let produces = groups
                 .iter()
                 .position(|g| g.producers.contains(&layer.node));
@@ -292,7 +301,13 @@ impl MacModel {
                 })
                 .filter(|&(_, n)| n > 0.0)
                 .collect();
-            convs.push((out, inp, unit, produces, reads));
+            convs.push(ConvMacs {
+                out,
+                inputs,
+                unit,
+                produces,
+                reads,
+            });
         }
         Ok(MacModel { convs })
     }
@@ -300,14 +315,14 @@ impl MacModel {
     fn total(&self, removed: &[usize]) -> f64 {
         self.convs
             .iter()
-            .map(|(out, inp, unit, produces, reads)| {
-                let out = out - produces.map_or(0.0, |g| removed[g] as f64);
-                let inp = inp
-                    - reads
+            .map(|c| {
+                let out = c.out - c.produces.map_or(0.0, |g| removed[g] as f64);
+                let inputs = c.inputs
+                    - c.reads
                         .iter()
                         .map(|&(g, n)| removed[g] as f64 * n)
                         .sum::<f64>();
-                out * inp * unit
+                out * inputs * c.unit
             })
             .sum()
     }

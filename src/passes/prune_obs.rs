@@ -151,7 +151,7 @@ pub fn prune_with_obs(
             layer.matrix().write(graph, &w)?;
         }
     }
-    let zeroed: usize = layers.iter().map(|l| rule_count(l)).sum();
+    let zeroed: usize = layers.iter().map(rule_count).sum();
     let total: usize = layers
         .iter()
         .map(|l| l.site.out_channels * l.site.columns())

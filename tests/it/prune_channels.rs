@@ -54,7 +54,7 @@ fn compare_pairs(pairs: &[(PathBuf, PathBuf)]) -> Option<Vec<serde_json::Value>>
 
 /// Asserts that onnxruntime finds each candidate equal to its reference within 1e-4 relative,
 /// with the same output shapes.
-fn assert_equivalent(pairs: &[(PathBuf, PathBuf)]) {
+pub fn assert_equivalent(pairs: &[(PathBuf, PathBuf)]) {
     let Some(report) = compare_pairs(pairs) else {
         return;
     };
