@@ -75,7 +75,7 @@ pub fn correct_statistics(
         }
     }
     Ok(format!(
-        "corrected the output mean and spread of {channels} channels in {} conv layers",
+        "corrected {channels} output channels of {} conv layers toward the dense model (least squares)",
         sites.len()
     ))
 }

@@ -30,6 +30,7 @@ use super::obs::{
     Rule, damped_inverse, least_squares_target, output_energy, output_error, sparsify,
 };
 use super::selection::{LayerFilter, LayerMatrix, round_half_even, selected_weights};
+use crate::graph::edit;
 use crate::onnx::proto::{GraphProto, ModelProto};
 use crate::onnx::tensor;
 
@@ -299,10 +300,11 @@ fn ensure_bias(graph: &mut GraphProto, node: usize, weight: &str, rows: i64) -> 
     if let Some(bias) = graph.node[node].input.get(2).filter(|b| !b.is_empty()) {
         return Ok(bias.clone());
     }
-    let name = format!("{weight}.shears_bias");
-    graph
-        .initializer
-        .push(tensor::from_f32(&name, &[rows], &vec![0.0; rows as usize]));
+    let name = edit::fresh_name(graph, &format!("{weight}.bias"));
+    edit::add_initializer(
+        graph,
+        tensor::from_f32(&name, &[rows], &vec![0.0; rows as usize]),
+    );
     let inputs = &mut graph.node[node].input;
     inputs.resize(2, String::new());
     inputs.push(name.clone());
