@@ -178,12 +178,6 @@ impl<'p> Calibrator<'p> {
         }
     }
 
-    /// Sums at most `positions` output positions per image and Conv.
-    pub fn with_positions(mut self, positions: usize) -> Self {
-        self.positions = positions.max(1);
-        self
-    }
-
     pub fn set(&self) -> &CalibrationSet {
         &self.set
     }
@@ -254,7 +248,6 @@ impl Calibration for Calibrator<'_> {
                 .map(|s| Mat::zeros(width(s), width(s)))
                 .collect()
         });
-        let mut samples = vec![0u64; keys.len()];
         self.progress
             .start("calibrating", Some(self.inputs.len() as u64));
         for (image, input) in self.inputs.iter().enumerate() {
@@ -264,7 +257,7 @@ impl Calibration for Calibrator<'_> {
                 None => None,
             };
             let positions = self.positions;
-            let updates: Vec<(Mat<f64>, Option<Mat<f64>>, u64)> = keys
+            let updates: Vec<(Mat<f64>, Option<Mat<f64>>)> = keys
                 .par_iter()
                 .enumerate()
                 .map(|(k, site)| {
@@ -284,15 +277,14 @@ impl Calibration for Calibrator<'_> {
                         }
                         None => None,
                     };
-                    Ok((gram, cross, at.len() as u64))
+                    Ok((gram, cross))
                 })
                 .collect::<Result<_>>()?;
-            for (k, (gram, cross, n)) in updates.into_iter().enumerate() {
+            for (k, (gram, cross)) in updates.into_iter().enumerate() {
                 grams[k] += gram;
                 if let (Some(all), Some(c)) = (&mut crosses, cross) {
                     all[k] += c;
                 }
-                samples[k] += n;
             }
             self.progress.advance(1);
         }
@@ -302,7 +294,6 @@ impl Calibration for Calibrator<'_> {
             .map(|&k| InputStats {
                 gram: grams[k].clone(),
                 cross: crosses.as_ref().map(|all| all[k].clone()),
-                samples: samples[k],
             })
             .collect())
     }

@@ -55,8 +55,6 @@ pub struct InputStats {
     /// `G = sum x_ref x_cur^T` against the reference model's columns at the same images and
     /// positions, when one was given.
     pub cross: Option<Mat<f64>>,
-    /// Number of columns summed.
-    pub samples: u64,
 }
 
 /// Per-channel statistics of a Conv's output (before any activation), over every position of

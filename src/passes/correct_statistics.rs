@@ -24,10 +24,10 @@ use std::collections::HashMap;
 use anyhow::{Context, Result};
 
 use super::calibration::{Calibration, ConvSite, OutputStats, conv_sites};
+use super::selection::LayerMatrix;
 
 use crate::graph::GraphView;
 use crate::onnx::proto::{GraphProto, ModelProto};
-use crate::onnx::tensor;
 
 /// Pruned variance, relative to the dense one, below which a channel counts as constant (only
 /// its mean moves).
@@ -160,28 +160,21 @@ fn correct_layer(
             }
         })
         .collect();
-    let per_row = site.columns();
-    update(graph, &weight, |values| {
-        for (row, a) in values.chunks_exact_mut(per_row).zip(&scale) {
-            row.iter_mut().for_each(|v| *v = (f64::from(*v) * a) as f32);
+    let layer = LayerMatrix {
+        name: &site.name,
+        weight: &weight,
+        bias: &bias,
+        rows: site.out_channels,
+        columns: site.columns(),
+    };
+    let mut w = layer.read(graph)?;
+    let n = site.columns();
+    for (r, &a) in scale.iter().enumerate() {
+        for j in 0..n {
+            w[(r, j)] *= a;
         }
-    })?;
-    update(graph, &bias, |values| {
-        for (o, b) in values.iter_mut().enumerate() {
-            *b = (scale[o] * (f64::from(*b) - have.mean[o]) + want.mean[o]) as f32;
-        }
-    })?;
+        w[(r, n)] = a * (w[(r, n)] - have.mean[r]) + want.mean[r];
+    }
+    layer.write(graph, &w)?;
     Ok(scale.len())
-}
-
-/// Rewrites the values of initializer `name` in place, in its own element type.
-fn update(graph: &mut GraphProto, name: &str, edit: impl FnOnce(&mut [f32])) -> Result<()> {
-    let t = graph
-        .initializer
-        .iter_mut()
-        .find(|t| t.name() == name)
-        .with_context(|| format!("no initializer {name:?}"))?;
-    let mut values = tensor::to_f32(t)?;
-    edit(&mut values);
-    tensor::set_f32(t, values)
 }
