@@ -1,7 +1,7 @@
 //! im2col columns of a Conv input at sampled output positions, and their moment matrices.
 
 use anyhow::{Result, bail};
-use faer::linalg::matmul::matmul;
+use faer::linalg::matmul::triangular::{self, BlockStructure};
 use faer::{Accum, Mat, Par};
 use ndarray::ArrayViewD;
 use rand::SeedableRng;
@@ -92,9 +92,29 @@ pub fn columns(
     Ok(x)
 }
 
-/// `sum += aT b`.
-pub fn add_moments(sum: &mut Mat<f64>, a: &Mat<f64>, b: &Mat<f64>) {
-    matmul(sum, Accum::Add, a.transpose(), b, 1.0, Par::Seq);
+/// Adds `xT x` to the lower triangle (diagonal included) of `gram`, half the work of the full
+/// product; [`mirror_lower`] completes the matrix once all terms are in.
+pub fn add_gram_lower(gram: &mut Mat<f64>, x: &Mat<f64>) {
+    triangular::matmul(
+        gram,
+        BlockStructure::TriangularLower,
+        Accum::Add,
+        x.transpose(),
+        BlockStructure::Rectangular,
+        x,
+        BlockStructure::Rectangular,
+        1.0,
+        Par::Seq,
+    );
+}
+
+/// Copies the lower triangle of the square `m` onto its upper triangle.
+pub fn mirror_lower(m: &mut Mat<f64>) {
+    for j in 1..m.ncols() {
+        for i in 0..j {
+            m[(i, j)] = m[(j, i)];
+        }
+    }
 }
 
 #[cfg(test)]
@@ -153,5 +173,20 @@ mod tests {
         assert_eq!(a, sampled_positions(&s, 100, 100, 500, 7));
         assert_ne!(a, sampled_positions(&s, 100, 100, 500, 8));
         assert!(a.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn the_lower_gram_mirrored_is_the_full_product() {
+        let x = Mat::from_fn(37, 6, |i, j| ((i * 5 + j * 11) % 13) as f64 * 0.25 - 1.5);
+        let mut gram = Mat::zeros(6, 6);
+        add_gram_lower(&mut gram, &x);
+        add_gram_lower(&mut gram, &x);
+        mirror_lower(&mut gram);
+        let full = x.transpose() * &x * 2.0;
+        for i in 0..6 {
+            for j in 0..6 {
+                assert!((gram[(i, j)] - full[(i, j)]).abs() < 1e-9, "{i} {j}");
+            }
+        }
     }
 }

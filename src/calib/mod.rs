@@ -208,12 +208,7 @@ impl<'p> Calibrator<'p> {
 }
 
 impl Calibration for Calibrator<'_> {
-    fn input_stats(
-        &mut self,
-        model: &ModelProto,
-        reference: Option<&ModelProto>,
-        sites: &[ConvSite],
-    ) -> Result<Vec<InputStats>> {
+    fn input_stats(&mut self, model: &ModelProto, sites: &[ConvSite]) -> Result<Vec<InputStats>> {
         let mut keys = Vec::new();
         let mut key_of = Vec::with_capacity(sites.len());
         let mut index: HashMap<_, usize> = HashMap::new();
@@ -237,63 +232,36 @@ impl Calibration for Calibrator<'_> {
             })
             .collect();
         let mut session = self.open(model, &tensors)?;
-        let mut reference = reference.map(|r| self.open(r, &tensors)).transpose()?;
         let width = |s: &ConvSite| s.columns() + 1;
         let mut grams: Vec<Mat<f64>> = keys
             .iter()
             .map(|s| Mat::zeros(width(s), width(s)))
             .collect();
-        let mut crosses: Option<Vec<Mat<f64>>> = reference.as_ref().map(|_| {
-            keys.iter()
-                .map(|s| Mat::zeros(width(s), width(s)))
-                .collect()
-        });
         self.progress
             .start("calibrating", Some(self.inputs.len() as u64));
         for (image, input) in self.inputs.iter().enumerate() {
             let current = session.run_all(input.view())?;
-            let dense = match &mut reference {
-                Some(r) => Some(r.run_all(input.view())?),
-                None => None,
-            };
             let positions = self.positions;
-            let updates: Vec<(Mat<f64>, Option<Mat<f64>>)> = keys
-                .par_iter()
+            grams
+                .par_iter_mut()
+                .zip(&keys)
                 .enumerate()
-                .map(|(k, site)| {
+                .try_for_each(|(k, (gram, site))| {
                     let act = current[tensor_of[k]].view();
                     let shape = act.shape();
                     let seed = (image as u64) << 32 | k as u64;
                     let at = sampled_positions(site, shape[2], shape[3], positions, seed);
-                    let x = columns(site, &act, &at)?;
-                    let mut gram = Mat::zeros(x.ncols(), x.ncols());
-                    columns::add_moments(&mut gram, &x, &x);
-                    let cross = match &dense {
-                        Some(d) => {
-                            let xr = columns(site, &d[tensor_of[k]].view(), &at)?;
-                            let mut g = Mat::zeros(x.ncols(), x.ncols());
-                            columns::add_moments(&mut g, &xr, &x);
-                            Some(g)
-                        }
-                        None => None,
-                    };
-                    Ok((gram, cross))
-                })
-                .collect::<Result<_>>()?;
-            for (k, (gram, cross)) in updates.into_iter().enumerate() {
-                grams[k] += gram;
-                if let (Some(all), Some(c)) = (&mut crosses, cross) {
-                    all[k] += c;
-                }
-            }
+                    columns::add_gram_lower(gram, &columns(site, &act, &at)?);
+                    anyhow::Ok(())
+                })?;
             self.progress.advance(1);
         }
         self.progress.finish();
+        grams.iter_mut().for_each(columns::mirror_lower);
         Ok(key_of
             .iter()
             .map(|&k| InputStats {
                 gram: grams[k].clone(),
-                cross: crosses.as_ref().map(|all| all[k].clone()),
             })
             .collect())
     }

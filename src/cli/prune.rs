@@ -227,6 +227,9 @@ impl Args {
             (Some(_), _) if matches!(self.method, Method::Channel) => {
                 bail!("--pattern does not apply to --method channel")
             }
+            (None, _) if matches!(self.method, Method::Channel) && self.calib_order.is_some() => {
+                bail!("--calib-order does not apply to --method channel (it has one order)")
+            }
             (None, amount) if matches!(self.method, Method::Channel) => {
                 PassConfig::PruneChannels(self.channel_pass(amount.unwrap_or(0.0)))
             }

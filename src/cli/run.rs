@@ -59,6 +59,9 @@ pub fn run(args: &Args, ui: &Ui) -> Result<ExitCode> {
         plan.output("summary", &path)?;
     }
     let run = run_pipeline(&spec, &args.pipeline, args.jobs, args.force, ui.progress())?;
+    for warning in &run.warnings {
+        ui.warn(format_args!("{warning}"));
+    }
     stage_summary(&run, &prefix, &mut plan)?;
     plan.commit()?;
     let mut out = std::io::stdout().lock();

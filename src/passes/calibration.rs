@@ -52,9 +52,6 @@ impl ConvSite {
 pub struct InputStats {
     /// `H = sum x xT` of the model being pruned.
     pub gram: Mat<f64>,
-    /// `G = sum x_ref x_cur^T` against the reference model's columns at the same images and
-    /// positions, when one was given.
-    pub cross: Option<Mat<f64>>,
 }
 
 /// Per-channel statistics of a Conv's output (before any activation), over every position of
@@ -70,15 +67,8 @@ pub struct OutputStats {
 
 /// A source of calibration statistics.
 pub trait Calibration {
-    /// Input statistics of each of `sites` in `model`. With `reference`, a model whose graph
-    /// has the same tensor names (the dense model), each also carries the cross moments of the
-    /// reference's columns against `model`'s.
-    fn input_stats(
-        &mut self,
-        model: &ModelProto,
-        reference: Option<&ModelProto>,
-        sites: &[ConvSite],
-    ) -> Result<Vec<InputStats>>;
+    /// Input statistics of each of `sites` in `model`.
+    fn input_stats(&mut self, model: &ModelProto, sites: &[ConvSite]) -> Result<Vec<InputStats>>;
 
     /// Output statistics of each of `sites` in `model`, with the covariance against the same
     /// outputs of `reference` (a model with the same tensor names) when given.
@@ -190,7 +180,6 @@ pub enum CalibOrder {
     /// Every layer from the dense model's inputs.
     #[default]
     Independent,
-    /// Layers in stages of graph order, each from the inputs of the model pruned so far,
-    /// aiming at the dense model's outputs.
+    /// Layers in stages of graph order, each from the inputs of the model pruned so far.
     Sequential,
 }

@@ -83,7 +83,7 @@ impl ObsChannels {
             bail!("channel recovery needs named Conv nodes");
         }
         let sites = conv_sites(model, &names)?;
-        let stats = calib.input_stats(model, None, &sites)?;
+        let stats = calib.input_stats(model, &sites)?;
         let consumers = sites
             .into_iter()
             .zip(&stats)

@@ -108,6 +108,18 @@ impl PassConfig {
         }
     }
 
+    /// The same pass without accuracy recovery (and without its calibration order).
+    pub fn without_recovery(&self) -> PassConfig {
+        let mut pass = self.clone();
+        match &mut pass {
+            PassConfig::PruneMagnitude(p) => (p.recover, p.order) = (Recover::None, None),
+            PassConfig::PruneNM(p) => (p.recover, p.order) = (Recover::None, None),
+            PassConfig::PruneChannels(p) => p.recover = Recover::None,
+            PassConfig::StoreSparse(_) => {}
+        }
+        pass
+    }
+
     /// Runs the pass on `model`; `calib` provides the statistics of passes that
     /// [`PassConfig::needs_calibration`].
     pub fn run(

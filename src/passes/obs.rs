@@ -46,24 +46,6 @@ pub fn damped_inverse(gram: &Mat<f64>, damp: f64) -> Result<Mat<f64>> {
     bail!("the calibration Gram matrix is not positive definite even with damping {lambda:.3e}")
 }
 
-/// The weights that best reproduce, on the current inputs (Gram `H`, damped inverse
-/// `h_inverse`), what `w` computed on the reference inputs (cross moments `G = sum x_ref xT`),
-/// regularised toward `w` by the damping `l`: `argmin |W X_ref - W' X|^2 + l |W' - W|^2`, that
-/// is `W + W (G - H) (H + l I)^-1`. Identical inputs give `w` back exactly.
-pub fn least_squares_target(
-    w: &Mat<f64>,
-    cross: &Mat<f64>,
-    gram: &Mat<f64>,
-    h_inverse: &Mat<f64>,
-) -> Mat<f64> {
-    let difference = cross - gram;
-    let mut wd = Mat::zeros(w.nrows(), difference.ncols());
-    matmul(&mut wd, Accum::Replace, w, &difference, 1.0, Par::rayon(0));
-    let mut out = w.clone();
-    matmul(&mut out, Accum::Add, &wd, h_inverse, 1.0, Par::rayon(0));
-    out
-}
-
 /// Which entries [`sparsify`] removes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rule {
@@ -432,35 +414,5 @@ mod tests {
         }
         let (e_obs, e_mag) = (output_error(&w, &obs, &h), output_error(&w, &magnitude, &h));
         assert!(e_obs < 0.5 * e_mag, "OBS {e_obs} against magnitude {e_mag}");
-    }
-}
-
-#[cfg(test)]
-mod target_tests {
-    use super::*;
-
-    #[test]
-    fn the_target_of_identical_inputs_is_the_weight() {
-        let x = Mat::from_fn(50, 4, |s, j| {
-            if j == 3 {
-                1.0
-            } else {
-                ((s * 7 + j * 3) % 11) as f64 - 5.0
-            }
-        });
-        let gram = x.transpose() * &x;
-        let w = Mat::from_fn(2, 4, |r, j| (r + j) as f64 * 0.3 - 0.4);
-        let hinv = damped_inverse(&gram, 0.01).unwrap();
-        let t = least_squares_target(&w, &gram, &gram, &hinv);
-        for r in 0..2 {
-            for j in 0..4 {
-                assert!(
-                    t[(r, j)] == w[(r, j)],
-                    "{r} {j}: {} {}",
-                    t[(r, j)],
-                    w[(r, j)]
-                );
-            }
-        }
     }
 }

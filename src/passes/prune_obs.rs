@@ -12,11 +12,11 @@
 //!   (error added per weight removed) are taken until the count is met exactly, no layer going
 //!   beyond [`MAX_LAYER_FACTOR`] times the amount.
 //! - `order: independent` solves every layer from the dense model's inputs. `order: sequential`
-//!   solves the layers in stages of graph order; each stage reads the inputs of the model pruned
-//!   so far and aims at the dense model's outputs: with `G = sum x_dense x_prunedT` and
-//!   `H = sum x_pruned x_prunedT`, the layer first becomes `W + W (G - H) (H + l I)^-1` (the
-//!   best weights for the pruned inputs, regularised toward `W` by the damping `l`) and is then
-//!   pruned by OBS on `H`.
+//!   solves the layers in stages of graph order, each stage from the inputs of the model pruned
+//!   so far (SparseGPT's order): a layer keeps its own dense weights as the target and adapts to
+//!   the errors of the layers before it. Aiming at the dense model's outputs instead (the least
+//!   squares target `W + W (G - H) (H + l I)^-1` with cross moments `G = sum x_dense x_prunedT`)
+//!   overfits the calibration images: yolov5n at 30% global, 32 images, COCO AP 0.016.
 //! - N:M eliminates columns tap by tap, the M input channels of a group together; layers whose
 //!   input channels are not a multiple of M stay dense and are named. Grouped convolutions stay
 //!   dense and are named.
@@ -26,9 +26,7 @@ use faer::Mat;
 use rayon::prelude::*;
 
 use super::calibration::{CalibOrder, Calibration, ConvSite, InputStats, conv_sites};
-use super::obs::{
-    Rule, damped_inverse, least_squares_target, output_energy, output_error, sparsify,
-};
+use super::obs::{Rule, damped_inverse, output_energy, output_error, sparsify};
 use super::selection::{LayerFilter, LayerMatrix, round_half_even, selected_weights};
 use crate::graph::edit;
 use crate::onnx::proto::{GraphProto, ModelProto};
@@ -122,10 +120,10 @@ pub fn prune_with_obs(
             }
         })
         .collect();
-    let dense = model.clone();
+    let mut stats = Vec::new();
     if let Target::Global(amount) = target {
-        let stats = calib.input_stats(&dense, None, &sites_of(&layers))?;
-        let graph = dense.graph.as_ref().context("the model has no graph")?;
+        stats = calib.input_stats(model, &sites_of(&layers))?;
+        let graph = model.graph.as_ref().context("the model has no graph")?;
         let counts = allocate(graph, &layers, &stats, amount)?;
         for (layer, count) in layers.iter_mut().zip(counts) {
             layer.rule = Rule::Count(count);
@@ -137,11 +135,10 @@ pub fn prune_with_obs(
     };
     let per_stage = layers.len().div_ceil(stages).max(1);
     for stage in layers.chunks(per_stage) {
-        let sites = sites_of(stage);
-        let stats = match order {
-            CalibOrder::Independent => calib.input_stats(&dense, None, &sites)?,
-            CalibOrder::Sequential => calib.input_stats(model, Some(&dense), &sites)?,
-        };
+        // The first stage reads the dense model, whose statistics global scope already has.
+        if stats.is_empty() {
+            stats = calib.input_stats(model, &sites_of(stage))?;
+        }
         let graph = model.graph.as_mut().context("the model has no graph")?;
         let solved = stage
             .par_iter()
@@ -151,6 +148,7 @@ pub fn prune_with_obs(
         for (layer, w) in stage.iter().zip(solved) {
             layer.matrix().write(graph, &w)?;
         }
+        stats.clear();
     }
     let zeroed: usize = layers.iter().map(rule_count).sum();
     let total: usize = layers
@@ -202,17 +200,8 @@ fn solve(graph: &GraphProto, layer: &Layer, stats: &InputStats) -> Result<Mat<f6
     let w = layer.matrix().read(graph)?;
     let h_inverse = damped_inverse(&stats.gram, DAMPING)
         .with_context(|| format!("{}: calibration statistics", layer.site.name))?;
-    let start = match &stats.cross {
-        Some(cross) => least_squares_target(&w, cross, &stats.gram, &h_inverse),
-        None => w,
-    };
-    sparsify(
-        &start,
-        &h_inverse,
-        layer.rule,
-        &tap_major_order(&layer.site),
-    )
-    .with_context(|| format!("{}: OBS", layer.site.name))
+    sparsify(&w, &h_inverse, layer.rule, &tap_major_order(&layer.site))
+        .with_context(|| format!("{}: OBS", layer.site.name))
 }
 
 /// Per-layer zero counts for `amount` of all weights: each layer's relative output error is

@@ -112,6 +112,9 @@ pub struct PipelineRun {
     pub pipeline: PathBuf,
     pub passes: Vec<String>,
     pub models: Vec<ModelOutcome>,
+    /// What the whole run should tell the user (for example, recovery skipped).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 impl PipelineRun {
@@ -270,11 +273,25 @@ pub fn run_pipeline(
     let planned = plan(spec, base)?;
     let validator = Validator::prepare(spec.validate.as_ref(), base, jobs, progress)
         .with_context(|| format!("{}", spec_path.display()))?;
+    let mut warnings = Vec::new();
+    let mut passes = spec.passes.clone();
     let calibration = match &spec.calibration {
-        Some(block) if spec.passes.iter().any(PassConfig::needs_calibration) => Some(
-            CalibrationSet::resolve(&block.resolve(base)?)
-                .with_context(|| format!("{}: calibration", spec_path.display()))?,
-        ),
+        Some(block) if spec.passes.iter().any(PassConfig::needs_calibration) => {
+            let set = block.resolve(base)?;
+            if block.skip_if_missing && !set.data.exists() {
+                warnings.push(format!(
+                    "calibration data {} is missing: pruned without recovery (skip_if_missing)",
+                    set.data.display()
+                ));
+                passes = passes.iter().map(PassConfig::without_recovery).collect();
+                None
+            } else {
+                Some(
+                    CalibrationSet::resolve(&set)
+                        .with_context(|| format!("{}: calibration", spec_path.display()))?,
+                )
+            }
+        }
         Some(_) => None,
         None if spec.passes.iter().any(PassConfig::needs_calibration) => bail!(
             "{}: a pass recovers accuracy from calibration images; add a `calibration:` block",
@@ -308,10 +325,17 @@ pub fn run_pipeline(
         planned
             .par_iter()
             .map(|(input, output)| {
-                let result = run_one(spec, input, output, &options, validator.as_ref(), progress)
-                    .unwrap_or_else(|e| Outcome::Failed {
-                        error: format!("{e:#}"),
-                    });
+                let result = run_one(
+                    &passes,
+                    input,
+                    output,
+                    &options,
+                    validator.as_ref(),
+                    progress,
+                )
+                .unwrap_or_else(|e| Outcome::Failed {
+                    error: format!("{e:#}"),
+                });
                 if validator.is_none() {
                     progress.advance(1);
                 }
@@ -328,11 +352,12 @@ pub fn run_pipeline(
         pipeline: spec_path.to_path_buf(),
         passes: spec.passes.iter().map(|p| p.name().to_string()).collect(),
         models,
+        warnings,
     })
 }
 
 fn run_one(
-    spec: &PipelineSpec,
+    passes: &[PassConfig],
     input: &Input,
     output: &Path,
     options: &JobOptions,
@@ -348,7 +373,7 @@ fn run_one(
             .with_context(|| format!("cannot create {}", folder.display()))?;
     }
     let Some(validator) = validator else {
-        let report = prune_to_file(model, &spec.passes, output, options, progress, &mut plan)?;
+        let report = prune_to_file(model, passes, output, options, progress, &mut plan)?;
         plan.commit()?;
         return Ok(Outcome::Ok {
             report,
@@ -356,7 +381,7 @@ fn run_one(
         });
     };
     let dense = validator.run(&input.stem(), &model, progress)?;
-    let report = prune_to_file(model, &spec.passes, output, options, progress, &mut plan)?;
+    let report = prune_to_file(model, passes, output, options, progress, &mut plan)?;
     plan.commit()?;
     let pruned_name = output
         .file_stem()

@@ -17,6 +17,7 @@
 //! calibration:                 # needed by passes with `recover: stats | obs`
 //!   data: ../datasets/calib.yaml   # its train images (else val), or a folder of images
 //!   images: 128
+//!   skip_if_missing: true      # optional: prune without recovery (and warn) when data is missing
 //! ```
 
 use std::fmt;
@@ -62,6 +63,9 @@ pub struct CalibrationBlock {
     /// How many images, drawn with a fixed seed.
     #[serde(default = "default_calibration_images")]
     pub images: usize,
+    /// When `data` does not exist, prune without recovery and warn, instead of failing.
+    #[serde(default)]
+    pub skip_if_missing: bool,
 }
 
 fn default_calibration_images() -> usize {

@@ -179,6 +179,11 @@ fn the_demo_generates_its_model_when_the_fixtures_are_absent() {
             .unwrap();
     let model = &summary["models"][0];
     assert_eq!(model["model"]["synth"]["variant"], "yolov5n", "{model}");
+    let warnings = summary["warnings"].to_string();
+    assert!(warnings.contains("pruned without recovery"), "{warnings}");
+    let passes = &model["report"]["passes"];
+    assert!(passes.to_string().contains("global"), "{passes}");
+    assert!(!passes.to_string().contains("obs"), "{passes}");
     assert_eq!(model["report"]["before"]["params"], 1_867_405);
     assert!(model["validation"].is_null(), "no dataset, no validation");
     let output = std::path::PathBuf::from(model["output"].as_str().unwrap());

@@ -312,6 +312,21 @@ fn recovery_and_calibration_images_go_together() {
         &mut prune(&["--method", "channel", "--target-macs", "0.9"]),
         "target_macs needs recover: obs",
     );
+    crate::common::error_exit(
+        &mut prune(&[
+            "--method",
+            "channel",
+            "--amount",
+            "0.1",
+            "--recover",
+            "obs",
+            "--calib",
+            ".",
+            "--calib-order",
+            "sequential",
+        ]),
+        "--calib-order does not apply to --method channel",
+    );
     assert!(!d.join("out.onnx").exists());
 }
 
