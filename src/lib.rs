@@ -7,7 +7,6 @@
 pub mod analysis;
 pub mod backend;
 pub mod calib;
-pub mod cli;
 pub mod eval;
 pub mod graph;
 pub mod job;

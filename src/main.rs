@@ -5,15 +5,17 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+mod cli;
+
 fn main() -> ExitCode {
-    let cli = shears::cli::Cli::parse();
-    match shears::cli::run(cli) {
+    let cli = cli::Cli::parse();
+    match cli::run(cli) {
         Ok(code) => code,
         Err(err) => {
             if is_broken_pipe(&err) {
                 return ExitCode::SUCCESS;
             }
-            shears::cli::diagnostic(format_args!("error: {err:#}"));
+            cli::diagnostic(format_args!("error: {err:#}"));
             if err.downcast_ref::<shears::GateFailed>().is_some() {
                 ExitCode::from(1)
             } else {

@@ -10,4 +10,4 @@ pub use channel_groups::{
     channel_groups,
 };
 pub use convs::{ConvLayer, conv_layers};
-pub use stats::{LayerStats, ModelStats, Sparsity, model_stats};
+pub use stats::{LayerStats, ModelStats, Sparsity, grouped, model_stats};

@@ -187,3 +187,16 @@ pub fn model_stats(graph: &GraphProto) -> Result<ModelStats> {
         layers,
     })
 }
+
+/// Thousands separators for counts in tables: 1867405 -> "1,867,405".
+pub fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}

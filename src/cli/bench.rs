@@ -11,9 +11,9 @@ use serde::Serialize;
 
 use super::common::{BackendArgs, json_bytes, load_model};
 use super::ui::Ui;
-use crate::backend::bench::{Contender, Timing, random_input, time_in_turns};
-use crate::backend::{self, BackendSpec};
-use crate::onnx::OutputPlan;
+use shears::backend::bench::{Contender, Timing, random_input, time_in_turns};
+use shears::backend::{self, BackendSpec};
+use shears::onnx::OutputPlan;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

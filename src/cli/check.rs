@@ -9,7 +9,7 @@ use prost::Message;
 
 use super::common::load_model;
 use super::ui::Ui;
-use crate::onnx::proto::ModelProto;
+use shears::onnx::proto::ModelProto;
 
 /// Check that a model survives decoding and re-encoding byte for byte.
 #[derive(Debug, clap::Args)]

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use super::common::json_bytes;
-use crate::eval::coco;
-use crate::onnx::OutputPlan;
+use shears::eval::coco;
+use shears::onnx::OutputPlan;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

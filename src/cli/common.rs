@@ -5,8 +5,8 @@ use std::path::Path;
 use anyhow::Result;
 
 use super::ui::Ui;
-use crate::backend::{BackendSpec, Device, Engine};
-use crate::onnx::{self, Model};
+use shears::backend::{BackendSpec, Device, Engine};
+use shears::onnx::{self, Model};
 
 /// Loads a model and warns about anything the schema does not cover.
 pub fn load_model(path: &Path, ui: &Ui) -> Result<Model> {
@@ -15,19 +15,6 @@ pub fn load_model(path: &Path, ui: &Ui) -> Result<Model> {
         ui.warn(format_args!("{}: {finding}", path.display()));
     }
     Ok(model)
-}
-
-/// Thousands separators for counts in tables: 1867405 -> "1,867,405".
-pub fn grouped(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// `value` as pretty JSON, with a final newline.

@@ -8,10 +8,11 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use super::common::{grouped, load_model};
+use super::common::load_model;
 use super::ui::Ui;
-use crate::analysis::{ChannelGroup, GroupStatus, ModelStats, channel_groups, model_stats};
-use crate::passes::PROVENANCE_KEY;
+use shears::analysis::grouped;
+use shears::analysis::{ChannelGroup, GroupStatus, ModelStats, channel_groups, model_stats};
+use shears::passes::PROVENANCE_KEY;
 
 /// Summarise a model: conv layers, parameters, MACs, size and sparsity.
 #[derive(Debug, clap::Args)]

@@ -6,18 +6,19 @@ use std::process::ExitCode;
 
 use anyhow::{Result, bail};
 
-use super::common::{grouped, load_model};
+use super::common::load_model;
 use super::ui::Ui;
-use crate::calib::{CalibrationSet, CalibrationSpec};
-use crate::eval::validate::{DataSource, load_dataset};
-use crate::job::{Footprint, JobOptions, JobReport, prune_to_file};
-use crate::onnx::{OutputPlan, SaveOptions};
-use crate::passes::{
+use shears::analysis::grouped;
+use shears::calib::{CalibrationSet, CalibrationSpec};
+use shears::eval::validate::{DataSource, load_dataset};
+use shears::job::{Footprint, JobOptions, JobReport, prune_to_file};
+use shears::onnx::{OutputPlan, SaveOptions};
+use shears::passes::{
     CalibOrder, Importance, PassConfig, PruneChannels, PruneMagnitude, PruneNM, Recover, Scope,
     StoreSparse,
 };
-use crate::progress::Silent;
-use crate::verify::Probe;
+use shears::progress::Silent;
+use shears::verify::Probe;
 
 /// Prune the convolution weights of a model and write a new model.
 #[derive(Debug, clap::Args)]
@@ -106,7 +107,7 @@ pub struct Args {
     #[arg(long, value_name = "DIR", requires = "calib")]
     pub calib_root: Option<PathBuf>,
     /// How many calibration images, drawn with a fixed seed.
-    #[arg(long, value_name = "N", default_value_t = crate::calib::DEFAULT_IMAGES)]
+    #[arg(long, value_name = "N", default_value_t = shears::calib::DEFAULT_IMAGES)]
     pub calib_images: usize,
     /// Which inputs `--recover obs` solves each layer from.
     #[arg(long, value_enum)]
@@ -298,7 +299,7 @@ pub fn run(args: &Args, ui: &Ui) -> Result<ExitCode> {
             Probe::from_dataset(
                 &load_dataset(
                     &source,
-                    crate::eval::preprocess::DEFAULT_MAX_PIXELS,
+                    shears::eval::preprocess::DEFAULT_MAX_PIXELS,
                     &Silent,
                 )?
                 .0,

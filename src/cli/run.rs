@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use anyhow::Result;
 
 use super::ui::Ui;
-use crate::onnx::OutputPlan;
-use crate::pipeline::{
+use shears::onnx::OutputPlan;
+use shears::pipeline::{
     Input, load_spec, plan_models, run_pipeline, stage_summary, summary_paths, summary_table,
 };
 
@@ -36,7 +36,7 @@ pub fn run(args: &Args, ui: &Ui) -> Result<ExitCode> {
     let models = plan_models(&spec, base)?;
     let prefix = match (&args.report, &spec.report) {
         (Some(p), _) => p.clone(),
-        (None, Some(r)) => crate::pipeline::resolve_path(base, r)?,
+        (None, Some(r)) => shears::pipeline::resolve_path(base, r)?,
         (None, None) => models
             .first()
             .and_then(|(_, output)| output.parent())
@@ -77,7 +77,7 @@ pub fn run(args: &Args, ui: &Ui) -> Result<ExitCode> {
     }
     let gate_failures = run.gate_failures();
     if gate_failures > 0 {
-        return Err(crate::GateFailed(format!(
+        return Err(shears::GateFailed(format!(
             "{gate_failures} of {} models lost more accuracy than the pipeline's budget allows",
             run.models.len()
         ))

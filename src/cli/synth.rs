@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use crate::onnx::{OutputPlan, SaveOptions};
-use crate::synth::{self, Export, SynthSpec, Upsample, Variant};
+use shears::onnx::{OutputPlan, SaveOptions};
+use shears::synth::{self, Export, SynthSpec, Upsample, Variant};
 
 /// Arguments of `shears synth`.
 #[derive(Debug, clap::Args)]

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::progress::Progress;
+use shears::progress::Progress;
 
 /// Verbosity and output channels of one CLI run.
 pub struct Ui {

@@ -12,14 +12,14 @@ use serde::Serialize;
 
 use super::common::{BackendArgs, json_bytes, load_model};
 use super::ui::Ui;
-use crate::backend::runnable_bytes;
-use crate::calib::{file_sha256, recorded_image_hashes};
-use crate::eval::coco::results_json;
-use crate::eval::dataset::{Dataset, ScanReport};
-use crate::eval::nms::NmsConfig;
-use crate::eval::preprocess::DEFAULT_MAX_PIXELS;
-use crate::eval::validate::{DataSource, ValReport, load_dataset, validate};
-use crate::onnx::OutputPlan;
+use shears::backend::runnable_bytes;
+use shears::calib::{file_sha256, recorded_image_hashes};
+use shears::eval::coco::results_json;
+use shears::eval::dataset::{Dataset, ScanReport};
+use shears::eval::nms::NmsConfig;
+use shears::eval::preprocess::DEFAULT_MAX_PIXELS;
+use shears::eval::validate::{DataSource, ValReport, load_dataset, validate};
+use shears::onnx::OutputPlan;
 
 /// The SHA-256 of every image file of `dataset`.
 fn dataset_hashes(dataset: &Dataset) -> Result<Vec<String>> {

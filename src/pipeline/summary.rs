@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use super::run::{Outcome, PipelineRun, Validation};
-use crate::cli::common::grouped;
+use crate::analysis::grouped;
 use crate::job::JobReport;
 use crate::onnx::OutputPlan;
 
