@@ -271,6 +271,7 @@ impl Calibration for Calibrator<'_> {
         model: &ModelProto,
         reference: Option<&ModelProto>,
         sites: &[ConvSite],
+        images: usize,
     ) -> Result<Vec<OutputStats>> {
         let mut tensors: Vec<String> = sites.iter().map(|s| s.output.clone()).collect();
         tensors.dedup();
@@ -283,7 +284,7 @@ impl Calibration for Calibrator<'_> {
             .iter()
             .map(|s| ChannelMoments::new(s.out_channels))
             .collect();
-        for input in &self.inputs {
+        for input in self.inputs.iter().take(images) {
             let outputs = session.run_all(input.view())?;
             let references = match &mut reference {
                 Some(r) => Some(r.run_all(input.view())?),

@@ -70,13 +70,15 @@ pub trait Calibration {
     /// Input statistics of each of `sites` in `model`.
     fn input_stats(&mut self, model: &ModelProto, sites: &[ConvSite]) -> Result<Vec<InputStats>>;
 
-    /// Output statistics of each of `sites` in `model`, with the covariance against the same
-    /// outputs of `reference` (a model with the same tensor names) when given.
+    /// Output statistics of each of `sites` in `model` over at most `images` of the calibration
+    /// images (the first ones: the set is drawn at random), with the covariance against the
+    /// same outputs of `reference` (a model with the same tensor names) when given.
     fn output_stats(
         &mut self,
         model: &ModelProto,
         reference: Option<&ModelProto>,
         sites: &[ConvSite],
+        images: usize,
     ) -> Result<Vec<OutputStats>>;
 
     /// What the calibration set is, for provenance: a JSON object.

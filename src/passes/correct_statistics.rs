@@ -29,6 +29,11 @@ use super::selection::LayerMatrix;
 use crate::graph::GraphView;
 use crate::onnx::proto::{GraphProto, ModelProto};
 
+/// At most this many calibration images measure the output statistics. Each level of Convs costs
+/// a run of both models per image, so the correction would dominate a calibrated prune; per
+/// channel moments over 32 images are sums over at least 32 x 400 positions (a 20x20 map).
+const IMAGES: usize = 32;
+
 /// Pruned variance, relative to the dense one, below which a channel counts as constant (only
 /// its mean moves).
 const CONSTANT: f64 = 1e-6;
@@ -61,14 +66,14 @@ pub fn correct_statistics(
 ) -> Result<String> {
     let normalised = normalised_convs(model, names)?;
     let sites = conv_sites(model, &normalised)?;
-    let target = calib.output_stats(dense, None, &sites)?;
+    let target = calib.output_stats(dense, None, &sites, IMAGES)?;
     let levels = conv_levels(model)?;
     let mut order: Vec<usize> = (0..sites.len()).collect();
     order.sort_by_key(|&i| (levels[&sites[i].name], i));
     let mut channels = 0;
     for stage in order.chunk_by(|&a, &b| levels[&sites[a].name] == levels[&sites[b].name]) {
         let stage_sites: Vec<ConvSite> = stage.iter().map(|&i| sites[i].clone()).collect();
-        let current = calib.output_stats(model, Some(dense), &stage_sites)?;
+        let current = calib.output_stats(model, Some(dense), &stage_sites, IMAGES)?;
         let graph = model.graph.as_mut().context("the model has no graph")?;
         for (&i, have) in stage.iter().zip(&current) {
             channels += correct_layer(graph, &sites[i], &target[i], have)?;
