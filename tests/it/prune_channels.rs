@@ -734,6 +734,7 @@ fn a_failed_check_writes_nothing() {
         exclude: vec![],
         recover: Default::default(),
         target_macs: None,
+        max_map_drop: None,
     });
     let model = onnx::load(&path).unwrap();
     let mut plan = OutputPlan::new();
