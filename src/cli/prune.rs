@@ -8,20 +8,20 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
 use super::common::{BackendArgs, grouped, load_model};
-use crate::analysis::model_stats;
-use crate::eval::nms::NmsConfig;
-use crate::job;
-use crate::onnx::Model;
-use crate::pipeline::{Budget, Found, GateMetric, SearchRecord, Validator, recipe, search};
 use super::ui::Ui;
+use crate::analysis::model_stats;
 use crate::calib::{CalibrationSet, CalibrationSpec};
+use crate::eval::nms::NmsConfig;
 use crate::eval::validate::{DataSource, load_dataset};
+use crate::job;
 use crate::job::{Footprint, JobOptions, JobReport, prune_to_file};
+use crate::onnx::Model;
 use crate::onnx::{OutputPlan, SaveOptions};
 use crate::passes::{
     CalibOrder, Importance, PassConfig, PruneChannels, PruneMagnitude, PruneNM, Recover, Scope,
     StoreSparse,
 };
+use crate::pipeline::{Budget, Found, GateMetric, SearchRecord, Validator, recipe, search};
 use crate::progress::Silent;
 use crate::verify::Probe;
 
@@ -47,7 +47,12 @@ pub struct Args {
     pub amount: Option<f64>,
     /// Instead of an amount: search the largest amount (a multiple of --resolution) whose
     /// validated drop of --metric on --data stays within this budget.
-    #[arg(long, value_name = "DROP", requires = "data", conflicts_with = "pattern")]
+    #[arg(
+        long,
+        value_name = "DROP",
+        requires = "data",
+        conflicts_with = "pattern"
+    )]
     pub max_map_drop: Option<f64>,
     /// With --max-map-drop and --method channel --recover obs: search the MAC target
     /// (--target-macs) instead of the amount.
@@ -314,16 +319,16 @@ impl Args {
             }
             (None, amount) if amount.is_some() || self.max_map_drop.is_some() => {
                 PassConfig::PruneMagnitude(PruneMagnitude {
-                amount: amount.unwrap_or(self.search_limit()),
-                scope: self.scope.into(),
-                include: include.clone(),
-                exclude: exclude.clone(),
-                recover: self.recover.into(),
-                order: self.calib_order.map(Into::into),
-                max_map_drop: None,
-            })
+                    amount: amount.unwrap_or(self.search_limit()),
+                    scope: self.scope.into(),
+                    include: include.clone(),
+                    exclude: exclude.clone(),
+                    recover: self.recover.into(),
+                    order: self.calib_order.map(Into::into),
+                    max_map_drop: None,
+                })
             }
-            (None, None) => bail!("give --amount, --max-map-drop or --pattern"),
+            (None, _) => bail!("give --amount, --max-map-drop or --pattern"),
         }];
         if self.storage == Storage::Sparse {
             passes.push(PassConfig::StoreSparse(StoreSparse { include, exclude }));
@@ -451,7 +456,14 @@ pub fn run(args: &Args, ui: &Ui) -> Result<ExitCode> {
                 ..
             } = search_budget(args, max_drop, &model, &passes, &options, ui)?;
             if let Some(path) = &args.recipe {
-                let layers = model_stats(pruned.proto.graph.as_ref().context("the model has no graph")?)?.layers;
+                let layers = model_stats(
+                    pruned
+                        .proto
+                        .graph
+                        .as_ref()
+                        .context("the model has no graph")?,
+                )?
+                .layers;
                 let text = recipe(
                     &std::path::absolute(&args.model)?,
                     &std::path::absolute(&args.output)?,
@@ -462,7 +474,10 @@ pub fn run(args: &Args, ui: &Ui) -> Result<ExitCode> {
                 )?;
                 plan.stage_bytes(path, text.as_bytes())?;
             }
-            (job::stage(pruned, &args.output, &options, &mut plan)?, Some(record))
+            (
+                job::stage(pruned, &args.output, &options, &mut plan)?,
+                Some(record),
+            )
         }
     };
     for warning in &report.warnings {

@@ -22,9 +22,9 @@ use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 
 use super::spec::GateMetric;
+use super::validator::Validator;
 use crate::analysis::LayerStats;
 use crate::calib::CalibrationSpec;
-use super::validator::Validator;
 use crate::eval::validate::ValReport;
 use crate::job::{self, JobOptions, Pruned};
 use crate::onnx::Model;
@@ -113,7 +113,9 @@ fn largest_step(pass: &PassConfig, steps: u32) -> Result<u32> {
         },
         other => return at_step(other, 0, steps).map(|_| 0),
     };
-    let k = (limit * f64::from(steps) + 1e-9).floor().clamp(0.0, f64::from(steps)) as u32;
+    let k = (limit * f64::from(steps) + 1e-9)
+        .floor()
+        .clamp(0.0, f64::from(steps)) as u32;
     let k = if below_one { k.min(steps - 1) } else { k };
     if k == 0 {
         bail!(

@@ -469,7 +469,12 @@ fn up_to_date(
     };
     std::fs::File::open(output)
         .and_then(|f| f.set_modified(std::time::SystemTime::now()))
-        .with_context(|| format!("cannot update the modification time of {}", output.display()))?;
+        .with_context(|| {
+            format!(
+                "cannot update the modification time of {}",
+                output.display()
+            )
+        })?;
     let report = JobReport {
         input: model.path.clone(),
         output: output.to_path_buf(),
@@ -510,7 +515,12 @@ fn judge(report: JobReport, validation: Option<Validation>) -> Outcome {
 
 impl Validation {
     /// The validation of a dense and a pruned model on the same images.
-    pub fn new(metric: GateMetric, dense: ValReport, pruned: ValReport, max_drop: Option<f64>) -> Self {
+    pub fn new(
+        metric: GateMetric,
+        dense: ValReport,
+        pruned: ValReport,
+        max_drop: Option<f64>,
+    ) -> Self {
         let (d, p) = (metric.value(&dense), metric.value(&pruned));
         Validation {
             metric,

@@ -24,7 +24,14 @@ fn the_budget_search_keeps_the_drop_within_it_and_its_recipe_reproduces_the_mode
             .arg(&model)
             .arg("-o")
             .arg(&out)
-            .args(["--scope", "global", "--max-map-drop", "0.05", "--resolution", "0.05"])
+            .args([
+                "--scope",
+                "global",
+                "--max-map-drop",
+                "0.05",
+                "--resolution",
+                "0.05",
+            ])
             .arg("--data")
             .arg(&data)
             .arg("--data-root")
@@ -59,8 +66,13 @@ fn the_budget_search_keeps_the_drop_within_it_and_its_recipe_reproduces_the_mode
     assert_eq!(next["within_budget"], false, "{search}");
     assert!(next["drop"].as_f64().unwrap() > budget, "{search}");
     // The written model has the amount found: its global sparsity is that of the Conv weights.
-    let sparsity = report["after"]["sparsity"]["conv_weights"].as_f64().unwrap();
-    assert!((sparsity - amount).abs() < 0.005, "{sparsity} against {amount}");
+    let sparsity = report["after"]["sparsity"]["conv_weights"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        (sparsity - amount).abs() < 0.005,
+        "{sparsity} against {amount}"
+    );
 
     // An independent `val` of the written model and the dense one gives the recorded drop.
     succeed(
@@ -79,7 +91,10 @@ fn the_budget_search_keeps_the_drop_within_it_and_its_recipe_reproduces_the_mode
         serde_json::from_str(&std::fs::read_to_string(d.join("val.json")).unwrap()).unwrap();
     let dense = val["models"][0]["map50_95"].as_f64().unwrap();
     let pruned = val["models"][1]["map50_95"].as_f64().unwrap();
-    assert!((dense - search["dense"].as_f64().unwrap()).abs() < 1e-9, "{val}");
+    assert!(
+        (dense - search["dense"].as_f64().unwrap()).abs() < 1e-9,
+        "{val}"
+    );
     assert!(
         (dense - pruned - found["drop"].as_f64().unwrap()).abs() < 1e-9,
         "val: {dense} -> {pruned}; search: {found}"
@@ -119,7 +134,14 @@ fn a_budget_the_smallest_amount_exceeds_writes_nothing() {
         .arg(&model)
         .arg("-o")
         .arg(&out)
-        .args(["--scope", "global", "--max-map-drop", "0", "--resolution", "0.5"])
+        .args([
+            "--scope",
+            "global",
+            "--max-map-drop",
+            "0",
+            "--resolution",
+            "0.5",
+        ])
         .arg("--data")
         .arg(&data)
         .arg("--data-root")
@@ -170,11 +192,13 @@ fn a_pipeline_pass_searches_its_amount_within_max_map_drop() {
     )
     .unwrap();
     let stdout = succeed(shears().arg("run").arg(&pipeline));
-    assert!(stdout.contains("found within the map50_95 budget of 0.05"), "{stdout}");
-    let summary: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(d.join("out/summary.json")).unwrap(),
-    )
-    .unwrap();
+    assert!(
+        stdout.contains("found within the map50_95 budget of 0.05"),
+        "{stdout}"
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("out/summary.json")).unwrap())
+            .unwrap();
     let validation = &summary["models"][0]["validation"];
     let search = &validation["search"];
     let amount = search["amount"].as_f64().unwrap();
@@ -187,8 +211,15 @@ fn a_pipeline_pass_searches_its_amount_within_max_map_drop() {
         shears::job::metadata(&written.proto, shears::passes::PROVENANCE_KEY).unwrap(),
     )
     .unwrap();
-    assert_eq!(passes[0]["options"]["amount"].as_f64(), Some(amount), "{passes}");
-    assert!(passes[0]["options"].get("max_map_drop").is_none(), "{passes}");
+    assert_eq!(
+        passes[0]["options"]["amount"].as_f64(),
+        Some(amount),
+        "{passes}"
+    );
+    assert!(
+        passes[0]["options"].get("max_map_drop").is_none(),
+        "{passes}"
+    );
     // Run again: up to date, with the search's record reported again.
     let stdout = succeed(shears().arg("run").arg(&pipeline));
     assert!(

@@ -22,7 +22,13 @@ fn make() -> Option<Command> {
 
 /// Writes a generated YOLOv5n (64x64 input) with `seed` to `path`.
 fn synth(path: &Path, seed: u64) {
-    succeed(shears().args(["synth", "yolov5n", "--imgsz", "64", "--seed"]).arg(seed.to_string()).arg("-o").arg(path));
+    succeed(
+        shears()
+            .args(["synth", "yolov5n", "--imgsz", "64", "--seed"])
+            .arg(seed.to_string())
+            .arg("-o")
+            .arg(path),
+    );
 }
 
 /// (inode, bytes) of a file: a rewrite through a temporary file changes the inode.
@@ -50,7 +56,9 @@ fn the_makefile_redoes_exactly_what_changed() {
     }
     let dir = scratch();
     let d = dir.path();
-    let Some(data) = small_dataset(d, 3) else { return };
+    let Some(data) = small_dataset(d, 3) else {
+        return;
+    };
     let model = d.join("model.onnx");
     synth(&model, 0);
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
@@ -162,7 +170,11 @@ fn the_makefile_redoes_exactly_what_changed() {
     let label = d.join("ds/labels/000000000025.txt");
     touch(&label);
     let text_label = std::fs::read_to_string(&label).unwrap();
-    std::fs::write(&label, text_label.lines().next().unwrap().to_string() + "\n").unwrap();
+    std::fs::write(
+        &label,
+        text_label.lines().next().unwrap().to_string() + "\n",
+    )
+    .unwrap();
     let (code, text) = make_run(&[]);
     assert_eq!(code, Some(0), "{text}");
     assert!(!text.contains("up to date"), "{text}");
@@ -176,7 +188,9 @@ fn force_redoes_an_up_to_date_model_and_a_recorded_gate_still_fails() {
     let Some(yolov5n) = fixture("models/yolov5n_op12.onnx") else {
         return;
     };
-    let Some(data) = small_dataset(d, 3) else { return };
+    let Some(data) = small_dataset(d, 3) else {
+        return;
+    };
     std::fs::copy(yolov5n, d.join("m.onnx")).unwrap();
     let pipeline = d.join("p.yaml");
     let write_pipeline = |budget: &str| {
@@ -215,6 +229,9 @@ fn force_redoes_an_up_to_date_model_and_a_recorded_gate_still_fails() {
     let out = run(&[]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
-    assert!(stdout.contains("up to date") && stdout.contains("GATE FAILED"), "{stdout}");
+    assert!(
+        stdout.contains("up to date") && stdout.contains("GATE FAILED"),
+        "{stdout}"
+    );
     assert_eq!(identity(&output).0, forced.0);
 }
