@@ -61,22 +61,23 @@ fn the_makefile_redoes_exactly_what_changed() {
     };
     let model = d.join("model.onnx");
     synth(&model, 0);
+    // The example as shipped, copied so that the test can edit its pipeline.
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
-    let pipeline = d.join("deploy.yaml");
+    std::fs::create_dir(d.join("examples")).unwrap();
+    std::fs::copy(examples.join("Makefile"), d.join("examples/Makefile")).unwrap();
+    let pipeline = d.join("examples/deploy.yaml");
     let original = std::fs::read_to_string(examples.join("deploy.yaml")).unwrap();
     std::fs::write(&pipeline, &original).unwrap();
     let make_run = |extra: &[&str]| -> (Option<i32>, String) {
         let out = make()
             .unwrap()
             .current_dir(d)
-            .arg("-f")
-            .arg(examples.join("Makefile"))
+            .args(["-f", "examples/Makefile"])
             .arg(format!("SHEARS={}", env!("CARGO_BIN_EXE_shears")))
             .arg("MODEL=model.onnx")
             .arg(format!("DATA={}", data.display()))
             .arg(format!("DATA_ROOT={}", d.join("ds").display()))
             .arg("OUT=build")
-            .arg("PIPELINE=deploy.yaml")
             .args(extra)
             .output()
             .unwrap();
@@ -102,7 +103,7 @@ fn the_makefile_redoes_exactly_what_changed() {
     assert!(validation["drop"].as_f64().is_some(), "{validation}");
     let depfile = std::fs::read_to_string(d.join("build/deploy.d")).unwrap();
     for needed in [
-        "deploy.yaml",
+        "examples/deploy.yaml",
         "model.onnx",
         "ds.yaml",
         "000000000025.jpg",
