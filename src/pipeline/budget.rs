@@ -257,10 +257,10 @@ pub fn recipe(
 ) -> Result<String> {
     let quoted = |path: &Path| serde_json::to_string(&path.to_string_lossy());
     let mut text = format!(
-        "# Written by `shears prune --max-map-drop {}`: the largest amount of {} (resolution {})\n\
-         # whose {} dropped within the budget, found in {} validations. `shears run` of this\n\
-         # file writes the same model byte for byte (`--force` to redo an up-to-date output).\n\
-         # dense {:.4}\n",
+        "# Written by `shears prune --max-map-drop {}`: the largest amount of {}\n\
+         # (resolution {}) whose {} dropped within the budget, found in {} validations.\n\
+         # `shears run` of this file writes the same model byte for byte (`--force` to redo an\n\
+         # up-to-date output). dense {:.4}\n",
         record.max_drop,
         record.pass,
         record.resolution,
