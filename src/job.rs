@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 
 use crate::analysis::{Sparsity, model_stats};
 use crate::backend::{self, BackendSpec, bench::random_input};
@@ -69,6 +70,8 @@ pub struct JobOptions {
     pub check: Option<Check>,
     /// The images passes that recover accuracy calibrate on.
     pub calibration: Option<CalibrationSet>,
+    /// The build key to record (default: [`BuildInputs::new`]'s).
+    pub build_key: Option<String>,
 }
 
 impl Default for JobOptions {
@@ -82,6 +85,7 @@ impl Default for JobOptions {
             emit_masked: None,
             check: None,
             calibration: None,
+            build_key: None,
         }
     }
 }
@@ -108,7 +112,8 @@ impl fmt::Debug for Check {
     }
 }
 
-fn footprint(
+/// The counts of `model`, whose file (with external data) is `file_bytes` long.
+pub fn footprint(
     model: &onnx::proto::ModelProto,
     file_bytes: u64,
     zstd_bytes: Option<u64>,
@@ -149,18 +154,118 @@ pub fn ensure_lossless_rewrite(model: &Model, force: bool) -> Result<Option<Stri
     )))
 }
 
+/// The metadata key under which outputs record what they were made from (a JSON object whose
+/// `key` is [`BuildInputs::key`]); `shears run` skips a model whose output records its key.
+pub const BUILD_KEY: &str = "shears.build";
+
+/// What an output is derived from. Its [`BuildInputs::key`] changes exactly when one of these
+/// does: the input's bytes, the passes and their options, the calibration images' bytes, the
+/// storage options, the shears version, and (for pipelines that record a validation) what the
+/// validation depends on.
+#[derive(Debug, Clone, Serialize)]
+pub struct BuildInputs<'a> {
+    pub shears: &'static str,
+    /// SHA-256 of the input's `.onnx` bytes and then its external data files', in order.
+    pub input_sha256: String,
+    pub passes: &'a [PassConfig],
+    /// [`CalibrationSet::set_sha256`], when a pass calibrates.
+    pub calibration_sha256: Option<String>,
+    pub external_data: Option<&'a str>,
+    /// The settings and data a recorded validation depends on.
+    pub validation: Option<serde_json::Value>,
+}
+
+impl<'a> BuildInputs<'a> {
+    /// The inputs of running `passes` on `model` with `options` (no validation recorded).
+    pub fn new(model: &Model, passes: &'a [PassConfig], options: &'a JobOptions) -> Self {
+        BuildInputs {
+            shears: env!("CARGO_PKG_VERSION"),
+            input_sha256: model_sha256(model),
+            passes,
+            calibration_sha256: options
+                .calibration
+                .as_ref()
+                .filter(|_| passes.iter().any(PassConfig::needs_calibration))
+                .map(CalibrationSet::set_sha256),
+            external_data: options.save.external_data.as_deref(),
+            validation: None,
+        }
+    }
+
+    /// SHA-256 (hex) of these inputs as JSON.
+    pub fn key(&self) -> String {
+        let json = serde_json::to_vec(self).expect("build inputs serialize");
+        hex(&Sha256::digest(json))
+    }
+}
+
+/// SHA-256 (hex) of a model's file bytes followed by its external data files' bytes.
+pub fn model_sha256(model: &Model) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(&model.bytes[..]);
+    for data in &model.external_data {
+        hasher.update(&data[..]);
+    }
+    hex(&hasher.finalize())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The build key an output records under [`BUILD_KEY`], if any.
+pub fn recorded_build_key(model: &ModelProto) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(metadata(model, BUILD_KEY)?).ok()?;
+    value.get("key")?.as_str().map(String::from)
+}
+
+/// The value of metadata entry `key`.
+pub fn metadata<'m>(model: &'m ModelProto, key: &str) -> Option<&'m str> {
+    model
+        .metadata_props
+        .iter()
+        .find(|p| p.key() == key)
+        .map(|p| p.value())
+}
+
 /// Runs `passes` on `model`, each proving its result when `options.verify` is set, and stages
 /// the result for `output` in `plan` (which has declared it), with the masked model when asked,
 /// recording the passes (and the calibration set, when one was used) in the output's metadata.
 /// Nothing is in place until the caller commits the plan. Calibration reports to `progress`.
 pub fn prune_to_file(
-    mut model: Model,
+    model: Model,
     passes: &[PassConfig],
     output: &Path,
     options: &JobOptions,
     progress: &dyn Progress,
     plan: &mut OutputPlan,
 ) -> Result<JobReport> {
+    let pruned = prune(model, passes, output, options, progress)?;
+    stage(pruned, output, options, plan)
+}
+
+/// A model after its passes, with its metadata recorded, not yet written.
+pub struct Pruned {
+    /// The result; callers may add metadata before [`stage`] writes it.
+    pub proto: ModelProto,
+    input: PathBuf,
+    reports: Vec<PassReport>,
+    masked: Option<ModelProto>,
+    before: Footprint,
+    warnings: Vec<String>,
+    check: Option<String>,
+}
+
+/// Runs `passes` on `model` (see [`prune_to_file`]) and records in the result's metadata the
+/// passes, the calibration set when one was used, and the build key (`options.build_key`, or
+/// [`BuildInputs::new`]'s). `output` only names the file in messages.
+pub fn prune(
+    mut model: Model,
+    passes: &[PassConfig],
+    output: &Path,
+    options: &JobOptions,
+    progress: &dyn Progress,
+) -> Result<Pruned> {
     for pass in passes {
         pass.validate()
             .with_context(|| format!("invalid options for pass {}", pass.name()))?;
@@ -187,6 +292,10 @@ pub fn prune_to_file(
         })
         .transpose()?;
     let before = footprint(&model.proto, model.total_size(), input_zstd)?;
+    let build_key = match &options.build_key {
+        Some(key) => key.clone(),
+        None => BuildInputs::new(&model, passes, options).key(),
+    };
     let input = options.check.as_ref().map(|_| model.proto.clone());
     let calibrated = passes.iter().any(PassConfig::needs_calibration);
     let mut calibrator = match (&options.calibration, calibrated) {
@@ -244,11 +353,35 @@ pub fn prune_to_file(
             &calibrator.set().record().to_string(),
         );
     }
-    if let (Some(path), Some(masked)) = (&options.emit_masked, &masked) {
+    set_metadata(
+        &mut model.proto,
+        BUILD_KEY,
+        &serde_json::json!({ "key": build_key }).to_string(),
+    );
+    Ok(Pruned {
+        proto: model.proto,
+        input: model.path,
+        reports,
+        masked,
+        before,
+        warnings,
+        check,
+    })
+}
+
+/// Stages `pruned` for `output` in `plan` (which has declared it), with the masked model when
+/// asked, and reports what the job did.
+pub fn stage(
+    pruned: Pruned,
+    output: &Path,
+    options: &JobOptions,
+    plan: &mut OutputPlan,
+) -> Result<JobReport> {
+    if let (Some(path), Some(masked)) = (&options.emit_masked, &pruned.masked) {
         plan.stage_model(masked, path, &SaveOptions::default())
             .with_context(|| format!("writing the masked model {}", path.display()))?;
     }
-    let saved = plan.stage_model(&model.proto, output, &options.save)?;
+    let saved = plan.stage_model(&pruned.proto, output, &options.save)?;
     let mut file_bytes = saved.bytes;
     let mut zstd_bytes = None;
     if options.measure_zstd {
@@ -259,15 +392,15 @@ pub fn prune_to_file(
         }
         zstd_bytes = Some(total);
     }
-    let after = footprint(&model.proto, file_bytes, zstd_bytes)?;
+    let after = footprint(&pruned.proto, file_bytes, zstd_bytes)?;
     Ok(JobReport {
-        input: model.path,
+        input: pruned.input,
         output: output.to_path_buf(),
-        passes: reports,
-        before,
+        passes: pruned.reports,
+        before: pruned.before,
         after,
-        warnings,
-        check,
+        warnings: pruned.warnings,
+        check: pruned.check,
     })
 }
 
@@ -377,7 +510,7 @@ pub fn compare_outputs(
 }
 
 /// Sets metadata entry `key` to `value`, replacing an earlier one.
-fn set_metadata(model: &mut ModelProto, key: &str, value: &str) {
+pub fn set_metadata(model: &mut ModelProto, key: &str, value: &str) {
     match model.metadata_props.iter_mut().find(|p| p.key() == key) {
         Some(p) => p.value = Some(value.to_string()),
         None => model.metadata_props.push(StringStringEntryProto {

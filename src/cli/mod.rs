@@ -36,7 +36,7 @@ pub enum Command {
     /// Summarise a model: conv layers, parameters, MACs, size, sparsity, per-layer table.
     Inspect(inspect::Args),
     /// Prune convolution weights (magnitude, global, N:M) and write a new model.
-    Prune(prune::Args),
+    Prune(Box<prune::Args>),
     /// Run a YAML pipeline file over its models (a model zoo) and print a summary.
     Run(run::Args),
     /// Time inference of one or more models on one backend, side by side.

@@ -4,19 +4,25 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
 
-use super::common::load_model;
+use super::common::{BackendArgs, load_model};
 use super::ui::Ui;
 use shears::analysis::grouped;
+use shears::analysis::model_stats;
 use shears::calib::{CalibrationSet, CalibrationSpec};
+use shears::eval::nms::NmsConfig;
 use shears::eval::validate::{DataSource, load_dataset};
+use shears::job;
 use shears::job::{Footprint, JobOptions, JobReport, prune_to_file};
+use shears::onnx::Model;
 use shears::onnx::{OutputPlan, SaveOptions};
 use shears::passes::{
     CalibOrder, Importance, PassConfig, PruneChannels, PruneMagnitude, PruneNM, Recover, Scope,
     StoreSparse,
 };
+use shears::pipeline::{Budget, Found, GateMetric, SearchRecord, Validator, recipe, search};
 use shears::progress::Silent;
 use shears::verify::Probe;
 
@@ -32,14 +38,52 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = Method::Magnitude)]
     pub method: Method,
     /// Fraction of weights (channels, with `--method channel`) to remove, in [0, 1] (not with
-    /// --pattern).
+    /// --pattern); with --max-map-drop, the largest the search tries [default: 1 - resolution].
     #[arg(
         long,
-        required_unless_present_any = ["pattern", "target_macs"],
+        required_unless_present_any = ["pattern", "target_macs", "max_map_drop"],
         conflicts_with_all = ["pattern", "target_macs"],
         allow_negative_numbers = true
     )]
     pub amount: Option<f64>,
+    /// Instead of an amount: search the largest amount (a multiple of --resolution) whose
+    /// validated drop of --metric on --data stays within this budget.
+    #[arg(
+        long,
+        value_name = "DROP",
+        requires = "data",
+        conflicts_with = "pattern"
+    )]
+    pub max_map_drop: Option<f64>,
+    /// With --max-map-drop and --method channel --recover obs: search the MAC target
+    /// (--target-macs) instead of the amount.
+    #[arg(long, requires = "max_map_drop", conflicts_with = "target_macs")]
+    pub search_macs: bool,
+    /// Step between the amounts the budget search may try.
+    #[arg(long, default_value_t = 0.01, requires = "max_map_drop")]
+    pub resolution: f64,
+    /// With --max-map-drop: also write a pipeline file that reproduces the model found, byte
+    /// for byte (`shears run FILE --force`).
+    #[arg(long, value_name = "FILE", requires = "max_map_drop")]
+    pub recipe: Option<PathBuf>,
+    /// Validation data of the budget search: a YOLOv5 data YAML (its `val` split).
+    #[arg(long, value_name = "DATA.yaml", requires = "max_map_drop")]
+    pub data: Option<PathBuf>,
+    /// COCO annotations for --metric coco_ap [default: the dataset's own, if any].
+    #[arg(long, requires = "max_map_drop")]
+    pub gt: Option<PathBuf>,
+    /// The figure the budget applies to (the pipeline gates' default).
+    #[arg(long, value_enum, default_value_t = MetricArg::Map50_95, requires = "max_map_drop")]
+    pub metric: MetricArg,
+    /// NMS IoU threshold of the budget search's validation (val's default).
+    #[arg(long, default_value_t = 0.6, requires = "max_map_drop")]
+    pub iou: f64,
+    /// Confidence threshold of the budget search's validation.
+    #[arg(long, default_value_t = 0.001, requires = "max_map_drop")]
+    pub conf: f32,
+    /// Backend of the budget search's validation.
+    #[command(flatten)]
+    pub backend: BackendArgs,
     /// With `--method channel --recover obs`: prune until the model has at most this fraction of
     /// its dense MACs, spending channels where they cost least.
     #[arg(long, value_name = "F")]
@@ -68,8 +112,8 @@ pub struct Args {
     /// Verify on the first images of this dataset (a YOLOv5 data YAML) instead of random inputs.
     #[arg(long, value_name = "DATA.yaml")]
     pub verify_data: Option<PathBuf>,
-    /// Dataset root replacing the `--verify-data` YAML's `path:`.
-    #[arg(long, requires = "verify_data")]
+    /// Dataset root replacing the `path:` of the `--verify-data` and `--data` YAMLs.
+    #[arg(long)]
     pub data_root: Option<PathBuf>,
     /// N:M semi-structured sparsity instead of a fraction, e.g. 2:4.
     #[arg(long)]
@@ -120,6 +164,28 @@ pub enum Method {
     Magnitude,
     /// Remove whole Conv output channels (structured, with graph surgery).
     Channel,
+}
+
+/// `--metric`: the CLI's spelling of [`GateMetric`].
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum MetricArg {
+    /// COCOeval AP@[.5:.95] (needs COCO annotations).
+    CocoAp,
+    /// val.py's mAP@.5:.95.
+    #[value(name = "map50_95")]
+    Map50_95,
+    /// val.py's mAP@.5.
+    Map50,
+}
+
+impl From<MetricArg> for GateMetric {
+    fn from(metric: MetricArg) -> Self {
+        match metric {
+            MetricArg::CocoAp => GateMetric::CocoAp,
+            MetricArg::Map50_95 => GateMetric::Map50_95,
+            MetricArg::Map50 => GateMetric::Map50,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -223,6 +289,12 @@ impl Args {
         if self.verify_data.is_some() && !matches!(self.method, Method::Channel) {
             bail!("--verify-data applies to --method channel only");
         }
+        if self.data_root.is_some() && self.verify_data.is_none() && self.data.is_none() {
+            bail!("--data-root replaces the path of --verify-data or --data: give one");
+        }
+        if self.search_macs && !matches!(self.method, Method::Channel) {
+            bail!("--search-macs applies to --method channel only");
+        }
         let (include, exclude) = (self.include.clone(), self.exclude.clone());
         let mut passes = vec![match (&self.pattern, self.amount) {
             (Some(_), _) if matches!(self.method, Method::Channel) => {
@@ -232,7 +304,11 @@ impl Args {
                 bail!("--calib-order does not apply to --method channel (it has one order)")
             }
             (None, amount) if matches!(self.method, Method::Channel) => {
-                PassConfig::PruneChannels(self.channel_pass(amount.unwrap_or(0.0)))
+                let mut pass = self.channel_pass(amount.unwrap_or(self.search_limit()));
+                if self.search_macs {
+                    pass.target_macs = Some(self.resolution);
+                }
+                PassConfig::PruneChannels(pass)
             }
             (Some(pattern), _) => {
                 let (n, m) = PruneNM::parse_pattern(pattern)?;
@@ -245,15 +321,18 @@ impl Args {
                     order: self.calib_order.map(Into::into),
                 })
             }
-            (None, Some(amount)) => PassConfig::PruneMagnitude(PruneMagnitude {
-                amount,
-                scope: self.scope.into(),
-                include: include.clone(),
-                exclude: exclude.clone(),
-                recover: self.recover.into(),
-                order: self.calib_order.map(Into::into),
-            }),
-            (None, None) => bail!("give --amount or --pattern"),
+            (None, amount) if amount.is_some() || self.max_map_drop.is_some() => {
+                PassConfig::PruneMagnitude(PruneMagnitude {
+                    amount: amount.unwrap_or(self.search_limit()),
+                    scope: self.scope.into(),
+                    include: include.clone(),
+                    exclude: exclude.clone(),
+                    recover: self.recover.into(),
+                    order: self.calib_order.map(Into::into),
+                    max_map_drop: None,
+                })
+            }
+            (None, _) => bail!("give --amount, --max-map-drop or --pattern"),
         }];
         if self.storage == Storage::Sparse {
             passes.push(PassConfig::StoreSparse(StoreSparse { include, exclude }));
@@ -271,6 +350,16 @@ impl Args {
         Ok(passes)
     }
 
+    /// The amount a budget search may go up to when `--amount` does not say: one step below 1
+    /// (0 without a search).
+    fn search_limit(&self) -> f64 {
+        if self.max_map_drop.is_some() {
+            1.0 - self.resolution
+        } else {
+            0.0
+        }
+    }
+
     fn channel_pass(&self, amount: f64) -> PruneChannels {
         PruneChannels {
             amount,
@@ -283,6 +372,7 @@ impl Args {
             exclude: self.exclude.clone(),
             recover: self.recover.into(),
             target_macs: self.target_macs,
+            max_map_drop: None,
         }
     }
 }
@@ -307,16 +397,14 @@ pub fn run(args: &Args, ui: &Ui) -> Result<ExitCode> {
         }
         None => Probe::default(),
     };
-    let calibration = args
-        .calib
+    let calibration_spec = args.calib.as_ref().map(|data| CalibrationSpec {
+        data: data.clone(),
+        data_root: args.calib_root.clone(),
+        images: args.calib_images,
+    });
+    let calibration = calibration_spec
         .as_ref()
-        .map(|data| {
-            CalibrationSet::resolve(&CalibrationSpec {
-                data: data.clone(),
-                data_root: args.calib_root.clone(),
-                images: args.calib_images,
-            })
-        })
+        .map(CalibrationSet::resolve)
         .transpose()?;
     let save = SaveOptions {
         external_data: args.external_data.clone(),
@@ -330,6 +418,15 @@ pub fn run(args: &Args, ui: &Ui) -> Result<ExitCode> {
     if let Some(path) = &args.json {
         plan.output("--json", path)?;
     }
+    if let Some(path) = &args.recipe {
+        if args.external_data.is_some() {
+            bail!("--recipe cannot reproduce --external-data (pipelines keep tensors inline)");
+        }
+        plan.output("--recipe", path)?;
+    }
+    if let Some(path) = &args.data {
+        plan.input("--data", path);
+    }
     let options = JobOptions {
         calibration,
         save,
@@ -339,30 +436,73 @@ pub fn run(args: &Args, ui: &Ui) -> Result<ExitCode> {
         probe,
         emit_masked: args.emit_masked.clone(),
         check: None,
+        build_key: None,
     };
-    ui.progress().start("pruning", None);
-    let report = prune_to_file(
-        model,
-        &passes,
-        &args.output,
-        &options,
-        ui.progress(),
-        &mut plan,
-    );
-    ui.progress().finish();
-    let report = report?;
+    let (report, search) = match args.max_map_drop {
+        None => {
+            ui.progress().start("pruning", None);
+            let report = prune_to_file(
+                model,
+                &passes,
+                &args.output,
+                &options,
+                ui.progress(),
+                &mut plan,
+            );
+            ui.progress().finish();
+            (report?, None)
+        }
+        Some(max_drop) => {
+            let Found {
+                pruned,
+                passes: resolved,
+                record,
+                ..
+            } = search_budget(args, max_drop, &model, &passes, &options, ui)?;
+            if let Some(path) = &args.recipe {
+                let layers = model_stats(
+                    pruned
+                        .proto
+                        .graph
+                        .as_ref()
+                        .context("the model has no graph")?,
+                )?
+                .layers;
+                let text = recipe(
+                    &std::path::absolute(&args.model)?,
+                    &std::path::absolute(&args.output)?,
+                    &resolved,
+                    calibration_spec.as_ref(),
+                    &record,
+                    &layers,
+                )?;
+                plan.stage_bytes(path, text.as_bytes())?;
+            }
+            (
+                job::stage(pruned, &args.output, &options, &mut plan)?,
+                Some(record),
+            )
+        }
+    };
     for warning in &report.warnings {
         ui.warn(format_args!("{warning}"));
     }
     if let Some(path) = &args.json {
-        plan.stage_bytes(path, &super::common::json_bytes(&report)?)?;
+        let json = JsonReport {
+            report: &report,
+            search: search.as_ref(),
+        };
+        plan.stage_bytes(path, &super::common::json_bytes(&json)?)?;
     }
     plan.commit()?;
-    print_report(
-        &mut std::io::stdout().lock(),
-        &report,
-        args.emit_masked.as_deref(),
-    )?;
+    let mut out = std::io::stdout().lock();
+    if let Some(record) = &search {
+        print_search(&mut out, record)?;
+    }
+    print_report(&mut out, &report, args.emit_masked.as_deref())?;
+    if let Some(path) = &args.recipe {
+        writeln!(out, "wrote the recipe {}", path.display())?;
+    }
     if let Some(PassConfig::PruneChannels(p)) = passes.first() {
         ui.warn(if p.recover.is_none() {
             "channel pruning changes what the model detects, and without `--recover obs` nothing \
@@ -373,6 +513,109 @@ pub fn run(args: &Args, ui: &Ui) -> Result<ExitCode> {
         });
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The document of `prune --json`: the job's report, and the budget search when there was one.
+#[derive(Serialize)]
+struct JsonReport<'a> {
+    #[serde(flatten)]
+    report: &'a JobReport,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    search: Option<&'a SearchRecord>,
+}
+
+/// Searches the amount of the first pass within `max_drop`, validating on `--data` as `val`
+/// does.
+fn search_budget(
+    args: &Args,
+    max_drop: f64,
+    model: &Model,
+    passes: &[PassConfig],
+    options: &JobOptions,
+    ui: &Ui,
+) -> Result<Found> {
+    let steps = (1.0 / args.resolution).round();
+    let divides = (2.0..=1e6).contains(&steps) && (steps * args.resolution - 1.0).abs() < 1e-9;
+    if !divides {
+        bail!(
+            "--resolution {} must divide 1 into at least two steps (0.01, 0.05, 0.015625 ...)",
+            args.resolution
+        );
+    }
+    let data = args.data.clone().context("--max-map-drop needs --data")?;
+    let nms = NmsConfig {
+        conf_thres: args.conf,
+        iou_thres: args.iou,
+        ..NmsConfig::default()
+    };
+    let validator = Validator::new(
+        DataSource::Yaml {
+            data,
+            root: args.data_root.clone(),
+        },
+        args.gt.clone(),
+        args.backend.spec()?,
+        nms,
+        args.metric.into(),
+        shears::eval::preprocess::DEFAULT_MAX_PIXELS,
+        &Silent,
+    )?;
+    ui.progress().start("budget search: validations", None);
+    let name = args
+        .model
+        .file_stem()
+        .map_or_else(|| "dense".into(), |s| s.to_string_lossy().into_owned());
+    let found = validator.run(&name, model, &Silent).and_then(|dense| {
+        ui.progress().advance(1);
+        search(
+            model,
+            passes,
+            0,
+            Budget {
+                max_drop,
+                steps: steps as u32,
+            },
+            &validator,
+            &dense,
+            options,
+            &args.output,
+            ui.progress(),
+        )
+    });
+    ui.progress().finish();
+    found
+}
+
+/// The search's trials and what it found.
+fn print_search(out: &mut impl Write, r: &SearchRecord) -> Result<()> {
+    writeln!(
+        out,
+        "budget search over the amount of {} (resolution {}): dense {} {:.4}",
+        r.pass,
+        r.resolution,
+        r.metric.name(),
+        r.dense
+    )?;
+    for t in &r.trials {
+        writeln!(
+            out,
+            "  amount {:<8} {} {:.4}  drop {:.4}  {}",
+            t.amount,
+            r.metric.name(),
+            t.value,
+            t.drop,
+            if t.within_budget { "within" } else { "beyond" }
+        )?;
+    }
+    writeln!(
+        out,
+        "found amount {} within the budget of {} in {} validations ({} pruned models and the dense one)",
+        r.amount,
+        r.max_drop,
+        r.validations,
+        r.validations - 1
+    )?;
+    Ok(())
 }
 
 fn print_report(out: &mut impl Write, r: &JobReport, masked: Option<&Path>) -> Result<()> {

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use super::ui::Ui;
 use shears::onnx::OutputPlan;
@@ -23,9 +23,13 @@ pub struct Args {
     /// Write the summary to PREFIX.json and PREFIX.md (overrides the file's `report`).
     #[arg(long, value_name = "PREFIX")]
     pub report: Option<PathBuf>,
-    /// Rewrite models that hold fields this version of shears does not know (they are lost).
+    /// Redo every model, even those whose output is up to date; also rewrite models that hold
+    /// fields this version of shears does not know (they are lost).
     #[arg(long)]
     pub force: bool,
+    /// Write the outputs' dependencies here in make's format (for `-include` in a Makefile).
+    #[arg(long, value_name = "FILE")]
+    pub depfile: Option<PathBuf>,
 }
 
 /// Exit code 0 when every model succeeded, 2 when any failed, 1 when all ran but some failed
@@ -58,13 +62,40 @@ pub fn run(args: &Args, ui: &Ui) -> Result<ExitCode> {
     for path in summary_paths(&prefix) {
         plan.output("summary", &path)?;
     }
+    if let Some(path) = &args.depfile {
+        plan.output("--depfile", path)?;
+    }
     let run = run_pipeline(&spec, &args.pipeline, args.jobs, args.force, ui.progress())?;
     for warning in &run.warnings {
         ui.warn(format_args!("{warning}"));
     }
     stage_summary(&run, &prefix, &mut plan)?;
+    if let Some(path) = &args.depfile {
+        if let Some(folder) = path.parent().filter(|f| !f.as_os_str().is_empty()) {
+            std::fs::create_dir_all(folder)
+                .with_context(|| format!("cannot create {}", folder.display()))?;
+        }
+        plan.stage_bytes(path, run.depfile().as_bytes())?;
+    }
     plan.commit()?;
     let mut out = std::io::stdout().lock();
+    for model in &run.models {
+        if model.up_to_date {
+            writeln!(out, "{}: up to date", model.output.display())?;
+        }
+        if let Some(s) = model.search() {
+            writeln!(
+                out,
+                "{}: {} amount {} found within the {} budget of {} in {} validations",
+                model.output.display(),
+                s.pass,
+                s.amount,
+                s.metric.name(),
+                s.max_drop,
+                s.validations
+            )?;
+        }
+    }
     write!(out, "{}", summary_table(&run))?;
     writeln!(out, "summary written to {}.json and .md", prefix.display())?;
     let failures = run.failures();

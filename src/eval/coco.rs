@@ -74,7 +74,7 @@ pub fn read_results(path: &Path) -> anyhow::Result<Vec<CocoResult>> {
 }
 
 /// The 12 COCOeval bbox stats and the standard summary lines.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CocoStats {
     /// AP, AP50, AP75, AP small/medium/large, AR@1, AR@10, AR@100, AR small/medium/large.
     pub stats: [f64; 12],

@@ -13,7 +13,7 @@
 //!   filter; classes without labels are ignored, classes with labels but no predictions count
 //!   as zero.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::types::Detection;
 
@@ -104,7 +104,7 @@ pub fn process_batch(
 }
 
 /// Per-class result of `ap_per_class`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClassMetrics {
     pub class: u32,
     /// Labels of this class.
@@ -118,7 +118,7 @@ pub struct ClassMetrics {
 }
 
 /// val.py's summary line (`all`) plus the per-class rows.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ValMetrics {
     /// Images seen.
     pub images: usize,

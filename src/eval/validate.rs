@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use rayon::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::coco::{CocoResult, CocoStats, evaluate, load_ground_truth, to_coco_results};
 use super::dataset::{Dataset, ImageRecord};
@@ -23,7 +23,7 @@ const PREPROCESS_CHUNK: usize = 8;
 
 /// Milliseconds per image of each stage, as val.py's "Speed:" line. `pre` covers decoding and
 /// letterboxing too (val.py's data loader does those outside its timer).
-#[derive(Debug, Clone, Copy, Default, Serialize)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 pub struct Speed {
     pub pre: f64,
     pub inference: f64,
@@ -31,7 +31,7 @@ pub struct Speed {
 }
 
 /// The validation of one model.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ValReport {
     pub model: String,
     pub backend: String,

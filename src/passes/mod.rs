@@ -151,6 +151,25 @@ impl PassConfig {
     }
 }
 
+/// Checks a pass's `max_map_drop`: none, or a drop of 0 or more.
+fn validate_budget(max_map_drop: Option<f64>) -> Result<()> {
+    match max_map_drop {
+        Some(b) if b.is_nan() || b < 0.0 => bail!("max_map_drop {b} must be 0 or more"),
+        _ => Ok(()),
+    }
+}
+
+impl PassConfig {
+    /// The accuracy budget whose largest amount a pipeline searches for this pass, if any.
+    pub fn max_map_drop(&self) -> Option<f64> {
+        match self {
+            PassConfig::PruneMagnitude(p) => p.max_map_drop,
+            PassConfig::PruneChannels(p) => p.max_map_drop,
+            _ => None,
+        }
+    }
+}
+
 fn graph_mut(model: &mut ModelProto) -> Result<&mut crate::onnx::proto::GraphProto> {
     model.graph.as_mut().context("the model has no graph")
 }

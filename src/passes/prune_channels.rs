@@ -101,6 +101,11 @@ pub struct PruneChannels {
     /// dense MACs, spending them where the loss per MAC is smallest (`amount` is then unused).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_macs: Option<f64>,
+    /// Pipelines: search the largest amount up to `amount` (with `target_macs`, the smallest
+    /// MAC target down to it; resolution 0.01) whose validated drop stays within this budget
+    /// (`crate::pipeline::search`; needs a `validate:` block).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_map_drop: Option<f64>,
 }
 
 fn default_round_to() -> usize {
@@ -165,6 +170,7 @@ impl PruneChannels {
         if self.min_channels == Some(0) {
             bail!("min_channels must be at least 1");
         }
+        super::validate_budget(self.max_map_drop)?;
         LayerFilter::new(&self.include, &self.exclude).map(drop)
     }
 

@@ -21,7 +21,7 @@ use super::selection::{
     LayerFilter, SelectedWeight, read_values, rewrite_weights, round_half_even, selected_weights,
     zero_like,
 };
-use super::with_recovery;
+use super::{validate_budget, with_recovery};
 use crate::onnx::proto::{GraphProto, ModelProto};
 
 /// Options of `prune_magnitude`.
@@ -44,6 +44,10 @@ pub struct PruneMagnitude {
     /// Which inputs `recover: obs` solves each layer from (default: [`CalibOrder::default`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub order: Option<CalibOrder>,
+    /// Pipelines: search the largest amount up to `amount` (resolution 0.01) whose validated
+    /// drop stays within this budget (`crate::pipeline::search`; needs a `validate:` block).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_map_drop: Option<f64>,
 }
 
 /// Where the fraction applies.
@@ -62,6 +66,7 @@ impl PruneMagnitude {
         if !(0.0..=1.0).contains(&self.amount) {
             bail!("amount {} is outside [0, 1]", self.amount);
         }
+        validate_budget(self.max_map_drop)?;
         LayerFilter::new(&self.include, &self.exclude).map(drop)
     }
 
@@ -344,6 +349,7 @@ mod tests {
                 exclude: vec![],
                 recover: Recover::None,
                 order: None,
+                max_map_drop: None,
             };
             pass.run(&mut pruned).unwrap();
             let got: Vec<Vec<f32>> = weights

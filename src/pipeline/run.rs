@@ -7,19 +7,21 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use rayon::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use super::spec::{GateMetric, ModelSource, PipelineSpec, ValidateSpec, resolve};
+use super::budget::{Budget, DEFAULT_STEPS, SearchRecord, search};
+use super::spec::{GateMetric, ModelSource, PipelineSpec, resolve};
 use super::summary::{LatencyRatio, latency_ratio, lost_over_half};
-use crate::backend::{BackendSpec, runnable_bytes};
+use super::validator::Validator;
 use crate::calib::CalibrationSet;
-use crate::eval::dataset::Dataset;
-use crate::eval::nms::NmsConfig;
-use crate::eval::validate::{DataSource, ValReport, load_dataset, validate};
-use crate::job::{JobOptions, JobReport, prune_to_file};
+use crate::eval::validate::ValReport;
+use crate::job::{
+    self, BuildInputs, JobOptions, JobReport, footprint, metadata, prune_to_file,
+    recorded_build_key, set_metadata,
+};
 use crate::onnx::{self, Model, OutputPlan};
 use crate::passes::PassConfig;
-use crate::progress::Progress;
+use crate::progress::{Progress, Silent};
 use crate::synth::{SynthSpec, Variant};
 use crate::verify::Probe;
 
@@ -66,7 +68,7 @@ impl Input {
 }
 
 /// Dense and pruned accuracy of one model and the gate's verdict.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Validation {
     pub metric: GateMetric,
     pub dense: ValReport,
@@ -78,6 +80,9 @@ pub struct Validation {
     pub latency_ratio: Option<LatencyRatio>,
     /// The pruned model kept less than half of the dense model's `metric`.
     pub lost_over_half: bool,
+    /// How a pass's amount was searched within its `max_map_drop`, when one was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search: Option<SearchRecord>,
 }
 
 /// One model of a pipeline run.
@@ -85,6 +90,11 @@ pub struct Validation {
 pub struct ModelOutcome {
     pub model: Input,
     pub output: PathBuf,
+    /// The output recorded this run's build key: nothing was redone.
+    pub up_to_date: bool,
+    /// The files of its input model (for depfiles).
+    #[serde(skip)]
+    pub inputs: Vec<PathBuf>,
     #[serde(flatten)]
     pub result: Outcome,
 }
@@ -115,6 +125,10 @@ pub struct PipelineRun {
     /// What the whole run should tell the user (for example, recovery skipped).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// Files every output depends on besides its input model: the pipeline file, calibration
+    /// and validation data.
+    #[serde(skip)]
+    pub shared_inputs: Vec<PathBuf>,
 }
 
 impl PipelineRun {
@@ -181,87 +195,26 @@ pub fn plan(spec: &PipelineSpec, base: &Path) -> Result<Vec<(Input, PathBuf)>> {
     Ok(planned)
 }
 
-/// What validation needs, prepared once for every model of the run.
-struct Validator<'a> {
-    spec: &'a ValidateSpec,
-    backend: BackendSpec,
-    dataset: Dataset,
-    gt: Option<PathBuf>,
-    nms: NmsConfig,
+/// What every model of a run shares.
+struct Shared<'a> {
+    spec: &'a PipelineSpec,
+    /// The spec's passes, without recovery when calibration was skipped.
+    passes: Vec<PassConfig>,
+    options: JobOptions,
+    validator: Option<Validator>,
+    /// What the recorded validation depends on, for the build key.
+    validation_identity: Option<serde_json::Value>,
+    /// Redo every model, up to date or not.
+    rebuild: bool,
+    /// The pass whose amount is searched within its `max_map_drop`.
+    searched: Option<usize>,
 }
 
-impl<'a> Validator<'a> {
-    /// `None` when the pipeline has no `validate:` block, or its dataset is missing and
-    /// `skip_if_missing` is set. `jobs` models validate at once; they share the cores.
-    fn prepare(
-        spec: Option<&'a ValidateSpec>,
-        base: &Path,
-        jobs: usize,
-        progress: &dyn Progress,
-    ) -> Result<Option<Self>> {
-        let Some(spec) = spec else { return Ok(None) };
-        let data = resolve(base, &spec.data)?;
-        if spec.skip_if_missing && !data.exists() {
-            return Ok(None);
-        }
-        let root = spec
-            .data_root
-            .as_deref()
-            .map(|r| resolve(base, r))
-            .transpose()?;
-        let (dataset, own_gt) =
-            load_dataset(&DataSource::Yaml { data, root }, spec.max_pixels, progress)
-                .context("validate")?;
-        let gt = match &spec.gt {
-            Some(gt) => Some(resolve(base, gt)?),
-            None => own_gt,
-        };
-        if spec.metric == GateMetric::CocoAp && gt.is_none() {
-            bail!("validate: metric coco_ap needs COCO annotations: give `gt`");
-        }
-        let nms = NmsConfig {
-            conf_thres: spec.conf,
-            iou_thres: spec.iou,
-            max_det: spec.max_det,
-            ..NmsConfig::default()
-        };
-        Ok(Some(Validator {
-            spec,
-            backend: BackendSpec::parse(&spec.backend, &spec.device)?.shared_by(jobs),
-            dataset,
-            gt,
-            nms,
-        }))
-    }
-
-    /// Validates `model`, advancing `progress` by one step per image.
-    fn run(&self, name: &str, model: &Model, progress: &dyn Progress) -> Result<ValReport> {
-        let bytes = runnable_bytes(model, self.backend.engine())?;
-        let (report, _) = validate(
-            name,
-            &bytes,
-            &self.backend,
-            &self.dataset,
-            self.gt.as_deref(),
-            &self.nms,
-            &Steps(progress),
-        )?;
-        Ok(report)
-    }
-}
-
-/// Forwards the steps of a nested phase to the enclosing one, ignoring its start and end.
-struct Steps<'a>(&'a dyn Progress);
-
-impl Progress for Steps<'_> {
-    fn start(&self, _label: &str, _total: Option<u64>) {}
-    fn advance(&self, n: u64) {
-        self.0.advance(n);
-    }
-    fn finish(&self) {}
-}
-
-/// Runs every planned model on a pool of `jobs` threads.
+/// Runs every planned model on a pool of `jobs` threads. A model whose output records the build
+/// key of this run ([`BuildInputs`]: its input's bytes, the passes, the calibration images, the
+/// shears version, and with validation its settings and data) is not redone unless `force`:
+/// its output's modification time is set to now, and its recorded validation is judged against
+/// the current budget. `force` also rewrites models that hold fields the schema does not know.
 pub fn run_pipeline(
     spec: &PipelineSpec,
     spec_path: &Path,
@@ -299,23 +252,45 @@ pub fn run_pipeline(
         ),
         None => None,
     };
+    let mut shared_inputs = vec![spec_path.to_path_buf()];
+    if let Some(set) = &calibration {
+        if set.source.is_file() {
+            shared_inputs.push(set.source.clone());
+        }
+        shared_inputs.extend(set.images.iter().cloned());
+    }
+    if let Some(v) = &validator {
+        shared_inputs.extend(v.files());
+    }
     let options = JobOptions {
         measure_zstd: true,
         calibration,
         force,
         probe: validator
             .as_ref()
-            .map_or_else(Probe::default, |v| Probe::from_dataset(&v.dataset)),
+            .map_or_else(Probe::default, |v| Probe::from_dataset(v.dataset())),
         ..Default::default()
+    };
+    let searched = searched_pass(spec, validator.as_ref())
+        .with_context(|| format!("{}", spec_path.display()))?;
+    let shared = Shared {
+        searched,
+        spec,
+        passes,
+        options,
+        validation_identity: validator.as_ref().map(Validator::identity).transpose()?,
+        validator,
+        rebuild: force,
     };
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(jobs.max(1))
         .build()?;
     // Progress counts models, or with validation the images validated (dense and pruned).
-    let steps_per_model = validator
+    let steps_per_model = shared
+        .validator
         .as_ref()
-        .map_or(1, |v| 2 * v.dataset.images.len() as u64);
-    let label = if validator.is_some() {
+        .map_or(1, |v| 2 * v.dataset().images.len() as u64);
+    let label = if shared.validator.is_some() {
         "images validated"
     } else {
         "models"
@@ -325,23 +300,31 @@ pub fn run_pipeline(
         planned
             .par_iter()
             .map(|(input, output)| {
-                let result = run_one(
-                    &passes,
-                    input,
-                    output,
-                    &options,
-                    validator.as_ref(),
-                    progress,
-                )
-                .unwrap_or_else(|e| Outcome::Failed {
-                    error: format!("{e:#}"),
-                });
-                if validator.is_none() {
+                let mut inputs = Vec::new();
+                let (result, up_to_date) =
+                    match run_one(&shared, input, output, &mut inputs, progress) {
+                        Ok(Done::Redone(outcome)) => (outcome, false),
+                        Ok(Done::UpToDate(outcome)) => {
+                            if shared.validator.is_some() {
+                                progress.advance(steps_per_model);
+                            }
+                            (outcome, true)
+                        }
+                        Err(e) => (
+                            Outcome::Failed {
+                                error: format!("{e:#}"),
+                            },
+                            false,
+                        ),
+                    };
+                if shared.validator.is_none() {
                     progress.advance(1);
                 }
                 ModelOutcome {
                     model: input.clone(),
                     output: output.clone(),
+                    up_to_date,
+                    inputs,
                     result,
                 }
             })
@@ -353,18 +336,69 @@ pub fn run_pipeline(
         passes: spec.passes.iter().map(|p| p.name().to_string()).collect(),
         models,
         warnings,
+        shared_inputs,
     })
 }
 
+/// The one pass whose amount a run searches within its `max_map_drop`, if any; an error when
+/// several do, or when there is no validation to search with.
+fn searched_pass(spec: &PipelineSpec, validator: Option<&Validator>) -> Result<Option<usize>> {
+    let searched: Vec<usize> = (0..spec.passes.len())
+        .filter(|&i| spec.passes[i].max_map_drop().is_some())
+        .collect();
+    match (searched.as_slice(), validator) {
+        ([], _) => Ok(None),
+        ([i], Some(_)) => Ok(Some(*i)),
+        ([i], None) if spec.validate.is_some() => bail!(
+            "pass {} searches its amount within max_map_drop, but the `validate:` dataset is \
+             missing",
+            spec.passes[*i].name()
+        ),
+        ([i], None) => bail!(
+            "pass {} searches its amount within max_map_drop: add a `validate:` block",
+            spec.passes[*i].name()
+        ),
+        (many, _) => bail!(
+            "{} passes have max_map_drop; one pass's amount can be searched",
+            many.len()
+        ),
+    }
+}
+
+/// What became of one model.
+enum Done {
+    Redone(Outcome),
+    /// Its output was up to date: nothing was redone.
+    UpToDate(Outcome),
+}
+
+/// Runs one model; adds the files it read to `inputs`.
 fn run_one(
-    passes: &[PassConfig],
+    shared: &Shared,
     input: &Input,
     output: &Path,
-    options: &JobOptions,
-    validator: Option<&Validator>,
+    inputs: &mut Vec<PathBuf>,
     progress: &dyn Progress,
-) -> Result<Outcome> {
+) -> Result<Done> {
+    if let Input::File(path) = input {
+        inputs.push(path.clone());
+    }
     let model = input.load()?;
+    inputs.extend(model.external_files.iter().cloned());
+    let spec = shared.spec;
+    let mut build = BuildInputs::new(&model, &shared.passes, &shared.options);
+    build.validation = shared.validation_identity.clone();
+    let key = build.key();
+    let budget = spec.validate.as_ref().and_then(|v| v.max_map_drop);
+    if !shared.rebuild
+        && let Some(outcome) = up_to_date(&model, output, &key, shared.validator.is_some(), budget)?
+    {
+        return Ok(Done::UpToDate(outcome));
+    }
+    let options = JobOptions {
+        build_key: Some(key),
+        ..shared.options.clone()
+    };
     let mut plan = OutputPlan::new();
     plan.input_model(&model);
     plan.output_model("output", output, &options.save)?;
@@ -372,54 +406,206 @@ fn run_one(
         std::fs::create_dir_all(folder)
             .with_context(|| format!("cannot create {}", folder.display()))?;
     }
-    let Some(validator) = validator else {
-        let report = prune_to_file(model, passes, output, options, progress, &mut plan)?;
+    let Some(validator) = &shared.validator else {
+        let report = prune_to_file(model, &shared.passes, output, &options, progress, &mut plan)?;
         plan.commit()?;
-        return Ok(Outcome::Ok {
+        return Ok(Done::Redone(Outcome::Ok {
             report,
             validation: None,
-        });
+        }));
     };
     let dense = validator.run(&input.stem(), &model, progress)?;
-    let report = prune_to_file(model, passes, output, options, progress, &mut plan)?;
-    plan.commit()?;
     let pruned_name = output
         .file_stem()
         .map_or_else(|| "pruned".into(), |s| s.to_string_lossy().into_owned());
-    let pruned = validator.run(&pruned_name, &onnx::load(output)?, progress)?;
-    let drop = validator.spec.metric.value(&dense) - validator.spec.metric.value(&pruned);
-    let max_drop = validator.spec.max_map_drop;
-    let latency = latency_ratio(
-        &dense.inference_ms_per_image,
-        &pruned.inference_ms_per_image,
-    );
-    let halved = lost_over_half(
-        validator.spec.metric.value(&dense),
-        validator.spec.metric.value(&pruned),
-    );
-    let validation = Validation {
-        metric: validator.spec.metric,
-        dense,
-        pruned,
-        drop,
-        max_drop,
-        latency_ratio: latency,
-        lost_over_half: halved,
+    let (mut pruned, pruned_report, search_record) = match shared.searched {
+        Some(i) => {
+            let budget = Budget {
+                max_drop: shared.passes[i].max_map_drop().unwrap_or_default(),
+                steps: DEFAULT_STEPS,
+            };
+            let mut found = search(
+                &model,
+                &shared.passes,
+                i,
+                budget,
+                validator,
+                &dense,
+                &options,
+                output,
+                &Silent,
+            )?;
+            progress.advance(validator.dataset().images.len() as u64);
+            found.report.model = pruned_name;
+            (found.pruned, found.report, Some(found.record))
+        }
+        None => {
+            let pruned = job::prune(model, &shared.passes, output, &options, progress)?;
+            let report = validator.run_proto(&pruned_name, &pruned.proto, progress)?;
+            (pruned, report, None)
+        }
     };
-    Ok(match max_drop {
-        Some(budget) if drop.is_nan() || drop > budget => Outcome::GateFailed {
-            message: format!(
-                "{} dropped by {drop:.4} (from {:.4} to {:.4}), more than the budget of {budget}",
-                validation.metric.name(),
-                validation.metric.value(&validation.dense),
-                validation.metric.value(&validation.pruned)
+    let mut validation = Validation::new(validator.metric, dense, pruned_report, budget);
+    validation.search = search_record;
+    // Recorded so that a later run that finds the output up to date still reports and gates it.
+    set_metadata(
+        &mut pruned.proto,
+        VALIDATION_KEY,
+        &serde_json::to_string(&validation)?,
+    );
+    let report = job::stage(pruned, output, &options, &mut plan)?;
+    plan.commit()?;
+    Ok(Done::Redone(judge(report, Some(validation))))
+}
+
+/// The metadata key under which pipeline outputs record their [`Validation`] (JSON).
+pub const VALIDATION_KEY: &str = "shears.validation";
+
+/// The outcome of an output already made from `model` with build key `key`, or `None` when it
+/// must be redone: it is missing, unreadable, records another key, or lacks the validation
+/// a validating run records. Sets its modification time to now, so that make sees it as newer
+/// than the inputs it was checked against.
+fn up_to_date(
+    model: &Model,
+    output: &Path,
+    key: &str,
+    validated: bool,
+    budget: Option<f64>,
+) -> Result<Option<Outcome>> {
+    let Ok(existing) = onnx::load(output) else {
+        return Ok(None);
+    };
+    if recorded_build_key(&existing.proto).as_deref() != Some(key) {
+        return Ok(None);
+    }
+    let validation = match metadata(&existing.proto, VALIDATION_KEY)
+        .and_then(|v| serde_json::from_str::<Validation>(v).ok())
+    {
+        Some(mut v) if validated => {
+            v.max_drop = budget;
+            Some(v)
+        }
+        None if validated => return Ok(None),
+        _ => None,
+    };
+    std::fs::File::open(output)
+        .and_then(|f| f.set_modified(std::time::SystemTime::now()))
+        .with_context(|| {
+            format!(
+                "cannot update the modification time of {}",
+                output.display()
+            )
+        })?;
+    let report = JobReport {
+        input: model.path.clone(),
+        output: output.to_path_buf(),
+        passes: Vec::new(),
+        before: footprint(&model.proto, model.total_size(), None)?,
+        after: footprint(&existing.proto, existing.total_size(), None)?,
+        warnings: Vec::new(),
+        check: None,
+    };
+    Ok(Some(judge(report, validation)))
+}
+
+/// The outcome of a written model: with a validation whose drop exceeds its budget, a failed
+/// gate.
+fn judge(report: JobReport, validation: Option<Validation>) -> Outcome {
+    match validation {
+        Some(validation)
+            if validation
+                .max_drop
+                .is_some_and(|budget| validation.drop.is_nan() || validation.drop > budget) =>
+        {
+            Outcome::GateFailed {
+                message: format!(
+                    "{} dropped by {:.4} (from {:.4} to {:.4}), more than the budget of {}",
+                    validation.metric.name(),
+                    validation.drop,
+                    validation.metric.value(&validation.dense),
+                    validation.metric.value(&validation.pruned),
+                    validation.max_drop.unwrap_or_default()
+                ),
+                report,
+                validation,
+            }
+        }
+        validation => Outcome::Ok { report, validation },
+    }
+}
+
+impl Validation {
+    /// The validation of a dense and a pruned model on the same images.
+    pub fn new(
+        metric: GateMetric,
+        dense: ValReport,
+        pruned: ValReport,
+        max_drop: Option<f64>,
+    ) -> Self {
+        let (d, p) = (metric.value(&dense), metric.value(&pruned));
+        Validation {
+            metric,
+            latency_ratio: latency_ratio(
+                &dense.inference_ms_per_image,
+                &pruned.inference_ms_per_image,
             ),
-            report,
-            validation,
-        },
-        _ => Outcome::Ok {
-            report,
-            validation: Some(validation),
-        },
-    })
+            lost_over_half: lost_over_half(d, p),
+            drop: d - p,
+            max_drop,
+            dense,
+            pruned,
+            search: None,
+        }
+    }
+}
+
+impl ModelOutcome {
+    /// The record of the search of a pass's amount within its `max_map_drop`, when one ran.
+    pub fn search(&self) -> Option<&SearchRecord> {
+        match &self.result {
+            Outcome::Ok {
+                validation: Some(v),
+                ..
+            }
+            | Outcome::GateFailed { validation: v, .. } => v.search.as_ref(),
+            _ => None,
+        }
+    }
+}
+
+impl PipelineRun {
+    /// The dependencies of the outputs in make's format: one rule per output listing the
+    /// pipeline file, its input model and the data files that affect it (calibration images,
+    /// validation data), then an empty rule per prerequisite so that make goes on (and shears
+    /// reports the problem) when one is deleted.
+    pub fn depfile(&self) -> String {
+        let mut text = String::new();
+        let mut all: Vec<&PathBuf> = Vec::new();
+        for model in &self.models {
+            let prerequisites: Vec<&PathBuf> =
+                model.inputs.iter().chain(&self.shared_inputs).collect();
+            text += &make_path(&model.output);
+            text += ":";
+            for p in &prerequisites {
+                text += " \\\n ";
+                text += &make_path(p);
+            }
+            text += "\n";
+            all.extend(prerequisites);
+        }
+        all.sort();
+        all.dedup();
+        for p in all {
+            text += &format!("\n{}:\n", make_path(p));
+        }
+        text
+    }
+}
+
+/// A path as make reads it in a rule: spaces and `#` escaped, `$` doubled.
+fn make_path(path: &Path) -> String {
+    path.to_string_lossy()
+        .replace('$', "$$")
+        .replace(' ', "\\ ")
+        .replace('#', "\\#")
 }

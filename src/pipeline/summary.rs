@@ -33,7 +33,7 @@ const VALIDATION_COLUMNS: [&str; 6] = [
 
 /// Pruned over dense inference time, image by image: the median ratio and its 10th and 90th
 /// percentiles (nearest rank), so that one noisy image does not move it.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
 pub struct LatencyRatio {
     pub median: f64,
     pub p10: f64,
@@ -241,6 +241,11 @@ fn rows(run: &PipelineRun) -> (Vec<String>, Vec<Vec<String>>) {
                     validated_status(validation, true),
                 ),
                 Outcome::Failed { error } => (None, None, format!("FAILED: {error}")),
+            };
+            let status = if m.up_to_date {
+                format!("up to date; {status}")
+            } else {
+                status
             };
             let mut row = vec![name, passes.clone()];
             row.extend(job.unwrap_or_else(|| std::array::from_fn(|_| "-".to_string())));

@@ -81,3 +81,34 @@ pub fn shears() -> Command {
 pub fn scratch() -> tempfile::TempDir {
     tempfile::tempdir().expect("create temp dir")
 }
+
+/// The first `n` coco128 images (by name) with their labels as a dataset of their own, in
+/// `dir/ds` with its YAML `dir/ds.yaml`; `None` when the fixtures are absent outside CI.
+pub fn small_dataset(dir: &Path, n: usize) -> Option<PathBuf> {
+    let images = fixture("coco/coco128/images/train2017")?;
+    let labels = fixtures().join("coco/coco128/labels/train2017");
+    std::fs::create_dir_all(dir.join("ds/images")).unwrap();
+    std::fs::create_dir_all(dir.join("ds/labels")).unwrap();
+    let mut stems: Vec<String> = std::fs::read_dir(&images)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "jpg"))
+        .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())
+        .collect();
+    stems.sort();
+    for stem in stems.iter().take(n) {
+        let (image, label) = (format!("{stem}.jpg"), format!("{stem}.txt"));
+        std::fs::copy(images.join(&image), dir.join("ds/images").join(&image)).unwrap();
+        if labels.join(&label).exists() {
+            std::fs::copy(labels.join(&label), dir.join("ds/labels").join(&label)).unwrap();
+        }
+    }
+    let names: Vec<String> = (0..80).map(|i| format!("c{i}")).collect();
+    let yaml = dir.join("ds.yaml");
+    std::fs::write(
+        &yaml,
+        format!("path: ds\nval: images\nnames: [{}]\n", names.join(", ")),
+    )
+    .unwrap();
+    Some(yaml)
+}

@@ -2,6 +2,8 @@
 
 mod backend;
 mod bad_input;
+mod budget;
+mod build_step;
 mod channel_groups;
 mod common;
 mod eval;

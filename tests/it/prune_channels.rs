@@ -734,6 +734,7 @@ fn a_failed_check_writes_nothing() {
         exclude: vec![],
         recover: Default::default(),
         target_macs: None,
+        max_map_drop: None,
     });
     let model = onnx::load(&path).unwrap();
     let mut plan = OutputPlan::new();
@@ -1016,8 +1017,14 @@ fn a_pipeline_verifies_real_sized_models_side_by_side() {
          output: 'out/{stem}.onnx'\n",
     )
     .unwrap();
+    // --force: the second run would otherwise find the outputs up to date.
     for jobs in ["1", "2"] {
-        let stdout = succeed(shears().arg("run").arg(&pipeline).args(["-j", jobs]));
+        let stdout = succeed(
+            shears()
+                .arg("run")
+                .arg(&pipeline)
+                .args(["-j", jobs, "--force"]),
+        );
         assert_eq!(stdout.matches("prune_channels: ").count(), 2, "{stdout}");
     }
 }

@@ -1,0 +1,300 @@
+//! A budget instead of an amount: the largest amount of one pruning pass whose validated drop
+//! stays within an accuracy budget.
+//!
+//! The searched amount is `amount` of `prune_magnitude` (layer or global scope) and of
+//! `prune_channels`, or with `target_macs` the fraction of MACs removed (`1 - target_macs`);
+//! the pass's own value is the largest the search may try. N:M sparsity and `store_sparse`
+//! have no amount.
+//!
+//! Assumption: the validated metric falls as the amount grows (pruning more removes more of
+//! what the model uses; on few images noise can break this locally). The search bisects over
+//! the amounts `k / steps` (the resolution is `1 / steps`) up to that limit: amount 0 is the
+//! dense model, whose drop is 0 by definition, and each validation halves the interval between
+//! the largest amount known to be within the budget and the smallest known to exceed it (or
+//! the limit). It takes at most `ceil(log2(limit_steps + 1))` validations of pruned models (7
+//! for the resolution 0.01 and no limit) and one of the dense model. The amount found was
+//! validated within the budget and, unless it is the limit, its next step was validated beyond
+//! it; when the metric is not monotone a larger amount may also be within the budget.
+
+use std::path::Path;
+
+use anyhow::{Result, bail};
+use serde::{Deserialize, Serialize};
+
+use super::spec::GateMetric;
+use super::validator::Validator;
+use crate::analysis::LayerStats;
+use crate::calib::CalibrationSpec;
+use crate::eval::validate::ValReport;
+use crate::job::{self, JobOptions, Pruned};
+use crate::onnx::Model;
+use crate::passes::{PassConfig, PruneChannels, PruneMagnitude};
+use crate::progress::{Progress, Silent};
+
+/// Amount steps of pipeline searches: a resolution of 0.01.
+pub const DEFAULT_STEPS: u32 = 100;
+
+/// The largest drop allowed and the resolution of the amounts tried.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    /// Largest allowed drop of the validator's metric, dense minus pruned.
+    pub max_drop: f64,
+    /// Amounts tried are multiples of `1 / steps`.
+    pub steps: u32,
+}
+
+/// One validated amount.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Trial {
+    pub amount: f64,
+    /// The metric of the model pruned at `amount`.
+    pub value: f64,
+    /// Dense minus `value`.
+    pub drop: f64,
+    pub within_budget: bool,
+}
+
+/// What a search did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SearchRecord {
+    pub pass: String,
+    pub metric: GateMetric,
+    pub max_drop: f64,
+    /// The step between the amounts that may be tried.
+    pub resolution: f64,
+    /// The metric of the dense model.
+    pub dense: f64,
+    /// Every pruned model validated, in order.
+    pub trials: Vec<Trial>,
+    /// The largest amount found within the budget.
+    pub amount: f64,
+    /// Validations run, the dense model's included.
+    pub validations: usize,
+}
+
+/// `pass` with the fraction `k / steps` removed (see the module doc) and no budget left to
+/// search; an error for a pass without an amount.
+pub fn at_step(pass: &PassConfig, k: u32, steps: u32) -> Result<PassConfig> {
+    let amount = f64::from(k) / f64::from(steps);
+    Ok(match pass {
+        PassConfig::PruneMagnitude(p) => PassConfig::PruneMagnitude(PruneMagnitude {
+            amount,
+            max_map_drop: None,
+            ..p.clone()
+        }),
+        PassConfig::PruneChannels(p) if p.target_macs.is_some() => {
+            PassConfig::PruneChannels(PruneChannels {
+                target_macs: Some(f64::from(steps - k) / f64::from(steps)),
+                max_map_drop: None,
+                ..p.clone()
+            })
+        }
+        PassConfig::PruneChannels(p) => PassConfig::PruneChannels(PruneChannels {
+            amount,
+            max_map_drop: None,
+            ..p.clone()
+        }),
+        other => bail!(
+            "pass {} has no amount to search for an accuracy budget (N:M sparsity is a pattern, \
+             not an amount); prune_magnitude and prune_channels have one",
+            other.name()
+        ),
+    })
+}
+
+/// The largest step the search may try: `amount` (with `target_macs`, `1 - target_macs`, and
+/// below 1) in steps, rounded down.
+fn largest_step(pass: &PassConfig, steps: u32) -> Result<u32> {
+    let (limit, below_one) = match pass {
+        PassConfig::PruneMagnitude(p) => (p.amount, false),
+        PassConfig::PruneChannels(p) => match p.target_macs {
+            Some(target) => (1.0 - target, true),
+            None => (p.amount, false),
+        },
+        other => return at_step(other, 0, steps).map(|_| 0),
+    };
+    let k = (limit * f64::from(steps) + 1e-9)
+        .floor()
+        .clamp(0.0, f64::from(steps)) as u32;
+    let k = if below_one { k.min(steps - 1) } else { k };
+    if k == 0 {
+        bail!(
+            "the search may go up to {limit}, less than one step of {}",
+            1.0 / f64::from(steps)
+        );
+    }
+    Ok(k)
+}
+
+/// What a search found: the model pruned at the amount found (its metadata recorded, not
+/// written), the passes that make it, its validation, and the search's record.
+pub struct Found {
+    pub pruned: Pruned,
+    pub passes: Vec<PassConfig>,
+    pub report: ValReport,
+    pub record: SearchRecord,
+}
+
+/// Searches the amount of `passes[searched]` within `budget`, up to the pass's own amount (see
+/// the module doc): prunes `model` (as [`job::prune`] with `options`) at each amount tried and
+/// validates it, `dense` being the dense model's validation by the same `validator`. When even
+/// the smallest amount exceeds the budget, a [`crate::GateFailed`] error. `progress` advances
+/// once per validation.
+#[allow(clippy::too_many_arguments)]
+pub fn search(
+    model: &Model,
+    passes: &[PassConfig],
+    searched: usize,
+    budget: Budget,
+    validator: &Validator,
+    dense: &ValReport,
+    options: &JobOptions,
+    output: &Path,
+    progress: &dyn Progress,
+) -> Result<Found> {
+    if budget.steps < 2 {
+        bail!("the search needs at least two amount steps (resolution below 0.5)");
+    }
+    if budget.max_drop.is_nan() || budget.max_drop < 0.0 {
+        bail!(
+            "the accuracy budget must be 0 or more, not {}",
+            budget.max_drop
+        );
+    }
+    let largest = largest_step(&passes[searched], budget.steps)?;
+    let with_step = |k: u32| -> Result<Vec<PassConfig>> {
+        passes
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                if i == searched {
+                    at_step(p, k, budget.steps)
+                } else {
+                    Ok(p.clone())
+                }
+            })
+            .collect()
+    };
+    let dense_value = validator.value(dense);
+    if !dense_value.is_finite() {
+        bail!(
+            "the dense model's {} is not a number; nothing to compare against",
+            validator.metric.name()
+        );
+    }
+    let mut record = SearchRecord {
+        pass: passes[searched].name().to_string(),
+        metric: validator.metric,
+        max_drop: budget.max_drop,
+        resolution: 1.0 / f64::from(budget.steps),
+        dense: dense_value,
+        trials: Vec::new(),
+        amount: 0.0,
+        validations: 1,
+    };
+    // Invariant: step `within` is within the budget (0: the dense model), `beyond` is not (or
+    // is past the largest step allowed).
+    let (mut within, mut beyond) = (0, largest + 1);
+    let mut best = None;
+    while beyond - within > 1 {
+        let k = within + (beyond - within) / 2;
+        let candidate = with_step(k)?;
+        let pruned = job::prune(model.clone(), &candidate, output, options, &Silent)?;
+        let amount = f64::from(k) / f64::from(budget.steps);
+        let report = validator.run_proto(&format!("amount {amount}"), &pruned.proto, &Silent)?;
+        progress.advance(1);
+        let value = validator.value(&report);
+        let drop = dense_value - value;
+        let ok = drop <= budget.max_drop;
+        record.trials.push(Trial {
+            amount,
+            value,
+            drop,
+            within_budget: ok,
+        });
+        record.validations += 1;
+        if ok {
+            within = k;
+            best = Some((pruned, candidate, report));
+        } else {
+            beyond = k;
+        }
+    }
+    let Some((pruned, passes, report)) = best else {
+        let first = record.trials.last().expect("the smallest amount was tried");
+        return Err(crate::GateFailed(format!(
+            "even the smallest amount, {}, drops {} by {:.4} (from {:.4} to {:.4}), more than the \
+             budget of {}; nothing written",
+            first.amount,
+            record.metric.name(),
+            first.drop,
+            dense_value,
+            first.value,
+            budget.max_drop
+        ))
+        .into());
+    };
+    record.amount = f64::from(within) / f64::from(budget.steps);
+    Ok(Found {
+        pruned,
+        passes,
+        report,
+        record,
+    })
+}
+
+/// A pipeline file whose run writes, byte for byte, the model a search found: `model` through
+/// `passes` (the amount found in place) to `output`, calibrated on `calibration` when a pass
+/// recovers. Comments give the search's record and the per-layer weight sparsity of `layers`
+/// (the found model's Conv layers).
+pub fn recipe(
+    model: &Path,
+    output: &Path,
+    passes: &[PassConfig],
+    calibration: Option<&CalibrationSpec>,
+    record: &SearchRecord,
+    layers: &[LayerStats],
+) -> Result<String> {
+    let quoted = |path: &Path| serde_json::to_string(&path.to_string_lossy());
+    let mut text = format!(
+        "# Written by `shears prune --max-map-drop {}`: the largest amount of {}\n\
+         # (resolution {}) whose {} dropped within the budget, found in {} validations.\n\
+         # `shears run` of this file writes the same model byte for byte (`--force` to redo an\n\
+         # up-to-date output). dense {:.4}\n",
+        record.max_drop,
+        record.pass,
+        record.resolution,
+        record.metric.name(),
+        record.validations,
+        record.dense
+    );
+    for t in &record.trials {
+        text += &format!(
+            "# amount {}: {:.4}, drop {:.4}, {} the budget\n",
+            t.amount,
+            t.value,
+            t.drop,
+            if t.within_budget { "within" } else { "beyond" }
+        );
+    }
+    text += "# weight sparsity per Conv layer of the model found:\n";
+    for layer in layers {
+        text += &format!("#   {} {:.4}\n", layer.name, layer.weight_sparsity());
+    }
+    text += &format!("models:\n  - {}\npasses:\n", quoted(model)?);
+    for pass in passes {
+        text += &format!("  - {}\n", serde_json::to_string(pass)?);
+    }
+    text += &format!("output: {}\n", quoted(output)?);
+    if let Some(c) = calibration {
+        text += &format!(
+            "calibration:\n  data: {}\n  images: {}\n",
+            quoted(&std::path::absolute(&c.data)?)?,
+            c.images
+        );
+        if let Some(root) = &c.data_root {
+            text += &format!("  data_root: {}\n", quoted(&std::path::absolute(root)?)?);
+        }
+    }
+    Ok(text)
+}

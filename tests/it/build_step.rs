@@ -1,0 +1,238 @@
+//! `shears run` as a build step: outputs that record the run's build key are skipped, and
+//! `examples/Makefile` redoes exactly what changed.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::Command;
+
+use crate::common::{fixture, scratch, shears, small_dataset, succeed};
+
+/// `make`, or `None` outside CI when it is absent (the test then skips).
+fn make() -> Option<Command> {
+    let found = Command::new("make").arg("--version").output().is_ok();
+    if !found {
+        if std::env::var_os("CI").is_some() {
+            panic!("make is missing (CI is set)");
+        }
+        eprintln!("skipping: make is missing");
+        return None;
+    }
+    Some(Command::new("make"))
+}
+
+/// Writes a generated YOLOv5n (64x64 input) with `seed` to `path`.
+fn synth(path: &Path, seed: u64) {
+    succeed(
+        shears()
+            .args(["synth", "yolov5n", "--imgsz", "64", "--seed"])
+            .arg(seed.to_string())
+            .arg("-o")
+            .arg(path),
+    );
+}
+
+/// (inode, bytes) of a file: a rewrite through a temporary file changes the inode.
+fn identity(path: &Path) -> (u64, Vec<u8>) {
+    (
+        std::fs::metadata(path).unwrap().ino(),
+        std::fs::read(path).unwrap(),
+    )
+}
+
+/// Sets a file's modification time to now, as `touch` does, after a pause long enough for
+/// the file system's clock to move.
+fn touch(path: &Path) {
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    std::fs::File::open(path)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now())
+        .unwrap();
+}
+
+#[test]
+fn the_makefile_redoes_exactly_what_changed() {
+    if make().is_none() {
+        return;
+    }
+    let dir = scratch();
+    let d = dir.path();
+    let Some(data) = small_dataset(d, 3) else {
+        return;
+    };
+    let model = d.join("model.onnx");
+    synth(&model, 0);
+    // The example as shipped, copied so that the test can edit its pipeline.
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    std::fs::create_dir(d.join("examples")).unwrap();
+    std::fs::copy(examples.join("Makefile"), d.join("examples/Makefile")).unwrap();
+    let pipeline = d.join("examples/deploy.yaml");
+    let original = std::fs::read_to_string(examples.join("deploy.yaml")).unwrap();
+    std::fs::write(&pipeline, &original).unwrap();
+    let make_run = |extra: &[&str]| -> (Option<i32>, String) {
+        let out = make()
+            .unwrap()
+            .current_dir(d)
+            .args(["-f", "examples/Makefile"])
+            .arg(format!("SHEARS={}", env!("CARGO_BIN_EXE_shears")))
+            .arg("MODEL=model.onnx")
+            .arg(format!("DATA={}", data.display()))
+            .arg(format!("DATA_ROOT={}", d.join("ds").display()))
+            .arg("OUT=build")
+            .args(extra)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), text)
+    };
+    let output = d.join("build/model-pruned.onnx");
+    let summary = || -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(d.join("build/summary.json")).unwrap())
+            .unwrap()
+    };
+
+    // First run: pruned, validated and gated; the depfile names the data.
+    let (code, text) = make_run(&[]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(!text.contains("up to date"), "{text}");
+    assert_eq!(summary()["models"][0]["up_to_date"], false);
+    let validation = summary()["models"][0]["validation"].clone();
+    assert!(validation["drop"].as_f64().is_some(), "{validation}");
+    let depfile = std::fs::read_to_string(d.join("build/deploy.d")).unwrap();
+    for needed in [
+        "examples/deploy.yaml",
+        "model.onnx",
+        "ds.yaml",
+        "000000000025.jpg",
+        "000000000025.txt",
+    ] {
+        assert!(depfile.contains(needed), "{needed} in:\n{depfile}");
+    }
+    let built = identity(&output);
+
+    // Second run: make finds nothing to do.
+    let (code, text) = make_run(&["--question"]);
+    assert_eq!(code, Some(0), "make -q says the target is stale: {text}");
+    let (code, text) = make_run(&[]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("Nothing to be done"), "{text}");
+    assert_eq!(identity(&output), built);
+
+    // A touched but unchanged model: shears hashes it, says so, and rewrites nothing; its
+    // recorded validation is reported again, and make is satisfied afterwards.
+    touch(&model);
+    let (code, text) = make_run(&[]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("model-pruned.onnx: up to date"), "{text}");
+    assert_eq!(identity(&output), built, "the output was rewritten");
+    assert_eq!(summary()["models"][0]["up_to_date"], true);
+    assert_eq!(summary()["models"][0]["validation"], validation);
+    assert_eq!(make_run(&["--question"]).0, Some(0));
+
+    // A touched validation label: the same.
+    touch(&d.join("ds/labels/000000000025.txt"));
+    let (code, text) = make_run(&[]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("up to date"), "{text}");
+    assert_eq!(identity(&output), built);
+
+    // A pipeline changed only in a comment: the same.
+    touch(&pipeline);
+    std::fs::write(&pipeline, format!("# a comment\n{original}")).unwrap();
+    let (code, text) = make_run(&[]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("up to date"), "{text}");
+    assert_eq!(identity(&output), built);
+
+    // New bytes in the input model: redone.
+    touch(&model);
+    synth(&model, 1);
+    let (code, text) = make_run(&[]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(!text.contains("up to date"), "{text}");
+    let rebuilt = identity(&output);
+    assert_ne!(rebuilt.0, built.0, "not rewritten");
+    assert_ne!(rebuilt.1, built.1);
+    assert_eq!(summary()["models"][0]["up_to_date"], false);
+
+    // Another amount in the pipeline: redone.
+    touch(&pipeline);
+    std::fs::write(&pipeline, original.replace("amount: 0.3", "amount: 0.4")).unwrap();
+    let (code, text) = make_run(&[]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(!text.contains("up to date"), "{text}");
+    let again = identity(&output);
+    assert_ne!(again.1, rebuilt.1);
+
+    // Changed validation data: redone, since the recorded validation depends on it.
+    let label = d.join("ds/labels/000000000025.txt");
+    touch(&label);
+    let text_label = std::fs::read_to_string(&label).unwrap();
+    std::fs::write(
+        &label,
+        text_label.lines().next().unwrap().to_string() + "\n",
+    )
+    .unwrap();
+    let (code, text) = make_run(&[]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(!text.contains("up to date"), "{text}");
+    assert_ne!(identity(&output).0, again.0);
+}
+
+#[test]
+fn force_redoes_an_up_to_date_model_and_a_recorded_gate_still_fails() {
+    let dir = scratch();
+    let d = dir.path();
+    let Some(yolov5n) = fixture("models/yolov5n_op12.onnx") else {
+        return;
+    };
+    let Some(data) = small_dataset(d, 3) else {
+        return;
+    };
+    std::fs::copy(yolov5n, d.join("m.onnx")).unwrap();
+    let pipeline = d.join("p.yaml");
+    let write_pipeline = |budget: &str| {
+        std::fs::write(
+            &pipeline,
+            format!(
+                "models: [m.onnx]\npasses:\n  - prune_magnitude: {{amount: 0.3}}\noutput: out/{{stem}}.onnx\n\
+                 validate:\n  data: {}\n  data_root: ds\n  metric: map50_95\n  max_map_drop: {budget}\n",
+                data.display()
+            ),
+        )
+        .unwrap();
+    };
+    write_pipeline("1.0");
+    let run = |extra: &[&str]| {
+        shears()
+            .arg("run")
+            .arg(&pipeline)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = run(&[]);
+    assert!(out.status.success(), "{out:?}");
+    let output = d.join("out/m.onnx");
+    let first = identity(&output);
+    let out = run(&["--force"]);
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!stdout.contains("up to date"), "{stdout}");
+    let forced = identity(&output);
+    assert_ne!(forced.0, first.0, "--force rewrites the output");
+    // A budget the recorded drop exceeds fails the gate without redoing the model (the budget is
+    // not part of the build key): the guide's 30% per layer more than halves yolov5n's mAP.
+    write_pipeline("0.01");
+    let out = run(&[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("up to date") && stdout.contains("GATE FAILED"),
+        "{stdout}"
+    );
+    assert_eq!(identity(&output).0, forced.0);
+}
