@@ -648,7 +648,7 @@ impl Builder<'_, '_> {
     fn after(&mut self, index: usize, layout: Layout, value: Option<f64>) -> Layout {
         let describe = self.view.describe(index);
         let reason = match value {
-            Some(v) if v == 0.0 => return layout,
+            Some(0.0) => return layout,
             Some(v) if v.is_finite() => {
                 self.nonzero
                     .push(format!("{describe} maps a removed channel to {v}, not 0"));

@@ -116,16 +116,15 @@ pub enum AtZero {
     Value(f64),
     /// `f(0)` depends on the node's attributes and constant inputs (given by slot); `None`
     /// when they cannot be read.
-    Node(fn(&NodeProto, &dyn Fn(usize) -> Option<Vec<f64>>) -> Option<f64>),
+    Node(fn(&NodeProto, Constants) -> Option<f64>),
 }
+
+/// The values of a node's constant inputs, by slot (`None`: absent or not readable).
+pub type Constants<'a> = &'a dyn Fn(usize) -> Option<Vec<f64>>;
 
 impl AtZero {
     /// `f(0)` for `node`, with `constant` giving the values of its constant inputs by slot.
-    pub fn eval(
-        &self,
-        node: &NodeProto,
-        constant: &dyn Fn(usize) -> Option<Vec<f64>>,
-    ) -> Option<f64> {
+    pub fn eval(&self, node: &NodeProto, constant: Constants) -> Option<f64> {
         match *self {
             AtZero::Zero => Some(0.0),
             AtZero::Value(v) => Some(v),
@@ -308,14 +307,14 @@ pub static OPS: &[Op] = &[
 ];
 
 /// `HardSigmoid(0) = max(0, min(1, beta))`.
-fn hard_sigmoid_at_zero(node: &NodeProto, _: &dyn Fn(usize) -> Option<Vec<f64>>) -> Option<f64> {
+fn hard_sigmoid_at_zero(node: &NodeProto, _: Constants) -> Option<f64> {
     let beta = attr_f32(node, "beta").map_or(0.5, f64::from);
-    Some(beta.min(1.0).max(0.0))
+    Some(beta.clamp(0.0, 1.0))
 }
 
 /// `Clip(0)`: 0 raised to `min` and lowered to `max`, each an attribute (opset < 11) or an
 /// optional constant input (slots 1 and 2).
-fn clip_at_zero(node: &NodeProto, constant: &dyn Fn(usize) -> Option<Vec<f64>>) -> Option<f64> {
+fn clip_at_zero(node: &NodeProto, constant: Constants) -> Option<f64> {
     let bound = |name: &str, slot: usize| -> Option<Option<f64>> {
         if let Some(v) = attr_f32(node, name) {
             return Some(Some(f64::from(v)));
@@ -332,7 +331,7 @@ fn clip_at_zero(node: &NodeProto, constant: &dyn Fn(usize) -> Option<Vec<f64>>) 
 
 /// A Resize of zeros is zero, except where `tf_crop_and_resize` fills outside the crop with a
 /// non-zero `extrapolation_value`.
-fn resize_at_zero(node: &NodeProto, _: &dyn Fn(usize) -> Option<Vec<f64>>) -> Option<f64> {
+fn resize_at_zero(node: &NodeProto, _: Constants) -> Option<f64> {
     let crops = attr_str(node, "coordinate_transformation_mode") == Some("tf_crop_and_resize");
     let fill = attr_f32(node, "extrapolation_value").map_or(0.0, f64::from);
     Some(if crops { fill } else { 0.0 })
@@ -379,7 +378,7 @@ mod tests {
     #[test]
     fn clip_at_zero_reads_attributes_and_inputs() {
         let mut n = node("Clip", "c", &["x"], &["y"]);
-        let at = |n: &NodeProto, c: &dyn Fn(usize) -> Option<Vec<f64>>| clip_at_zero(n, c);
+        let at = |n: &NodeProto, c: Constants| clip_at_zero(n, c);
         assert_eq!(at(&n, &no_constants), Some(0.0));
         n.attribute.push(float_attr("min", 0.5));
         assert_eq!(at(&n, &no_constants), Some(0.5));
