@@ -11,6 +11,7 @@ pub mod eval;
 pub mod graph;
 pub mod job;
 pub mod onnx;
+pub mod ops;
 pub mod passes;
 pub mod pipeline;
 pub mod progress;

@@ -1,20 +1,22 @@
 //! Channel dependency groups: which Conv output channels must be removed together, and every
 //! place that reads them. The analysis changes nothing.
 //!
-//! Every Conv output is a *channel source*. Channels flow forward through the ops below; a
-//! binary element-wise op whose operands both carry channels ties them 1:1 (channel `k` of one
-//! is channel `k` of the other), so their sources join one [`ChannelGroup`]: removing channel `k`
-//! of a group removes it from every producer and from every place that reads it.
+//! Every Conv output is a *channel source*. Channels flow forward through the ops that the
+//! [`crate::ops`] registry says carry them ([`ChannelRule`]); a binary element-wise op whose
+//! operands both carry channels ties them 1:1 (channel `k` of one is channel `k` of the other),
+//! so their sources join one [`ChannelGroup`]: removing channel `k` of a group removes it from
+//! every producer and from every place that reads it.
 //!
-//! Rules, per op reading a channel tensor (channel axis 1):
+//! How each op treats channels, and what it makes of a zero channel ([`crate::ops::AtZero`]), is
+//! the registry's; this module follows it:
 //! - `Conv`, `group` 1: a consumer ([`UseKind::Input`], weight axis 1). Depthwise (`group` = input
 //!   channels = output channels): [`UseKind::Depthwise`], its output carries the same channels.
 //!   Any other `group` locks.
-//! - Unary element-wise activations, `Identity`, `Dropout`, pooling: pass-through.
-//! - `Add`, `Sub`, `Mul`, `Div`, `Pow`, `Max`, `Min`: two channel operands of equal channel count
-//!   are tied (SiLU is `Mul(x, Sigmoid(x))`, a tie of a group with itself; the C3 residual `Add`
-//!   joins two groups). A non-channel operand of size 1 on the channel axis passes through; a
-//!   stored per-channel operand is recorded as an [`Edit::Param`] to slice; anything else locks.
+//! - Per-channel ops (activations, `Identity`, `Dropout`, pooling): pass-through.
+//! - Element-wise ops of two operands: two channel operands of equal channel count are tied
+//!   (SiLU is `Mul(x, Sigmoid(x))`, a tie of a group with itself; the C3 residual `Add` joins two
+//!   groups). A non-channel operand of size 1 on the channel axis passes through; a stored
+//!   per-channel operand is recorded as an [`Edit::Param`] to slice; anything else locks.
 //! - `BatchNormalization`: pass-through, its four parameters recorded as [`Edit::Param`].
 //! - `Concat` on axis 1: the output is the concatenation; each input keeps its group at an offset.
 //! - `Split` / `Slice` on axis 1: the outputs carry sub-ranges; [`Edit::SplitSizes`] /
@@ -26,8 +28,17 @@
 //! - `Shape` only where it feeds such a computed `Resize` size.
 //!
 //! Everything else locks the groups it reads: graph outputs, `Reshape` (the Detect head output
-//! convs), any op not listed, and any case above whose constants cannot be read. A lock is never
-//! a guess: it names the reason and the node.
+//! convs), ops the registry locks or does not list, and any case above whose constants cannot be
+//! read. A lock is never a guess: it names the reason and the node.
+//!
+//! Zeros: surgery is exact only if a removed channel, once its producers' weights and biases are
+//! masked, is zero wherever a Conv mixes channels or the graph returns it. Along every path the
+//! analysis records where a node maps a zero channel to a non-zero value (`Sigmoid(0) = 0.5`,
+//! `Add` of a non-zero constant); a Mul by a zero operand, a depthwise Conv and a
+//! BatchNormalization (whose masked weights or scale and bias are zero) make it zero again. A
+//! channel reaching a `group = 1` Conv non-zero locks its group, naming the node that made it so;
+//! a value that is not finite (`Log(0)`) or cannot be read locks at once. Values reaching those
+//! zeroing nodes are taken to be finite.
 //!
 //! Contract for passes using the result: every [`Edit`] and [`ConsumerUse`] concerns one node;
 //! an initializer that other nodes also read must be copied for that node, not edited in place.
@@ -40,6 +51,8 @@ use serde::Serialize;
 use super::convs::conv_layers;
 use crate::graph::{GraphView, Shapes, attr_int, attr_ints, infer_shapes};
 use crate::onnx::proto::GraphProto;
+use crate::onnx::tensor;
+use crate::ops::{self, AtZero, ChannelRule};
 
 /// The channel groups of a graph, ordered by their first producer in node order.
 #[derive(Debug, Clone, Serialize)]
@@ -180,6 +193,7 @@ pub fn channel_groups(graph: &GraphProto) -> Result<ChannelAnalysis> {
         parent: Vec::new(),
         layouts: HashMap::new(),
         facts: Vec::new(),
+        nonzero: Vec::new(),
     };
     let convs: HashMap<usize, (String, i64)> = conv_layers(&view)?
         .into_iter()
@@ -194,7 +208,7 @@ pub fn channel_groups(graph: &GraphProto) -> Result<ChannelAnalysis> {
                 );
             }
         }
-        if node.op_type() == "Conv" {
+        if matches!(ops::of(node).map(|op| op.channels), Some(ChannelRule::Conv)) {
             let (weight, group) = convs
                 .get(&index)
                 .with_context(|| format!("{}: not a listed Conv", view.describe(index)))?;
@@ -213,11 +227,13 @@ pub fn channel_groups(graph: &GraphProto) -> Result<ChannelAnalysis> {
 /// A run of channels along axis 1 of a tensor.
 #[derive(Debug, Clone, Copy)]
 enum Seg {
-    /// Channels `start..start + len` of source `src`.
+    /// Channels `start..start + len` of source `src`; `nonzero`: why a removed channel is not
+    /// zero here (an index into `Builder::nonzero`), `None` while it is.
     Src {
         src: usize,
         start: usize,
         len: usize,
+        nonzero: Option<usize>,
     },
     /// Channels no Conv produces (a graph input or a constant concatenated in).
     Opaque(usize),
@@ -246,10 +262,16 @@ fn cut(layout: &Layout, from: usize, to: usize) -> Layout {
         let (b, e) = (from.max(pos), to.min(pos + seg.len()));
         if b < e {
             out.push(match *seg {
-                Seg::Src { src, start, .. } => Seg::Src {
+                Seg::Src {
+                    src,
+                    start,
+                    nonzero,
+                    ..
+                } => Seg::Src {
                     src,
                     start: start + b - pos,
                     len: e - b,
+                    nonzero,
                 },
                 Seg::Opaque(_) => Seg::Opaque(e - b),
             });
@@ -259,12 +281,41 @@ fn cut(layout: &Layout, from: usize, to: usize) -> Layout {
     out
 }
 
+/// `layout` with every removed channel zero again (the masked model zeros what makes it).
+fn zeroed(layout: Layout) -> Layout {
+    layout
+        .into_iter()
+        .map(|seg| match seg {
+            Seg::Src {
+                src, start, len, ..
+            } => Seg::Src {
+                src,
+                start,
+                len,
+                nonzero: None,
+            },
+            opaque => opaque,
+        })
+        .collect()
+}
+
+/// An element-wise op's arithmetic, as [`ChannelRule::Elementwise`] states it.
+#[derive(Clone, Copy)]
+struct Arith {
+    apply: fn(f64, f64) -> f64,
+    masked: bool,
+    absorbs: bool,
+}
+
 /// The source segments of `layout` with the span each occupies.
 fn spans(layout: &Layout) -> Vec<(usize, Span)> {
     let mut out = Vec::new();
     let mut offset = 0;
     for seg in layout {
-        if let Seg::Src { src, start, len } = *seg {
+        if let Seg::Src {
+            src, start, len, ..
+        } = *seg
+        {
             out.push((src, Span { offset, start, len }));
         }
         offset += seg.len();
@@ -294,42 +345,9 @@ struct Builder<'a, 'g> {
     parent: Vec<usize>,
     layouts: HashMap<String, Layout>,
     facts: Vec<(usize, Fact)>,
+    /// Why removed channels are not zero, where a segment says so.
+    nonzero: Vec<String>,
 }
-
-/// Ops mapping each channel of input 0 to the same channel of output 0 (activations, pooling).
-const PER_CHANNEL: &[&str] = &[
-    "Identity",
-    "Dropout",
-    "Sigmoid",
-    "Relu",
-    "LeakyRelu",
-    "HardSigmoid",
-    "HardSwish",
-    "Tanh",
-    "Softplus",
-    "Softsign",
-    "Elu",
-    "Selu",
-    "Celu",
-    "Gelu",
-    "Mish",
-    "Clip",
-    "Neg",
-    "Abs",
-    "Exp",
-    "Log",
-    "Sqrt",
-    "Reciprocal",
-    "Erf",
-    "MaxPool",
-    "AveragePool",
-    "LpPool",
-    "GlobalAveragePool",
-    "GlobalMaxPool",
-];
-
-/// Element-wise ops of two broadcast operands.
-const BINARY: &[&str] = &["Add", "Sub", "Mul", "Div", "Pow", "Max", "Min"];
 
 impl Builder<'_, '_> {
     fn find(&mut self, mut s: usize) -> usize {
@@ -444,11 +462,13 @@ impl Builder<'_, '_> {
                 for (src, span) in spans(&layout) {
                     self.consumer(src, index, UseKind::Input, span);
                 }
+                self.require_zero(&layout, index);
             } else if g == channels && per_group == 1 && out == channels {
                 for (src, span) in spans(&layout) {
                     self.consumer(src, index, UseKind::Depthwise, span);
                 }
-                self.set(&output, layout);
+                // The masked model zeros a removed channel's depthwise weights and bias.
+                self.set(&output, zeroed(layout));
                 return Ok(());
             } else {
                 let expected = per_group.saturating_mul(g);
@@ -493,6 +513,7 @@ impl Builder<'_, '_> {
                 src,
                 start: 0,
                 len: out,
+                nonzero: None,
             }],
         );
         Ok(())
@@ -511,48 +532,34 @@ impl Builder<'_, '_> {
         ));
     }
 
-    /// A non-Conv node reading at least one channel tensor.
+    /// A non-Conv node reading at least one channel tensor, as the [`ops`] registry says.
     fn node(&mut self, index: usize) {
         let node = self.view.node(index);
-        let op = node.op_type();
         let describe = self.view.describe(index);
         if node.output.first().is_none_or(|o| o.is_empty()) {
             return self.lock_inputs(index, &format!("read by {describe}, which has no output"));
         }
-        if PER_CHANNEL.contains(&op) {
-            if node
-                .input
-                .iter()
-                .skip(1)
-                .any(|n| self.layouts.contains_key(n))
-            {
-                return self.lock_inputs(index, &format!("read as a parameter by {describe}"));
-            }
-            if op.ends_with("MaxPool") && node.output.get(1).is_some_and(|o| !o.is_empty()) {
-                return self.lock_inputs(
-                    index,
-                    &format!(
-                        "read by {describe}, whose indices output depends on the channel count"
-                    ),
-                );
-            }
-            let layout = self.layout(&node.input[0]).cloned().unwrap_or_default();
-            self.set(&node.output[0].clone(), layout.clone());
-            if op == "Dropout"
-                && let Some(mask) = node.output.get(1)
-            {
-                self.set(mask, layout);
-            }
-            return;
-        }
-        match op {
-            _ if BINARY.contains(&op) => self.binary(index),
-            "BatchNormalization" => self.batch_norm(index),
-            "Concat" => self.concat(index),
-            "Split" => self.split(index),
-            "Slice" => self.slice(index),
-            "Resize" | "Upsample" => self.resize(index),
-            "Shape" => {
+        let rule = ops::of(node).map(|op| op.channels);
+        match rule {
+            Some(ChannelRule::PerChannel(at_zero)) => self.per_channel(index, at_zero),
+            Some(ChannelRule::Elementwise {
+                apply,
+                masked,
+                absorbs,
+            }) => self.binary(
+                index,
+                Arith {
+                    apply,
+                    masked,
+                    absorbs,
+                },
+            ),
+            Some(ChannelRule::Affine { params, .. }) => self.affine(index, params),
+            Some(ChannelRule::Concat) => self.concat(index),
+            Some(ChannelRule::Split) => self.split(index),
+            Some(ChannelRule::Slice) => self.slice(index),
+            Some(ChannelRule::Resize(at_zero)) => self.resize(index, at_zero),
+            Some(ChannelRule::ShapeOf) => {
                 if let Err(user) = self.shape_feeds_own_resize(index) {
                     let user = self.view.describe(user);
                     self.lock_inputs(
@@ -564,7 +571,7 @@ impl Builder<'_, '_> {
                     );
                 }
             }
-            "Reshape" => {
+            Some(ChannelRule::Reshape) => {
                 let out = node.output.first().and_then(|o| self.shapes.get(o));
                 let input = self.layout(&node.input[0]).map(total);
                 let detect = match (out, input) {
@@ -581,14 +588,133 @@ impl Builder<'_, '_> {
                 };
                 self.lock_inputs(index, &format!("channels reshaped by {describe}{detect}"));
             }
-            _ => self.lock_inputs(
+            Some(ChannelRule::Lock(reason)) => {
+                self.lock_inputs(index, &format!("read by {describe}, which {reason}"))
+            }
+            // A Conv outside the default domain is not listed; one inside never comes here.
+            Some(ChannelRule::Conv) | None => self.lock_inputs(
                 index,
                 &format!("read by {describe}, which the channel analysis does not understand"),
             ),
         }
     }
 
-    fn binary(&mut self, index: usize) {
+    /// A [`ChannelRule::PerChannel`] op: channel `k` of input 0 becomes channel `k` of output 0.
+    fn per_channel(&mut self, index: usize, at_zero: AtZero) {
+        let node = self.view.node(index);
+        let describe = self.view.describe(index);
+        if node
+            .input
+            .iter()
+            .skip(1)
+            .any(|n| self.layouts.contains_key(n))
+        {
+            return self.lock_inputs(index, &format!("read as a parameter by {describe}"));
+        }
+        if node.output.iter().skip(1).any(|o| !o.is_empty()) {
+            return self.lock_inputs(
+                index,
+                &format!(
+                    "read by {describe}, whose extra output (indices, mask) the channel analysis \
+                     does not follow"
+                ),
+            );
+        }
+        let layout = self.layout(&node.input[0]).cloned().unwrap_or_default();
+        let value = at_zero.eval(node, &|slot| {
+            node.input
+                .get(slot)
+                .filter(|n| !n.is_empty())
+                .and_then(|n| self.values(n))
+        });
+        let layout = self.after(index, layout, value);
+        self.set(&node.output[0].clone(), layout);
+    }
+
+    /// The values of constant `tensor`: folded by shape inference, or a stored initializer.
+    fn values(&self, tensor: &str) -> Option<Vec<f64>> {
+        if let Some(v) = self.shapes.value(tensor) {
+            return Some(v.to_vec());
+        }
+        let t = self.view.initializer(tensor)?;
+        let v = tensor::to_f32(t).ok()?;
+        Some(v.into_iter().map(f64::from).collect())
+    }
+
+    /// `layout` past node `index`, which maps a zero channel to `value` (`None`: unknown). A
+    /// removed channel that was zero stays zero, becomes non-zero with the reason recorded (a
+    /// finite value), or locks its source at once (a value that is not finite or not known: no
+    /// later mask could make it zero again). One that was not zero stays so.
+    fn after(&mut self, index: usize, layout: Layout, value: Option<f64>) -> Layout {
+        let describe = self.view.describe(index);
+        let reason = match value {
+            Some(0.0) => return layout,
+            Some(v) if v.is_finite() => {
+                self.nonzero
+                    .push(format!("{describe} maps a removed channel to {v}, not 0"));
+                let r = self.nonzero.len() - 1;
+                return layout
+                    .into_iter()
+                    .map(|seg| match seg {
+                        Seg::Src {
+                            src,
+                            start,
+                            len,
+                            nonzero: None,
+                        } => Seg::Src {
+                            src,
+                            start,
+                            len,
+                            nonzero: Some(r),
+                        },
+                        other => other,
+                    })
+                    .collect();
+            }
+            Some(v) => format!("{describe} maps a removed channel to {v}, not 0"),
+            None => format!("{describe} maps a removed channel to a value it cannot read"),
+        };
+        for seg in &layout {
+            if let Seg::Src {
+                src, nonzero: None, ..
+            } = *seg
+            {
+                self.facts.push((
+                    src,
+                    Fact::Lock(Lock {
+                        node: Some(index),
+                        reason: reason.clone(),
+                    }),
+                ));
+            }
+        }
+        layout
+    }
+
+    /// Locks the sources of `layout` whose removed channels are not zero where node `index`
+    /// mixes channels.
+    fn require_zero(&mut self, layout: &Layout, index: usize) {
+        let describe = self.view.describe(index);
+        for seg in layout {
+            if let Seg::Src {
+                src,
+                nonzero: Some(r),
+                ..
+            } = *seg
+            {
+                let reason = format!("{}, and {describe} reads it", self.nonzero[r]);
+                self.facts.push((
+                    src,
+                    Fact::Lock(Lock {
+                        node: Some(index),
+                        reason,
+                    }),
+                ));
+            }
+        }
+    }
+
+    fn binary(&mut self, index: usize, arith: Arith) {
         let node = self.view.node(index);
         let describe = self.view.describe(index);
         let out = node.output[0].clone();
@@ -609,18 +735,19 @@ impl Builder<'_, '_> {
                         &format!("combined by {describe} with channels of another shape"),
                     );
                 }
-                self.tie(index, &la, &lb);
-                self.set(&out, la);
+                let layout = self.tie(index, &la, &lb, arith);
+                self.set(&out, layout);
             }
-            (Some(layout), None) => self.with_operand(index, a, &layout, b),
-            (None, Some(layout)) => self.with_operand(index, b, &layout, a),
+            (Some(layout), None) => self.with_operand(index, a, &layout, b, arith),
+            (None, Some(layout)) => self.with_operand(index, b, &layout, a, arith),
             (None, None) => {}
         }
     }
 
     /// Ties channel `k` of `a` to channel `k` of `b` (equal totals), piece by piece between the
-    /// segment boundaries of both.
-    fn tie(&mut self, index: usize, a: &Layout, b: &Layout) {
+    /// segment boundaries of both; returns the output's layout (`a`'s channels, non-zero where
+    /// `arith` makes them so).
+    fn tie(&mut self, index: usize, a: &Layout, b: &Layout, arith: Arith) -> Layout {
         let describe = self.view.describe(index);
         let mut bounds: Vec<usize> = [a, b]
             .iter()
@@ -633,6 +760,7 @@ impl Builder<'_, '_> {
             .collect();
         bounds.sort_unstable();
         bounds.dedup();
+        let mut out = Layout::new();
         let mut from = 0;
         for to in bounds {
             let (pa, pb) = (cut(a, from, to), cut(b, from, to));
@@ -640,13 +768,31 @@ impl Builder<'_, '_> {
             match (pa.first().copied(), pb.first().copied()) {
                 (
                     Some(Seg::Src {
-                        src: x, start: sx, ..
+                        src: x,
+                        start: sx,
+                        len,
+                        nonzero: zx,
                     }),
                     Some(Seg::Src {
-                        src: y, start: sy, ..
+                        src: y,
+                        start: sy,
+                        nonzero: zy,
+                        ..
                     }),
                 ) if sx == sy && self.sources[x].channels == self.sources[y].channels => {
-                    self.union(x, y)
+                    self.union(x, y);
+                    let piece = vec![Seg::Src {
+                        src: x,
+                        start: sx,
+                        len,
+                        nonzero: None,
+                    }];
+                    out.extend(match (zx, zy) {
+                        (None, None) => self.after(index, piece, Some((arith.apply)(0.0, 0.0))),
+                        (Some(_), None) | (None, Some(_)) if arith.absorbs => piece,
+                        (Some(r), _) | (None, Some(r)) => self.after_reason(piece, r),
+                    });
+                    continue;
                 }
                 (Some(Seg::Opaque(_)), Some(Seg::Opaque(_))) | (None, None) => {}
                 (Some(Seg::Src { .. }), Some(Seg::Src { .. })) => {
@@ -662,13 +808,35 @@ impl Builder<'_, '_> {
                     self.lock_layout(&pb, Some(index), &reason);
                 }
             }
+            out.extend(pa);
         }
+        out
+    }
+
+    /// `layout` with every source segment non-zero for reason `r`.
+    fn after_reason(&self, layout: Layout, r: usize) -> Layout {
+        layout
+            .into_iter()
+            .map(|seg| match seg {
+                Seg::Src {
+                    src, start, len, ..
+                } => Seg::Src {
+                    src,
+                    start,
+                    len,
+                    nonzero: Some(r),
+                },
+                other => other,
+            })
+            .collect()
     }
 
     /// A binary op of channel tensor `x` (with `layout`) and a non-channel operand `other`.
-    fn with_operand(&mut self, index: usize, x: &str, layout: &Layout, other: &str) {
+    fn with_operand(&mut self, index: usize, x: &str, layout: &Layout, other: &str, arith: Arith) {
         let describe = self.view.describe(index);
-        let out = self.view.node(index).output[0].clone();
+        let node = self.view.node(index);
+        let out = node.output[0].clone();
+        let x_first = node.input[0] == x;
         let (Some(rank), Some(shape)) = (self.rank(x), self.shapes.get(other)) else {
             return self.lock_inputs(
                 index,
@@ -681,9 +849,35 @@ impl Builder<'_, '_> {
                 &format!("read by {describe} with an operand whose axes it cannot align"),
             );
         }
+        // What a zero channel becomes with the operand's values, when they can be read.
+        let at_zero = |values: Option<Vec<f64>>| -> Option<f64> {
+            let results = values?.into_iter().map(|c| match x_first {
+                true => (arith.apply)(0.0, c),
+                false => (arith.apply)(c, 0.0),
+            });
+            let mut worst = 0.0;
+            for v in results {
+                if !v.is_finite() {
+                    return Some(v);
+                }
+                if worst == 0.0 {
+                    worst = v;
+                }
+            }
+            Some(worst)
+        };
         let axis = (1 + shape.len()).checked_sub(rank);
         match axis.map(|a| (a, shape[a])) {
-            None | Some((_, 1)) => self.set(&out, layout.clone()),
+            None | Some((_, 1)) => {
+                let layout = match arith.absorbs {
+                    true => layout.clone(),
+                    false => {
+                        let value = at_zero(self.values(other));
+                        self.after(index, layout.clone(), value)
+                    }
+                };
+                self.set(&out, layout)
+            }
             Some((axis, n)) if n as usize == total(layout) => {
                 if self.view.initializer(other).is_none() {
                     return self.lock_inputs(
@@ -705,7 +899,16 @@ impl Builder<'_, '_> {
                         }),
                     ));
                 }
-                self.set(&out, layout.clone());
+                // A masked operand is zero at a removed channel; another keeps its values.
+                let layout = match (arith.absorbs, arith.masked) {
+                    (true, _) => layout.clone(),
+                    (false, true) => self.after(index, layout.clone(), at_zero(Some(vec![0.0]))),
+                    (false, false) => {
+                        let value = at_zero(self.values(other));
+                        self.after(index, layout.clone(), value)
+                    }
+                };
+                self.set(&out, layout);
             }
             Some(_) => self.lock_inputs(
                 index,
@@ -714,39 +917,44 @@ impl Builder<'_, '_> {
         }
     }
 
-    fn batch_norm(&mut self, index: usize) {
+    /// A [`ChannelRule::Affine`] op (BatchNormalization): stored per-channel vectors at input
+    /// slots `params`. The masked model zeros a removed channel's scale and bias, which makes it
+    /// zero whatever reached the node.
+    fn affine(&mut self, index: usize, params: &[usize]) {
         let node = self.view.node(index);
         let describe = self.view.describe(index);
         let layout = self.layout(&node.input[0]).cloned();
-        let params = &node.input[1..];
         let channels = layout.as_ref().map(total);
-        let stored = params.len() == 4
-            && params.iter().all(|p| {
+        let params: Option<Vec<&String>> = params.iter().map(|&i| node.input.get(i)).collect();
+        let stored = params.as_ref().is_some_and(|params| {
+            params.iter().all(|p| {
                 self.view
                     .initializer(p)
                     .is_some_and(|t| t.dims.len() == 1 && Some(t.dims[0] as usize) == channels)
-            });
+            })
+        });
         let extra_outputs = node.output.iter().skip(1).any(|o| !o.is_empty());
-        let Some(layout) = layout.filter(|_| stored && !extra_outputs) else {
+        let (Some(layout), Some(params)) = (layout.filter(|_| stored && !extra_outputs), params)
+        else {
             return self.lock_inputs(
                 index,
-                &format!("read by {describe}, whose parameters are not four stored vectors"),
+                &format!("read by {describe}, whose parameters are not stored vectors"),
             );
         };
         for (src, span) in spans(&layout) {
-            for p in params {
+            for p in &params {
                 self.facts.push((
                     src,
                     Fact::Edit(Edit::Param {
                         node: index,
-                        tensor: p.clone(),
+                        tensor: p.to_string(),
                         axis: 0,
                         span,
                     }),
                 ));
             }
         }
-        self.set(&node.output[0].clone(), layout);
+        self.set(&node.output[0].clone(), zeroed(layout));
     }
 
     /// The node's `axis` attribute, made non-negative with the rank of `tensor`.
@@ -909,7 +1117,7 @@ impl Builder<'_, '_> {
         self.set(&out, cut(&layout, b, e));
     }
 
-    fn resize(&mut self, index: usize) {
+    fn resize(&mut self, index: usize, at_zero: AtZero) {
         let node = self.view.node(index);
         let describe = self.view.describe(index);
         let data = &node.input[0];
@@ -924,6 +1132,7 @@ impl Builder<'_, '_> {
         {
             return self.lock_inputs(index, &format!("used as resize parameters by {describe}"));
         }
+        let layout = self.after(index, layout, at_zero.eval(node, &|_| None));
         let out = node.output[0].clone();
         if let Some(axes) = attr_ints(node, "axes") {
             let rank = self.rank(data).unwrap_or(0).max(1) as i64;
@@ -1272,8 +1481,8 @@ mod tests {
         ));
         g.init(from_f32("gain", &[1, 8, 1, 1], &[2.0; 8]));
         g.op(node("Mul", "mul", &["n", "gain"], &["m"]));
-        g.init(from_f32("one", &[], &[1.0]));
-        g.op(node("Add", "add", &["m", "one"], &["p"]));
+        g.init(from_f32("two", &[], &[2.0]));
+        g.op(node("Mul", "scale", &["m", "two"], &["p"]));
         g.conv("c", "p", 2, 8, 1);
         let a = g.run();
         let ga = group(&a, "a");
@@ -1355,7 +1564,9 @@ mod tests {
     fn outputs_unknown_ops_and_grouped_convs_lock() {
         let mut g = Graph::new();
         g.conv("a", "x", 8, 4, 1);
-        g.op(node("Transpose", "t", &["a"], &["ta"]));
+        g.op(node("LRN", "lrn", &["a"], &["la"]));
+        g.conv("e", "x", 8, 4, 1);
+        g.op(node("Transpose", "t", &["e"], &["te"]));
         g.conv("b", "x", 8, 4, 1);
         g.g.output.push(info("b", &[1, 8, 8, 8]));
         g.conv("c", "x", 8, 4, 1);
@@ -1363,10 +1574,55 @@ mod tests {
         g.conv("d", "x", 4, 4, 1);
         let a = g.run();
         assert!(reasons(group(&a, "a")).contains("does not understand"));
+        assert!(reasons(group(&a, "e")).contains("moves the channel axis"));
         assert!(reasons(group(&a, "b")).contains("graph output \"b\""));
         assert!(reasons(group(&a, "c")).contains("grouped Conv (group 2)"));
         assert!(reasons(group(&a, "gc")).contains("grouped Conv (group 2)"));
         assert!(group(&a, "d").is_prunable());
+    }
+
+    #[test]
+    fn a_removed_channel_must_reach_a_conv_as_zero() {
+        let mut g = Graph::new();
+        // Add 1 makes a removed channel 1: locked at the Conv reading it.
+        g.conv("a", "x", 8, 4, 1);
+        g.init(from_f32("one", &[], &[1.0]));
+        g.op(node("Add", "add", &["a", "one"], &["pa"]));
+        g.conv("ca", "pa", 2, 8, 1);
+        // Sigmoid then a depthwise Conv: the masked depthwise weights make it zero again.
+        g.conv("b", "x", 8, 4, 1);
+        g.op(node("Sigmoid", "sig", &["b"], &["sb"]));
+        g.conv("dw", "sb", 8, 1, 8);
+        g.conv("cb", "dw", 2, 8, 1);
+        // Sigmoid then BatchNormalization: its masked scale and bias make it zero again.
+        g.conv("d", "x", 8, 4, 1);
+        g.op(node("Sigmoid", "sig_d", &["d"], &["sd"]));
+        for p in ["s", "b", "m", "v"] {
+            g.init(from_f32(&format!("bn.{p}"), &[8], &[1.0; 8]));
+        }
+        g.op(node(
+            "BatchNormalization",
+            "bn",
+            &["sd", "bn.s", "bn.b", "bn.m", "bn.v"],
+            &["nd"],
+        ));
+        g.conv("cd", "nd", 2, 8, 1);
+        // Log(0) = -inf: locked where it happens, whatever follows.
+        g.conv("e", "x", 8, 4, 1);
+        g.op(node("Log", "log", &["e"], &["le"]));
+        g.op(node("Mul", "mul", &["le", "e"], &["me"]));
+        g.conv("ce", "me", 2, 8, 1);
+        let a = g.run();
+        assert_eq!(
+            reasons(group(&a, "a")),
+            "#1 \"add\" Add maps a removed channel to 1, not 0, and #2 \"ca\" Conv reads it"
+        );
+        assert!(group(&a, "b").is_prunable(), "{}", reasons(group(&a, "b")));
+        assert!(group(&a, "d").is_prunable(), "{}", reasons(group(&a, "d")));
+        assert_eq!(
+            reasons(group(&a, "e")),
+            "#12 \"log\" Log maps a removed channel to -inf, not 0"
+        );
     }
 
     #[test]

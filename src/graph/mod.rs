@@ -6,6 +6,7 @@ pub mod edit;
 mod shapes;
 mod view;
 
+pub use crate::onnx::attr::{attr_f32, attr_int, attr_ints, attr_str};
 pub use check::Consistency;
 pub use shapes::{Shapes, infer_shapes, infer_undeclared_shapes};
-pub use view::{GraphView, attr_f32, attr_int, attr_ints, attr_str};
+pub use view::GraphView;

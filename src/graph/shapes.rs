@@ -1,14 +1,16 @@
-//! Shape facts for every tensor of a graph, inferred in node order for the operators YOLOv5
-//! exports use, with small constant tensors folded (the opset-12 export computes `Resize` sizes
+//! Shape facts for every tensor of a graph, inferred in node order by the shape rules of the
+//! [`crate::ops`] registry, with small constant tensors folded (the opset-12 export computes `Resize` sizes
 //! through `Shape`, `Slice`, `Floor`, `Cast`, `Unsqueeze` and `Concat`).
 //!
 //! `value_info` entries take precedence; a tensor whose shape cannot be derived stays unknown.
 
 use std::collections::HashMap;
 
-use super::view::{GraphView, attr_int, attr_ints, attr_str};
+use super::view::GraphView;
+use crate::onnx::attr::{attr_int, attr_ints, attr_str};
 use crate::onnx::proto::{NodeProto, TensorProto, ValueInfoProto};
 use crate::onnx::tensor;
+use crate::ops::{self, ShapeRule};
 
 /// Constant tensors up to this many elements are folded.
 const MAX_FOLDED: usize = 64;
@@ -120,8 +122,9 @@ fn infer_node(node: &NodeProto, s: &mut Shapes) {
     let Some(out) = node.output.first().map(String::as_str) else {
         return;
     };
-    match node.op_type() {
-        "Constant" => {
+    let Some(op) = ops::of(node) else { return };
+    match op.shape {
+        ShapeRule::Constant => {
             if let Some(t) = node
                 .attribute
                 .iter()
@@ -138,29 +141,20 @@ fn infer_node(node: &NodeProto, s: &mut Shapes) {
                 s.set(out, sparse.dims.clone());
             }
         }
-        "Identity" | "Sigmoid" | "Relu" | "LeakyRelu" | "HardSigmoid" | "HardSwish" | "Tanh"
-        | "Exp" | "Softplus" | "Neg" | "Abs" | "Sqrt" | "Clip" | "Elu" | "Selu" | "Mish"
-        | "Erf" | "BatchNormalization" | "Dropout" => {
+        ShapeRule::Same => {
             if let Some(shape) = shape_of(s, 0) {
                 s.set(out, shape);
             }
         }
-        "Floor" | "Ceil" | "Cast" => {
+        ShapeRule::Map(f) => {
             if let Some(shape) = shape_of(s, 0) {
                 match value_of(s, 0) {
-                    Some(v) => {
-                        let f = match node.op_type() {
-                            "Floor" => f64::floor,
-                            "Ceil" => f64::ceil,
-                            _ => cast_fn(attr_int(node, "to")),
-                        };
-                        s.set_value(out, shape, v.into_iter().map(f).collect())
-                    }
+                    Some(v) => s.set_value(out, shape, v.into_iter().map(|x| f(node, x)).collect()),
                     None => s.set(out, shape),
                 }
             }
         }
-        "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Max" | "Min" => {
+        ShapeRule::Broadcast(apply) => {
             let (Some(a), Some(b)) = (shape_of(s, 0), shape_of(s, 1)) else {
                 return;
             };
@@ -171,33 +165,19 @@ fn infer_node(node: &NodeProto, s: &mut Shapes) {
                 (Some(x), Some(y)) if x.len() == y.len() || x.len() == 1 || y.len() == 1 => {
                     let n = x.len().max(y.len());
                     let at = |v: &[f64], i: usize| if v.len() == 1 { v[0] } else { v[i] };
-                    let op = node.op_type().to_string();
-                    let v = (0..n)
-                        .map(|i| {
-                            let (p, q) = (at(&x, i), at(&y, i));
-                            match op.as_str() {
-                                "Add" => p + q,
-                                "Sub" => p - q,
-                                "Mul" => p * q,
-                                "Div" => p / q,
-                                "Pow" => p.powf(q),
-                                "Max" => p.max(q),
-                                _ => p.min(q),
-                            }
-                        })
-                        .collect();
+                    let v = (0..n).map(|i| apply(at(&x, i), at(&y, i))).collect();
                     s.set_value(out, shape, v)
                 }
                 _ => s.set(out, shape),
             }
         }
-        "Shape" => {
+        ShapeRule::ShapeOf => {
             if let Some(shape) = shape_of(s, 0) {
                 let v = shape.iter().map(|&d| d as f64).collect();
                 s.set_value(out, vec![shape.len() as i64], v);
             }
         }
-        "Unsqueeze" => {
+        ShapeRule::Unsqueeze => {
             let Some(mut shape) = shape_of(s, 0) else {
                 return;
             };
@@ -218,7 +198,7 @@ fn infer_node(node: &NodeProto, s: &mut Shapes) {
                 None => s.set(out, shape),
             }
         }
-        "Concat" => {
+        ShapeRule::Concat => {
             let shapes: Option<Vec<Vec<i64>>> =
                 (0..node.input.len()).map(|i| shape_of(s, i)).collect();
             let Some(shapes) = shapes.filter(|v| !v.is_empty()) else {
@@ -238,7 +218,7 @@ fn infer_node(node: &NodeProto, s: &mut Shapes) {
                 None => s.set(out, shape),
             }
         }
-        "Slice" => {
+        ShapeRule::Slice => {
             let Some(shape) = shape_of(s, 0) else { return };
             let ints = |i: usize| {
                 value_of(s, i).map(|v| v.into_iter().map(|x| x as i64).collect::<Vec<_>>())
@@ -285,12 +265,12 @@ fn infer_node(node: &NodeProto, s: &mut Shapes) {
                 None => s.set(out, new_shape),
             }
         }
-        "Conv" | "MaxPool" | "AveragePool" => {
+        ShapeRule::Window { weight } => {
             let Some(x) = shape_of(s, 0).filter(|x| x.len() >= 2) else {
                 return;
             };
             let spatial = x.len() - 2;
-            let (channels, kernel) = if node.op_type() == "Conv" {
+            let (channels, kernel) = if weight {
                 let Some(w) = shape_of(s, 1).filter(|w| w.len() >= 2) else {
                     return;
                 };
@@ -333,16 +313,10 @@ fn infer_node(node: &NodeProto, s: &mut Shapes) {
             }
             s.set(out, shape);
         }
-        "Resize" | "Upsample" => {
+        ShapeRule::Resize { scales, sizes } => {
             let Some(x) = shape_of(s, 0) else { return };
-            let (scales, sizes) = if node.op_type() == "Upsample" {
-                (value_of(s, 1), None)
-            } else {
-                (
-                    value_of(s, 2).filter(|v| !v.is_empty()),
-                    value_of(s, 3).filter(|v| !v.is_empty()),
-                )
-            };
+            let scales = value_of(s, scales).filter(|v| !v.is_empty());
+            let sizes = sizes.and_then(|i| value_of(s, i).filter(|v| !v.is_empty()));
             let shape: Vec<i64> = match (sizes, scales) {
                 (Some(sizes), _) if sizes.len() == x.len() => {
                     sizes.iter().map(|&v| v as i64).collect()
@@ -356,7 +330,7 @@ fn infer_node(node: &NodeProto, s: &mut Shapes) {
             };
             s.set(out, shape);
         }
-        "Reshape" => {
+        ShapeRule::Reshape => {
             let (Some(x), Some(target)) = (shape_of(s, 0), value_of(s, 1)) else {
                 return;
             };
@@ -381,7 +355,7 @@ fn infer_node(node: &NodeProto, s: &mut Shapes) {
             }
             s.set(out, shape);
         }
-        "Transpose" => {
+        ShapeRule::Transpose => {
             let Some(x) = shape_of(s, 0) else { return };
             let perm = attr_ints(node, "perm")
                 .map_or_else(|| (0..x.len() as i64).rev().collect(), <[i64]>::to_vec);
@@ -393,7 +367,7 @@ fn infer_node(node: &NodeProto, s: &mut Shapes) {
                 s.set(out, shape);
             }
         }
-        "Split" => {
+        ShapeRule::Split => {
             let Some(x) = shape_of(s, 0).filter(|x| !x.is_empty()) else {
                 return;
             };
@@ -419,7 +393,7 @@ fn infer_node(node: &NodeProto, s: &mut Shapes) {
                 s.set(name, shape);
             }
         }
-        "Gather" => {
+        ShapeRule::Gather => {
             let (Some(x), Some(idx)) = (shape_of(s, 0), shape_of(s, 1)) else {
                 return;
             };
@@ -444,16 +418,13 @@ fn infer_node(node: &NodeProto, s: &mut Shapes) {
                 _ => s.set(out, shape),
             }
         }
-        _ => {}
-    }
-}
-
-/// Cast to an integer type truncates toward zero; to a float type keeps the value.
-fn cast_fn(to: Option<i64>) -> fn(f64) -> f64 {
-    use crate::onnx::proto::tensor_proto::DataType;
-    match to.and_then(|t| DataType::try_from(t as i32).ok()) {
-        Some(DataType::Float | DataType::Double | DataType::Float16 | DataType::Bfloat16) => |v| v,
-        _ => f64::trunc,
+        ShapeRule::GlobalPool => {
+            if let Some(x) = shape_of(s, 0).filter(|x| x.len() >= 2) {
+                let mut shape = x[..2].to_vec();
+                shape.resize(x.len(), 1);
+                s.set(out, shape);
+            }
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use crate::onnx::proto::{AttributeProto, GraphProto, NodeProto, SparseTensorProto, TensorProto};
+use crate::onnx::proto::{GraphProto, NodeProto, SparseTensorProto, TensorProto};
 
 /// Indexes over a graph, built once and borrowed from it. Node indices are positions in
 /// `graph.node`.
@@ -91,30 +91,4 @@ impl<'g> GraphView<'g> {
         let node = self.node(index);
         format!("#{index} {:?} {}", node.name(), node.op_type())
     }
-}
-
-fn attr<'n>(node: &'n NodeProto, name: &str) -> Option<&'n AttributeProto> {
-    node.attribute.iter().find(|a| a.name() == name)
-}
-
-/// An INT attribute.
-pub fn attr_int(node: &NodeProto, name: &str) -> Option<i64> {
-    attr(node, name).and_then(|a| a.i)
-}
-
-/// A FLOAT attribute.
-pub fn attr_f32(node: &NodeProto, name: &str) -> Option<f32> {
-    attr(node, name).and_then(|a| a.f)
-}
-
-/// An INTS attribute.
-pub fn attr_ints<'n>(node: &'n NodeProto, name: &str) -> Option<&'n [i64]> {
-    attr(node, name).map(|a| a.ints.as_slice())
-}
-
-/// A STRING attribute, as UTF-8.
-pub fn attr_str<'n>(node: &'n NodeProto, name: &str) -> Option<&'n str> {
-    attr(node, name)
-        .and_then(|a| a.s.as_deref())
-        .and_then(|s| std::str::from_utf8(s).ok())
 }

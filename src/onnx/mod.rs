@@ -3,6 +3,7 @@
 //! A [`Model`] holds the decoded [`proto::ModelProto`]; tensor bytes stay in the memory-mapped
 //! file (prost decodes `bytes` fields as zero-copy [`bytes::Bytes`] slices of it).
 
+pub mod attr;
 pub mod build;
 mod external;
 mod load;

@@ -37,14 +37,13 @@
 //! copied for that node instead of edited in place; replaced initializers nobody reads any more
 //! are dropped.
 //!
-//! [`PruneChannels::mask`] applies the same selection without surgery: it zeros the removed
+//! [`ChannelPlan::mask`] applies the same selection without surgery: it zeros the removed
 //! channels where they are made (producer weights and biases, depthwise consumer weights and
-//! biases, BatchNormalization scale and bias, per-channel operands of Add, Sub, Max and Min), so
-//! with SiLU(0) = 0 and zero-preserving pooling and resizing the masked model computes what the
-//! pruned one does. It is the reference `shears prune --verify` compares against. Where an op
-//! between producer and consumer maps 0 to something else (Sigmoid, any f with f(0) != 0), the
-//! masked channel still carries a constant that the pruned model drops: the two differ, and
-//! verification refuses the result.
+//! biases, and the per-channel operands the [`crate::ops`] registry marks as masked:
+//! BatchNormalization scale and bias, those of Add, Sub, Max and Min). The analysis locks every
+//! group whose removed channels would reach a Conv or a graph output non-zero (an op with
+//! f(0) != 0 on the way, such as Sigmoid, that nothing zeros again), so the masked model computes
+//! what the pruned one does. It is the reference `shears prune --verify` compares against.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -62,8 +61,9 @@ use super::selection::{LayerFilter, round_half_even};
 use crate::analysis::{ChannelGroup, Edit, GroupStatus, Span, UseKind, channel_groups};
 use crate::graph::{GraphView, Shapes, attr_ints, edit, infer_shapes};
 use crate::onnx::proto::tensor_proto::DataType;
-use crate::onnx::proto::{GraphProto, ModelProto, NodeProto, TensorProto};
+use crate::onnx::proto::{GraphProto, ModelProto, TensorProto};
 use crate::onnx::tensor;
+use crate::ops::{self, ChannelRule, ShapeRule};
 
 /// Options of `prune_channels`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -683,8 +683,9 @@ fn surgery(
                 } => {
                     let n = &graph.node[*node];
                     let pos: Vec<usize> = positions(span, r).collect();
+                    let masks = |slot| ops::of(n).is_some_and(|op| op.mask_zeroes(slot));
                     for (slot, input) in n.input.iter().enumerate() {
-                        if input == tensor && (mode == Mode::Remove || zeroes_output(n, slot)) {
+                        if input == tensor && (mode == Mode::Remove || masks(slot)) {
                             add(&mut edits, *node, slot, *axis, &pos);
                         }
                     }
@@ -750,15 +751,6 @@ fn surgery(
     Ok(())
 }
 
-/// Whether zeroing input `slot` of `node` at a channel zeros that channel of its output.
-fn zeroes_output(node: &NodeProto, slot: usize) -> bool {
-    match node.op_type() {
-        "BatchNormalization" => slot == 1 || slot == 2,
-        "Add" | "Sub" | "Max" | "Min" => true,
-        _ => false,
-    }
-}
-
 /// Recounts Split sizes, remaps Slice bounds and lowers stored Resize sizes of `nodes`, each as
 /// a new initializer read by that node alone (or its attribute, where the node keeps them there).
 fn rewrite_shape_constants(
@@ -790,8 +782,9 @@ fn rewrite_shape_constants(
                 Some(shapes.value(name)?.iter().map(|&x| x as i64).collect())
             };
             let below = |p: usize| gone.iter().filter(|&&g| g < p).count();
-            match node.op_type() {
-                "Split" => {
+            let op = ops::of(node);
+            match op.map(|op| (op.channels, op.shape)) {
+                Some((ChannelRule::Split, _)) => {
                     let n = node.output.len();
                     let sizes = match ints("split", 1) {
                         Some(v) => v,
@@ -824,7 +817,7 @@ fn rewrite_shape_constants(
                         );
                     }
                 }
-                "Slice" => {
+                Some((ChannelRule::Slice, _)) => {
                     let rank = shapes.get(data).map_or(4, <[i64]>::len).max(1) as i64;
                     let (Some(starts), Some(ends)) = (ints("starts", 1), ints("ends", 2)) else {
                         bail!("{}: slice bounds not readable", view.describe(index));
@@ -852,9 +845,12 @@ fn rewrite_shape_constants(
                         out.push((index, ConstUpdate::Input(2, ends)));
                     }
                 }
-                "Resize" | "Upsample" => {
-                    // Only a Resize with `sizes` (input 3) gets a ResizeSizes edit.
-                    let slot = 3;
+                Some((
+                    ChannelRule::Resize(_),
+                    ShapeRule::Resize {
+                        sizes: Some(slot), ..
+                    },
+                )) => {
                     let mut sizes: Vec<i64> = node
                         .input
                         .get(slot)
@@ -867,7 +863,7 @@ fn rewrite_shape_constants(
                     sizes[1] -= gone.len() as i64;
                     out.push((index, ConstUpdate::Input(slot, sizes)));
                 }
-                other => bail!("{}: unexpected {other} shape rewrite", view.describe(index)),
+                _ => bail!("{}: unexpected shape rewrite", view.describe(index)),
             }
         }
         out

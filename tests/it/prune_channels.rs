@@ -8,16 +8,17 @@ use std::path::{Path, PathBuf};
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use shears::analysis::{UseKind, channel_groups, model_stats};
+use shears::analysis::{ChannelAnalysis, GroupStatus, UseKind, channel_groups, model_stats};
 use shears::job::{Check, JobOptions, compare_outputs, prune_to_file};
 use shears::onnx::build::{int_attr, ints_attr, node, string_attr};
 use shears::onnx::proto::{GraphProto, ModelProto, NodeProto, OperatorSetIdProto, ValueInfoProto};
 use shears::onnx::tensor::{from_f32, from_i64, value_info_f32};
 use shears::onnx::{self, OutputPlan, SaveOptions};
-use shears::passes::{PassConfig, PruneChannels};
+use shears::passes::{ChannelPlan, PassConfig, PruneChannels};
 use shears::synth::{Export, SynthSpec, Upsample, Variant, build};
 
 use crate::common::{error_exit, fixture, oracle_python, run_python, scratch, shears, succeed};
+use shears::verify::{Probe, masked_proof};
 
 /// Runs `shears prune MODEL -o OUT --method channel ARGS --emit-masked MASKED` (verify on) and
 /// returns stdout; panics when it fails.
@@ -654,13 +655,11 @@ fn a_model_whose_groups_are_all_locked_prunes_nothing() {
     );
 }
 
-#[test]
-fn verification_fails_when_a_removed_channel_is_not_zero_after_masking() {
-    // Sigmoid(0) = 0.5: a masked channel still feeds the head, a removed one does not, so the
-    // pruned model is not the masked one and --verify must refuse it (exit 2, nothing written).
+/// `x -> Conv c (16) -> <act> -> Conv head (6) -> y` with random weights.
+fn activation_model(activation: &str) -> ModelProto {
     let mut b = Builder {
         g: GraphProto {
-            name: Some("sigmoid".into()),
+            name: Some("activation".into()),
             input: vec![info("x", &[1, 4, 8, 8])],
             output: vec![info("y", &[1, 6, 8, 8])],
             ..Default::default()
@@ -669,11 +668,11 @@ fn verification_fails_when_a_removed_channel_is_not_zero_after_masking() {
     };
     b.tensor("c.w", &[16, 4, 1, 1], -0.5, 0.5);
     b.g.node.push(node("Conv", "c", &["x", "c.w"], &["c"]));
-    b.g.node.push(node("Sigmoid", "sig", &["c"], &["s"]));
+    b.g.node.push(node(activation, "act", &["c"], &["s"]));
     b.tensor("head.w", &[6, 16, 1, 1], -0.5, 0.5);
     b.g.node
         .push(node("Conv", "head", &["s", "head.w"], &["y"]));
-    let model = ModelProto {
+    ModelProto {
         ir_version: Some(7),
         opset_import: vec![OperatorSetIdProto {
             domain: Some(String::new()),
@@ -681,36 +680,73 @@ fn verification_fails_when_a_removed_channel_is_not_zero_after_masking() {
         }],
         graph: Some(b.g),
         ..Default::default()
-    };
+    }
+}
+
+#[test]
+fn a_sigmoid_before_the_consumer_locks_the_group() {
+    // Sigmoid(0) = 0.5: a masked channel would still feed the head while a removed one does not,
+    // so the analysis refuses the group, and the pruned model is the input.
+    let model = activation_model("Sigmoid");
+    let analysis = channel_groups(model.graph.as_ref().unwrap()).unwrap();
+    let reason =
+        r#"#1 "act" Sigmoid maps a removed channel to 0.5, not 0, and #2 "head" Conv reads it"#;
+    assert_eq!(locked_reasons(&analysis, "c"), [reason]);
     let dir = scratch();
     let path = dir.path().join("sigmoid.onnx");
     onnx::save(&model, &path, &SaveOptions::default()).unwrap();
-    let out = dir.path().join("out.onnx");
-    let prune = |extra: &[&str]| {
-        let mut command = shears();
-        command
-            .arg("prune")
-            .arg(&path)
-            .arg("-o")
-            .arg(&out)
-            .args(["--method", "channel", "--amount", "0.5", "--no-zstd"])
-            .args(extra);
-        command
-    };
-    let masked = dir.path().join("masked.onnx");
-    let masked_arg = masked.to_str().unwrap();
-    error_exit(
-        &mut prune(&["--emit-masked", masked_arg]),
-        "differ from the masked model",
+    let (out, masked) = (dir.path().join("out.onnx"), dir.path().join("masked.onnx"));
+    let stdout = prune(&path, &out, &masked, &["--amount", "0.5"]);
+    assert!(stdout.contains("nothing was pruned"), "{stdout}");
+    assert!(stdout.contains(reason), "{stdout}");
+    let pruned = onnx::load(&out).unwrap().proto;
+    assert_eq!(
+        pruned.graph.as_ref().unwrap().initializer,
+        model.graph.as_ref().unwrap().initializer
     );
-    assert!(!out.exists());
-    assert!(
-        !masked.exists(),
-        "a failed prune leaves no --emit-masked file"
-    );
-    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
-    succeed(&mut prune(&["--no-verify", "--emit-masked", masked_arg]));
-    assert!(out.exists() && masked.exists());
+}
+
+/// The reasons the group produced by Conv `producer` is locked for (empty when prunable).
+fn locked_reasons(analysis: &ChannelAnalysis, producer: &str) -> Vec<String> {
+    let group = analysis
+        .groups
+        .iter()
+        .find(|g| g.producer_names.iter().any(|p| p == producer))
+        .unwrap();
+    match &group.status {
+        GroupStatus::Prunable => Vec::new(),
+        GroupStatus::Locked { reasons } => reasons.iter().map(|r| r.reason.clone()).collect(),
+    }
+}
+
+/// Plans, masks and prunes `model` (whose node `act` is a Relu, so the analysis allows it) and
+/// then turns `act` into a Sigmoid in both the masked and the pruned model: what an analysis
+/// that let a Sigmoid through would produce. Returns (masked, pruned, plan).
+fn sigmoid_let_through(model: &ModelProto) -> (ModelProto, ModelProto, ChannelPlan) {
+    let options: PruneChannels = serde_saphyr::from_str("amount: 0.5").unwrap();
+    let plan = options.plan(model.graph.as_ref().unwrap()).unwrap();
+    assert!(plan.removed_channels() > 0);
+    let (mut masked, mut pruned) = (model.clone(), model.clone());
+    plan.mask(masked.graph.as_mut().unwrap()).unwrap();
+    plan.prune(pruned.graph.as_mut().unwrap()).unwrap();
+    let probe = Probe::default();
+    masked_proof(&masked, &pruned, &plan, &probe).expect("Relu(0) = 0: the proof holds");
+    for m in [&mut masked, &mut pruned] {
+        let graph = m.graph.as_mut().unwrap();
+        let act = graph.node.iter_mut().find(|n| n.name() == "act").unwrap();
+        act.op_type = Some("Sigmoid".into());
+    }
+    (masked, pruned, plan)
+}
+
+#[test]
+fn the_masked_proof_refuses_a_pruned_model_that_differs_from_its_masked_model() {
+    let (masked, pruned, plan) = sigmoid_let_through(&activation_model("Relu"));
+    let err = masked_proof(&masked, &pruned, &plan, &Probe::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("differ from the masked model"), "{err}");
+    assert!(err.contains("y by"), "{err}");
 }
 
 #[test]
@@ -844,11 +880,10 @@ fn importance_applies_to_channel_pruning_only() {
     assert!(!out.exists());
 }
 
-/// `x -> Conv c (16) -> Sigmoid -> Conv head (6, bias `head_bias`) -> Sigmoid -> y`: Sigmoid(0) =
-/// 0.5, so a masked channel still reaches the head while a removed one does not, and channel
-/// surgery changes what the head computes. A large negative `head_bias` saturates the output near
-/// 0 (tiny, but not constant); a large positive one makes it exactly 1.0 everywhere.
-fn saturating_model(head_bias: f32) -> ModelProto {
+/// `x -> Conv c (16) -> <act> -> Conv head (6, bias `head_bias`) -> Sigmoid -> y`. A large
+/// negative `head_bias` saturates the output near 0 (tiny, but not constant); a large positive one
+/// makes it exactly 1.0 everywhere.
+fn saturating_model(head_bias: f32, activation: &str) -> ModelProto {
     let mut b = Builder {
         g: GraphProto {
             name: Some("saturating".into()),
@@ -860,7 +895,7 @@ fn saturating_model(head_bias: f32) -> ModelProto {
     };
     b.tensor("c.w", &[16, 4, 1, 1], -0.5, 0.5);
     b.g.node.push(node("Conv", "c", &["x", "c.w"], &["c"]));
-    b.g.node.push(node("Sigmoid", "sig", &["c"], &["s"]));
+    b.g.node.push(node(activation, "act", &["c"], &["s"]));
     b.tensor("head.w", &[6, 16, 1, 1], -0.5, 0.5);
     b.g.initializer
         .push(from_f32("head.b", &[6], &[head_bias; 6]));
@@ -884,39 +919,29 @@ fn saturating_model(head_bias: f32) -> ModelProto {
 
 #[test]
 fn verification_compares_pre_activations_when_the_output_saturates() {
-    let dir = scratch();
-    let path = dir.path().join("saturating.onnx");
-    let model = saturating_model(-12.0);
-    onnx::save(&model, &path, &SaveOptions::default()).unwrap();
+    // A Sigmoid let through: masked channels still reach the head, removed ones do not.
+    let (masked, pruned, plan) = sigmoid_let_through(&saturating_model(-12.0, "Relu"));
     // The final outputs alone cannot tell: they differ by far less than the old absolute floor.
-    let out = dir.path().join("out.onnx");
-    let prune = |extra: &[&str]| {
-        let mut command = shears();
-        command
-            .arg("prune")
-            .arg(&path)
-            .arg("-o")
-            .arg(&out)
-            .args(["--method", "channel", "--amount", "0.5", "--no-zstd"])
-            .args(extra);
-        command
-    };
-    succeed(&mut prune(&["--no-verify"]));
-    let pruned = onnx::load(&out).unwrap().proto;
-    let diff = compare_outputs(&model, &pruned, &[0, 1]).unwrap();
+    let diff = compare_outputs(&masked, &pruned, &[0, 1]).unwrap();
     assert!(diff.max_abs_diff < 1e-4, "{diff:?}");
-    std::fs::remove_file(&out).unwrap();
-    // The head's pre-activation output carries the difference: verification refuses.
-    let stderr = error_exit(&mut prune(&[]), "differ from the masked model");
-    assert!(stderr.contains("logits by"), "{stderr}");
-    assert!(!out.exists());
+    // The head's pre-activation output carries the difference: the proof refuses.
+    let err = masked_proof(&masked, &pruned, &plan, &Probe::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("differ from the masked model"), "{err}");
+    assert!(err.contains("logits by"), "{err}");
 }
 
 #[test]
 fn verification_fails_on_a_constant_reference() {
     let dir = scratch();
     let path = dir.path().join("constant.onnx");
-    onnx::save(&saturating_model(1000.0), &path, &SaveOptions::default()).unwrap();
+    onnx::save(
+        &saturating_model(1000.0, "Relu"),
+        &path,
+        &SaveOptions::default(),
+    )
+    .unwrap();
     let out = dir.path().join("out.onnx");
     let stderr = error_exit(
         shears().arg("prune").arg(&path).arg("-o").arg(&out).args([
@@ -966,7 +991,12 @@ fn pipelines_verify_channel_surgery_and_show_the_figure() {
     let good = dir.path().join("good.onnx");
     let bad = dir.path().join("bad.onnx");
     onnx::save(&odd_ops_model(1), &good, &SaveOptions::default()).unwrap();
-    onnx::save(&saturating_model(-12.0), &bad, &SaveOptions::default()).unwrap();
+    onnx::save(
+        &saturating_model(1000.0, "Relu"),
+        &bad,
+        &SaveOptions::default(),
+    )
+    .unwrap();
     let pipeline = dir.path().join("p.yaml");
     std::fs::write(
         &pipeline,
@@ -992,7 +1022,7 @@ fn pipelines_verify_channel_surgery_and_show_the_figure() {
     );
     assert_eq!(models[1]["status"], "failed");
     let error = models[1]["error"].as_str().unwrap();
-    assert!(error.contains("differ from the masked model"), "{error}");
+    assert!(error.contains("is constant"), "{error}");
     assert!(!dir.path().join("out/bad.onnx").exists());
 }
 
@@ -1072,4 +1102,194 @@ fn ir3_models_keep_initializers_and_graph_inputs_in_step() {
     );
     // onnx's full checker (IR 3: every initializer must be a graph input) and onnxruntime.
     assert_equivalent(&[(masked, out)]);
+}
+
+/// `x -> Conv c (16) -> <chain> -> Conv head (6) -> y` (opset 14), where `chain` adds the nodes
+/// between the two Convs and returns the tensor the head reads.
+fn chain_model(chain: impl FnOnce(&mut Builder) -> String) -> ModelProto {
+    let mut b = Builder {
+        g: GraphProto {
+            name: Some("chain".into()),
+            input: vec![info("x", &[1, 4, 8, 8])],
+            output: vec![info("y", &[1, 6, 8, 8])],
+            ..Default::default()
+        },
+        rng: ChaCha8Rng::seed_from_u64(5),
+    };
+    b.tensor("c.w", &[16, 4, 1, 1], -0.5, 0.5);
+    b.tensor("c.b", &[16], -0.5, 0.5);
+    b.g.node
+        .push(node("Conv", "c", &["x", "c.w", "c.b"], &["c"]));
+    for (name, v) in [("zero", 0.0), ("three", 3.0), ("six", 6.0)] {
+        b.g.initializer.push(from_f32(name, &[], &[v]));
+    }
+    let read = chain(&mut b);
+    b.tensor("head.w", &[6, 16, 1, 1], -0.5, 0.5);
+    b.g.node
+        .push(node("Conv", "head", &[&read, "head.w"], &["y"]));
+    ModelProto {
+        ir_version: Some(7),
+        opset_import: vec![OperatorSetIdProto {
+            domain: Some(String::new()),
+            version: Some(14),
+        }],
+        graph: Some(b.g),
+        ..Default::default()
+    }
+}
+
+/// A copy of `model` with channels `ks` of Conv `c` zeroed (weights and bias) and, with
+/// `unread`, the head's weights for them too: what pruning them leaves the head to compute.
+fn with_channels_zeroed(model: &ModelProto, ks: &[usize], unread: bool) -> ModelProto {
+    let mut out = model.clone();
+    for t in &mut out.graph.as_mut().unwrap().initializer {
+        let (axis, zero) = match t.name() {
+            "c.w" | "c.b" => (0, true),
+            "head.w" => (1, unread),
+            _ => continue,
+        };
+        if !zero {
+            continue;
+        }
+        let dims: Vec<usize> = t.dims.iter().map(|&d| d as usize).collect();
+        let inner: usize = dims[axis + 1..].iter().product();
+        let mut values = shears::onnx::tensor::to_f32(t).unwrap();
+        for (i, v) in values.iter_mut().enumerate() {
+            if ks.contains(&((i / inner) % dims[axis])) {
+                *v = 0.0;
+            }
+        }
+        shears::onnx::tensor::set_f32(t, values).unwrap();
+    }
+    out
+}
+
+#[test]
+fn ops_that_do_not_keep_a_removed_channel_zero_lock_it_before_a_conv() {
+    // Each chain between Conv c and the head, with what the analysis must conclude: prunable, or
+    // locked for the reason given.
+    type Chain = fn(&mut Builder) -> String;
+    let chains: [(&str, Chain, Option<&str>); 6] = [
+        (
+            "scalar_add",
+            |b| {
+                b.g.node.push(node("Add", "add", &["c", "three"], &["a"]));
+                "a".into()
+            },
+            Some(r#""add" Add maps a removed channel to 3, not 0"#),
+        ),
+        (
+            "hard_sigmoid",
+            |b| {
+                b.g.node.push(node("HardSigmoid", "hsig", &["c"], &["h"]));
+                "h".into()
+            },
+            Some(r#""hsig" HardSigmoid maps a removed channel to 0.5, not 0"#),
+        ),
+        (
+            // x * Clip(x + 3, 0, 6) / 6: 3 in the middle, 0 again after the Mul.
+            "hard_swish_decomposed",
+            |b| {
+                b.g.node.push(node("Add", "add", &["c", "three"], &["a"]));
+                b.g.node
+                    .push(node("Clip", "clip", &["a", "zero", "six"], &["k"]));
+                b.g.node.push(node("Mul", "mul", &["c", "k"], &["m"]));
+                b.g.node.push(node("Div", "div", &["m", "six"], &["h"]));
+                "h".into()
+            },
+            None,
+        ),
+        (
+            "hard_swish",
+            |b| {
+                b.g.node.push(node("HardSwish", "hswish", &["c"], &["h"]));
+                "h".into()
+            },
+            None,
+        ),
+        (
+            "silu",
+            |b| {
+                b.g.node.push(node("Sigmoid", "sig", &["c"], &["s"]));
+                b.g.node.push(node("Mul", "mul", &["c", "s"], &["m"]));
+                "m".into()
+            },
+            None,
+        ),
+        (
+            "exp_times_three",
+            |b| {
+                b.g.node.push(node("Exp", "exp", &["c"], &["e"]));
+                b.g.node.push(node("Mul", "mul", &["e", "three"], &["m"]));
+                "m".into()
+            },
+            Some(r#""exp" Exp maps a removed channel to 1, not 0"#),
+        ),
+    ];
+    let dir = scratch();
+    let mut zeroing = Vec::new();
+    let mut pruning = Vec::new();
+    for (name, chain, locked) in chains {
+        let model = chain_model(chain);
+        let reasons = locked_reasons(&channel_groups(model.graph.as_ref().unwrap()).unwrap(), "c");
+        match locked {
+            Some(reason) => {
+                assert_eq!(reasons.len(), 1, "{name}: {reasons:?}");
+                assert!(reasons[0].contains(reason), "{name}: {reasons:?}");
+                assert!(
+                    reasons[0].ends_with(r#""head" Conv reads it"#),
+                    "{name}: {reasons:?}"
+                );
+            }
+            None => assert!(reasons.is_empty(), "{name}: {reasons:?}"),
+        }
+        // The oracle: with channels 0 and 5 of c zeroed, does the head compute the same whether
+        // or not it reads them? Exactly when the chain keeps them zero.
+        let save = |suffix: &str, m: &ModelProto| {
+            let path = dir.path().join(format!("{name}_{suffix}.onnx"));
+            onnx::save(m, &path, &SaveOptions::default()).unwrap();
+            path
+        };
+        zeroing.push((
+            save("masked", &with_channels_zeroed(&model, &[0, 5], false)),
+            save("unread", &with_channels_zeroed(&model, &[0, 5], true)),
+        ));
+        // The command: verified against the masked model, which onnxruntime then compares too.
+        let path = save("model", &model);
+        let out = dir.path().join(format!("{name}_out.onnx"));
+        let masked = dir.path().join(format!("{name}_pruned_masked.onnx"));
+        let stdout = prune(&path, &out, &masked, &["--amount", "0.5"]);
+        let pruned = onnx::load(&out).unwrap().proto;
+        let width = pruned
+            .graph
+            .as_ref()
+            .unwrap()
+            .initializer
+            .iter()
+            .find(|t| t.name() == "c.w")
+            .unwrap()
+            .dims[0];
+        assert_eq!(
+            width,
+            if locked.is_some() { 16 } else { 8 },
+            "{name}: {stdout}"
+        );
+        pruning.push((masked, out));
+    }
+    let Some(report) = compare_pairs(&zeroing) else {
+        return;
+    };
+    for ((name, _, locked), r) in chains.iter().zip(report) {
+        let (diff, top) = (
+            r["max_abs_diff"].as_f64().unwrap(),
+            r["max_abs"].as_f64().unwrap(),
+        );
+        let same = diff <= 1e-6 * top.max(1.0);
+        assert_eq!(
+            same,
+            locked.is_none(),
+            "{name}: max |diff| {diff}, max |output| {top}"
+        );
+    }
+    assert_equivalent(&pruning);
 }
