@@ -1,6 +1,7 @@
 //! YAML pipeline files: which models, which passes, where outputs go; run over a whole model zoo
 //! with a summary table.
 
+mod html;
 mod run;
 mod spec;
 mod suggest;
