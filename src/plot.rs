@@ -99,13 +99,15 @@ fn render(size: (u32, u32), chart: &impl Draw) -> Result<Rendered> {
     {
         let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
         chart.draw(&root)?;
-        root.present().map_err(|e| anyhow!("drawing the SVG: {e}"))?;
+        root.present()
+            .map_err(|e| anyhow!("drawing the SVG: {e}"))?;
     }
     let mut rgb = vec![0u8; size.0 as usize * size.1 as usize * 3];
     {
         let root = BitMapBackend::with_buffer(&mut rgb, size).into_drawing_area();
         chart.draw(&root)?;
-        root.present().map_err(|e| anyhow!("drawing the PNG: {e}"))?;
+        root.present()
+            .map_err(|e| anyhow!("drawing the PNG: {e}"))?;
     }
     let image = image::RgbImage::from_raw(size.0, size.1, rgb).context("PNG buffer size")?;
     let mut png = Vec::new();
@@ -145,6 +147,30 @@ impl LineChart {
             bail!("chart {:?} has no finite point to draw", self.title);
         }
         render(LINE_CHART_SIZE, self)
+    }
+
+    /// The corner of the plot with the fewest points near it, where the legend hides least.
+    fn legend_corner(&self) -> SeriesLabelPosition {
+        let x = padded(self.finite_points().map(|p| p.0));
+        let y = padded(self.finite_points().map(|p| p.1));
+        let near = |right: bool, top: bool| {
+            self.finite_points()
+                .filter(|(px, py)| {
+                    let u = (px - x.start) / (x.end - x.start);
+                    let v = (py - y.start) / (y.end - y.start);
+                    (if right { u > 0.7 } else { u < 0.3 }) && (if top { v > 0.6 } else { v < 0.4 })
+                })
+                .count()
+        };
+        [
+            (SeriesLabelPosition::UpperRight, near(true, true)),
+            (SeriesLabelPosition::LowerLeft, near(false, false)),
+            (SeriesLabelPosition::UpperLeft, near(false, true)),
+            (SeriesLabelPosition::LowerRight, near(true, false)),
+        ]
+        .into_iter()
+        .min_by_key(|(_, n)| *n)
+        .map_or(SeriesLabelPosition::UpperRight, |(corner, _)| corner)
     }
 
     fn finite_points(&self) -> impl Iterator<Item = &(f64, f64)> {
@@ -191,11 +217,17 @@ impl Draw for LineChart {
                 chart
                     .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
                     .map_err(|e| fail(&e))?;
-                chart.draw_series(points.iter().map(|&p| Circle::new(p, marker, color.filled())))
+                chart.draw_series(
+                    points
+                        .iter()
+                        .map(|&p| Circle::new(p, marker, color.filled())),
+                )
             } else {
-                chart.draw_series(points.iter().map(|&p| {
-                    Cross::new(p, marker, color.stroke_width(3))
-                }))
+                chart.draw_series(
+                    points
+                        .iter()
+                        .map(|&p| Cross::new(p, marker, color.stroke_width(3))),
+                )
             }
             .map_err(|e| fail(&e))?;
             drawn.label(&series.name).legend(move |(x, y)| {
@@ -204,7 +236,7 @@ impl Draw for LineChart {
         }
         chart
             .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
+            .position(self.legend_corner())
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK)
             .label_font((FAMILY, 15))
@@ -258,7 +290,10 @@ impl Heatmap {
         if self.values.len() != self.rows.len()
             || self.values.iter().any(|r| r.len() != self.columns.len())
         {
-            bail!("heatmap {:?}: values do not match its rows and columns", self.title);
+            bail!(
+                "heatmap {:?}: values do not match its rows and columns",
+                self.title
+            );
         }
         render(self.size(), self)
     }
@@ -280,8 +315,8 @@ impl Draw for Heatmap {
             "{} (colour: {}, full red = {:.3})",
             self.title, self.value_label, scale
         );
-        let name_width = (self.rows.iter().map(|r| r.len()).max().unwrap_or(0) as u32 * 7 + 16)
-            .clamp(60, 420);
+        let name_width =
+            (self.rows.iter().map(|r| r.len()).max().unwrap_or(0) as u32 * 7 + 16).clamp(60, 420);
         let mut chart = ChartBuilder::on(root)
             .caption(caption, (FAMILY, 18))
             .margin(12)
@@ -330,10 +365,13 @@ impl Draw for Heatmap {
                     .draw_series(std::iter::once(Rectangle::new(cell, fill.filled())))
                     .map_err(|e| fail(&e))?;
                 if let Some(v) = value {
-                    let color = if (v / scale).abs() > 0.6 { &WHITE } else { &BLACK };
-                    let style =
-                        anchored(text_anchor::HPos::Center, text_anchor::VPos::Center, 12)
-                            .color(color);
+                    let color = if (v / scale).abs() > 0.6 {
+                        &WHITE
+                    } else {
+                        &BLACK
+                    };
+                    let style = anchored(text_anchor::HPos::Center, text_anchor::VPos::Center, 12)
+                        .color(color);
                     chart
                         .draw_series(std::iter::once(Text::new(
                             format!("{v:.3}"),

@@ -63,7 +63,11 @@ pub fn run(args: &Args, ui: &Ui) -> Result<ExitCode> {
     plan.commit()?;
     let mut out = std::io::stdout().lock();
     write!(out, "{}", summary_table(&run))?;
-    writeln!(out, "summary written to {}.json, .md and .html", prefix.display())?;
+    writeln!(
+        out,
+        "summary written to {}.json, .md and .html",
+        prefix.display()
+    )?;
     let failures = run.failures();
     if failures > 0 {
         ui.warn(format_args!(

@@ -110,9 +110,19 @@ pub fn run(args: &Args, ui: &Ui) -> Result<ExitCode> {
     rows.sort_by(|a, b| worst(b).total_cmp(&worst(a)));
     for row in rows {
         let w = worst(&row);
-        print!("{:>9}", if w.is_finite() { format!("{w:+.4}") } else { "-".into() });
+        print!(
+            "{:>9}",
+            if w.is_finite() {
+                format!("{w:+.4}")
+            } else {
+                "-".into()
+            }
+        );
         for cell in &row.cells {
-            print!(" {:>8}", cell.drop.map_or("-".into(), |d| format!("{d:+.4}")));
+            print!(
+                " {:>8}",
+                cell.drop.map_or("-".into(), |d| format!("{d:+.4}"))
+            );
         }
         println!("  {}", row.unit);
     }

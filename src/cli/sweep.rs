@@ -14,7 +14,9 @@ use crate::calib::CalibrationSpec;
 use crate::eval::nms::NmsConfig;
 use crate::eval::preprocess::DEFAULT_MAX_PIXELS;
 use crate::eval::validate::DataSource;
-use crate::sweep::{SweepSpec, TimingSettings, ValSettings, parse_amounts, parse_methods, run_sweep};
+use crate::sweep::{
+    SweepSpec, TimingSettings, ValSettings, parse_amounts, parse_methods, run_sweep,
+};
 
 /// Prune a model with several methods at several amounts; validate, time and plot every point.
 #[derive(Debug, clap::Args)]

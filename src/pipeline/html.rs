@@ -126,7 +126,9 @@ fn escape(text: &str) -> String {
 /// the SVG namespace (an HTML parser puts `<svg>` in it).
 fn inline_svg(svg: &str) -> String {
     let body = match svg.strip_prefix("<?xml") {
-        Some(rest) => rest.split_once("?>").map_or(svg, |(_, body)| body.trim_start()),
+        Some(rest) => rest
+            .split_once("?>")
+            .map_or(svg, |(_, body)| body.trim_start()),
         None => svg,
     };
     body.replacen(" xmlns=\"http://www.w3.org/2000/svg\"", "", 1)

@@ -316,7 +316,10 @@ pub fn stage_summary(run: &PipelineRun, prefix: &Path, plan: &mut OutputPlan) ->
     plan.stage_bytes(&json_path, &json)?;
     plan.stage_bytes(&md_path, markdown(run).as_bytes())?;
     let (header, rows) = rows(run);
-    plan.stage_bytes(&html_path, super::html::page(run, &header, &rows).as_bytes())?;
+    plan.stage_bytes(
+        &html_path,
+        super::html::page(run, &header, &rows).as_bytes(),
+    )?;
     Ok(())
 }
 

@@ -342,7 +342,14 @@ mod tests {
 
     #[test]
     fn methods_parse_and_print_back() {
-        for text in ["layer", "global+obs", "2:4", "2:4+obs", "channel+obs", "layer+stats"] {
+        for text in [
+            "layer",
+            "global+obs",
+            "2:4",
+            "2:4+obs",
+            "channel+obs",
+            "layer+stats",
+        ] {
             let m: MethodSpec = text.parse().unwrap();
             assert_eq!(m.to_string(), text);
         }

@@ -200,7 +200,11 @@ pub fn run_sweep(spec: &SweepSpec, progress: &dyn Progress) -> Result<SweepRepor
             inner: progress,
         };
         match reuse(&points_dir.join("dense.json"), &key, None)? {
-            Some(record) => (record, true),
+            Some(record) => {
+                label.start("resumed", None);
+                label.finish();
+                (record, true)
+            }
             None => {
                 let accuracy = validator.validate("dense", &model, &label)?;
                 let record = record_of("dense", "dense", None, key, &model, &[], accuracy)?;
@@ -252,8 +256,11 @@ pub fn run_sweep(spec: &SweepSpec, progress: &dyn Progress) -> Result<SweepRepor
             .passes
             .iter()
             .flat_map(|p| {
-                std::iter::once(format!("{}: {}", p.pass, p.summary))
-                    .chain(p.proof.iter().map(|proof| format!("verify: {}", proof.summary)))
+                std::iter::once(format!("{}: {}", p.pass, p.summary)).chain(
+                    p.proof
+                        .iter()
+                        .map(|proof| format!("verify: {}", proof.summary)),
+                )
             })
             .collect();
         let record = record_of(
@@ -348,7 +355,11 @@ fn point_key(
 
 /// The record at `path` when it can be reused: it parses, its key is `key`, and its model
 /// (`model`, when the point has its own) has the SHA-256 it recorded.
-fn reuse(path: &Path, key: &serde_json::Value, model: Option<&Path>) -> Result<Option<PointRecord>> {
+fn reuse(
+    path: &Path,
+    key: &serde_json::Value,
+    model: Option<&Path>,
+) -> Result<Option<PointRecord>> {
     let Ok(text) = std::fs::read(path) else {
         return Ok(None);
     };
@@ -376,7 +387,11 @@ fn record_of(
     passes: &[String],
     accuracy: Accuracy,
 ) -> Result<PointRecord> {
-    let graph = model.proto.graph.as_ref().context("the model has no graph")?;
+    let graph = model
+        .proto
+        .graph
+        .as_ref()
+        .context("the model has no graph")?;
     let stats = model_stats(graph)?;
     let zeros: u64 = stats
         .layers
@@ -684,7 +699,7 @@ impl SweepReport {
                 _ => "-".to_string(),
             };
             out += &format!(
-                "| {} | {} | {:.3} | {:.3} | {} ({}) | {:.4} | {:+.4} | {:.4} | {latency} |\n",
+                "| {} | {} | {:.3} | {:.3} | {} ({}) | {:.4} | {:.4} | {:.4} | {latency} |\n",
                 md_cell(&r.method),
                 r.amount.map_or("-".to_string(), |a| a.to_string()),
                 r.sparsity,
@@ -692,7 +707,7 @@ impl SweepReport {
                 crate::cli::common::grouped(r.params),
                 crate::cli::common::grouped(r.nonzero_params),
                 r.accuracy.headline(),
-                -p.metric_drop,
+                p.metric_drop + 0.0, // no "-0.0000" for the dense row
                 r.accuracy.map50,
             );
         }
@@ -712,8 +727,8 @@ impl SweepReport {
                 c["source"].as_str().unwrap_or_default()
             ))
         );
-        md += "sparsity: zeros over conv weights; MACs: over the dense model's; drop: against \
-               the dense model; latency: median of timed runs, the models taking turns, and its \
+        md += "sparsity: zeros over conv weights; MACs: over the dense model's; drop: the dense \
+               model's figure minus this one (positive when accuracy falls); latency: median of timed runs, the models taking turns, and its \
                ratio to the dense model's.\n\n";
         md += &self.markdown_table();
         for plot in &self.plots {
@@ -730,7 +745,11 @@ impl SweepReport {
 }
 
 /// Renders the plots and stages every output of the sweep, then commits them together.
-fn write_outputs(spec: &SweepSpec, mut report: SweepReport, mut plan: OutputPlan) -> Result<SweepReport> {
+fn write_outputs(
+    spec: &SweepSpec,
+    mut report: SweepReport,
+    mut plan: OutputPlan,
+) -> Result<SweepReport> {
     let charts: Vec<(&str, Option<LineChart>)> = vec![
         (PLOTS[0], Some(report.accuracy_chart())),
         (PLOTS[1], report.latency_chart()),
@@ -745,7 +764,9 @@ fn write_outputs(spec: &SweepSpec, mut report: SweepReport, mut plan: OutputPlan
                     report.plots.push(path);
                 }
             }
-            Err(err) => report.warnings.push(format!("plot {stem} not drawn: {err:#}")),
+            Err(err) => report
+                .warnings
+                .push(format!("plot {stem} not drawn: {err:#}")),
         }
     }
     plan.stage_bytes(

@@ -195,9 +195,7 @@ pub fn sensitivity(spec: &SensitivitySpec, progress: &dyn Progress) -> Result<Se
                 report.plots.push(path);
             }
         }
-        Err(err) => report
-            .warnings
-            .push(format!("heatmap not drawn: {err:#}")),
+        Err(err) => report.warnings.push(format!("heatmap not drawn: {err:#}")),
     }
     outputs.stage_bytes(
         &spec.out.join(OUTPUTS[0]),
@@ -251,7 +249,13 @@ fn units(
         SensitivityMethod::Magnitude => conv_layers(&GraphView::new(graph))?
             .into_iter()
             .filter(|layer| filter.selects(&layer.name))
-            .map(|layer| (layer.name.clone(), vec![layer.name.clone()], exact(&layer.name)))
+            .map(|layer| {
+                (
+                    layer.name.clone(),
+                    vec![layer.name.clone()],
+                    exact(&layer.name),
+                )
+            })
             .collect(),
         SensitivityMethod::Channel => channel_groups(graph)?
             .groups
