@@ -311,17 +311,16 @@ impl Draw for Heatmap {
             .fold(0.0f64, |m, v| m.max(v.abs()))
             .max(1e-9);
         let (rows, columns) = (self.rows.len(), self.columns.len());
-        let caption = format!(
-            "{} (colour: {}, full red = {:.3})",
-            self.title, self.value_label, scale
+        let legend = format!(
+            "colour: {} (full red = {scale:.3}, full blue = -{scale:.3})",
+            self.value_label
         );
         let name_width =
             (self.rows.iter().map(|r| r.len()).max().unwrap_or(0) as u32 * 7 + 16).clamp(60, 420);
         let mut chart = ChartBuilder::on(root)
-            .caption(caption, (FAMILY, 18))
+            .caption(&self.title, (FAMILY, 18))
             .margin(12)
-            .margin_top(36)
-            .x_label_area_size(56)
+            .x_label_area_size(80)
             .y_label_area_size(name_width)
             .build_cartesian_2d(0.0..columns as f64, 0.0..rows as f64)
             .map_err(|e| fail(&e))?;
@@ -345,16 +344,21 @@ impl Draw for Heatmap {
             draw_text(name, (x, y + 6), &below)?;
         }
         let (x0, y0) = at(0.0, 0.0);
-        let (x1, y1) = at(columns as f64, rows as f64);
+        let (x1, _) = at(columns as f64, rows as f64);
         draw_text(
             &self.column_label,
             ((x0 + x1) / 2, y0 + 28),
             &anchored(text_anchor::HPos::Center, text_anchor::VPos::Top, 15),
         )?;
         draw_text(
+            &legend,
+            ((x0 + x1) / 2, y0 + 52),
+            &anchored(text_anchor::HPos::Center, text_anchor::VPos::Top, 13),
+        )?;
+        draw_text(
             &self.row_label,
-            (x0 - 6, y1 - 8),
-            &anchored(text_anchor::HPos::Right, text_anchor::VPos::Bottom, 15),
+            (x0 - 6, y0 + 28),
+            &anchored(text_anchor::HPos::Right, text_anchor::VPos::Top, 15),
         )?;
         for (r, row) in self.values.iter().enumerate() {
             let top = (rows - r) as f64;

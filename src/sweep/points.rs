@@ -95,6 +95,9 @@ pub struct PointResult {
     pub timing: Option<Timing>,
     /// Median latency over the dense model's median.
     pub latency_ratio: Option<f64>,
+    /// Fastest run over the dense model's fastest run, which other load on the machine disturbs
+    /// least (as `shears bench` reports it).
+    pub min_ratio: Option<f64>,
 }
 
 impl PointResult {
@@ -486,12 +489,13 @@ fn assemble(
 ) -> SweepReport {
     let dense_metric = dense.0.accuracy.headline();
     let dense_macs = dense.0.macs.max(1) as f64;
-    let dense_ms = timings.first().cloned().flatten().map(|t| t.median_ms);
+    let dense_timing = timings.first().cloned().flatten();
     let result = |(record, resumed): (PointRecord, bool), timing: Option<Timing>| {
-        let latency_ratio = match (&timing, dense_ms) {
-            (Some(t), Some(d)) => Some(t.median_ms / d),
+        let ratio = |of: fn(&Timing) -> f64| match (&timing, &dense_timing) {
+            (Some(t), Some(d)) => Some(of(t) / of(d)),
             _ => None,
         };
+        let (latency_ratio, min_ratio) = (ratio(|t| t.median_ms), ratio(|t| t.min_ms));
         PointResult {
             metric_drop: dense_metric - record.accuracy.headline(),
             mac_ratio: record.macs as f64 / dense_macs,
@@ -499,6 +503,7 @@ fn assemble(
             resumed,
             timing,
             latency_ratio,
+            min_ratio,
         }
     };
     let mut timings = timings.into_iter();
@@ -654,7 +659,7 @@ impl SweepReport {
         let mut out = String::from(
             "method,amount,sparsity,mac_ratio,params,nonzero_params,macs,file_bytes,map50,\
              map50_95,coco_ap,metric_drop,latency_median_ms,latency_p10_ms,latency_p90_ms,\
-             latency_ratio,model,resumed\n",
+             latency_ratio,min_ratio,model,resumed\n",
         );
         let opt = |v: Option<f64>| v.map_or(String::new(), |v| v.to_string());
         for p in self.rows() {
@@ -676,6 +681,7 @@ impl SweepReport {
                 opt(p.timing.as_ref().map(|t| t.p10_ms)),
                 opt(p.timing.as_ref().map(|t| t.p90_ms)),
                 opt(p.latency_ratio),
+                opt(p.min_ratio),
                 csv_field(&r.model.display().to_string()),
                 p.resumed.to_string(),
             ];
@@ -688,14 +694,16 @@ impl SweepReport {
     /// The table as Markdown rows (header included), for `sweep.md` and the README.
     pub fn markdown_table(&self) -> String {
         let mut out = format!(
-            "| method | amount | sparsity | MACs | params (non-zero) | {} | drop | mAP50 | latency ms (ratio) |\n\
+            "| method | amount | sparsity | MACs | params (non-zero) | {} | drop | mAP50 | latency ms (ratio, fastest-run ratio) |\n\
              |---|---|---|---|---|---|---|---|---|\n",
             self.metric_name()
         );
         for p in self.rows() {
             let r = &p.record;
-            let latency = match (&p.timing, p.latency_ratio) {
-                (Some(t), Some(ratio)) => format!("{:.1} ({ratio:.2})", t.median_ms),
+            let latency = match (&p.timing, p.latency_ratio, p.min_ratio) {
+                (Some(t), Some(ratio), Some(min)) => {
+                    format!("{:.1} ({ratio:.2}, {min:.2})", t.median_ms)
+                }
                 _ => "-".to_string(),
             };
             out += &format!(
@@ -728,8 +736,8 @@ impl SweepReport {
             ))
         );
         md += "sparsity: zeros over conv weights; MACs: over the dense model's; drop: the dense \
-               model's figure minus this one (positive when accuracy falls); latency: median of timed runs, the models taking turns, and its \
-               ratio to the dense model's.\n\n";
+               model's figure minus this one (positive when accuracy falls); latency: median of timed runs, the models taking turns, its \
+               ratio to the dense model's and the ratio of the fastest runs.\n\n";
         md += &self.markdown_table();
         for plot in &self.plots {
             if plot.extension().is_some_and(|e| e == "svg") {
