@@ -203,9 +203,10 @@ pub fn run_sweep(spec: &SweepSpec, progress: &dyn Progress) -> Result<SweepRepor
             inner: progress,
         };
         match reuse(&points_dir.join("dense.json"), &key, None)? {
-            Some(record) => {
+            Some(mut record) => {
                 label.start("resumed", None);
                 label.finish();
+                record.model = spec.model.clone();
                 (record, true)
             }
             None => {
@@ -225,9 +226,11 @@ pub fn run_sweep(spec: &SweepSpec, progress: &dyn Progress) -> Result<SweepRepor
         let key = point_key(&base_key, Some(&job.pass), calibration.as_ref());
         let record_path = points_dir.join(format!("{}.json", job.id));
         let model_path = models_dir.join(format!("{}.onnx", job.id));
-        if let Some(record) = reuse(&record_path, &key, Some(&model_path))? {
+        if let Some(mut record) = reuse(&record_path, &key, Some(&model_path))? {
             label.start("resumed", None);
             label.finish();
+            // where the model is now, however the folder was named when it was recorded
+            record.model = model_path;
             records.push((record, true));
             continue;
         }
