@@ -14,7 +14,9 @@ pub mod onnx;
 pub mod ops;
 pub mod passes;
 pub mod pipeline;
+pub mod plot;
 pub mod progress;
+pub mod sweep;
 pub mod synth;
 pub mod verify;
 

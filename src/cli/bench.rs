@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use serde::Serialize;
 
-use super::common::{BackendArgs, json_bytes, load_model};
+use super::common::{BackendArgs, load_model};
 use super::ui::Ui;
 use shears::backend::bench::{Contender, Timing, random_input, time_in_turns};
 use shears::backend::{self, BackendSpec};
@@ -135,7 +135,7 @@ pub fn run(args: &Args, ui: &Ui) -> anyhow::Result<ExitCode> {
     };
     print_table(&report, args)?;
     if let Some(path) = &args.json {
-        plan.stage_bytes(path, &json_bytes(&report)?)?;
+        plan.stage_json(path, &report)?;
         plan.commit()?;
     }
     let failures = report.models.iter().filter(|m| m.error.is_some()).count();

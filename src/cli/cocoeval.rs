@@ -4,7 +4,6 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use super::common::json_bytes;
 use shears::eval::coco;
 use shears::onnx::OutputPlan;
 
@@ -39,7 +38,7 @@ pub fn run(args: &Args, _ui: &super::Ui) -> anyhow::Result<ExitCode> {
         let report = Report {
             stats: &stats.stats,
         };
-        plan.stage_bytes(path, &json_bytes(&report)?)?;
+        plan.stage_json(path, &report)?;
     }
     plan.commit()?;
     let mut out = std::io::stdout().lock();

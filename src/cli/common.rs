@@ -17,13 +17,6 @@ pub fn load_model(path: &Path, ui: &Ui) -> Result<Model> {
     Ok(model)
 }
 
-/// `value` as pretty JSON, with a final newline.
-pub fn json_bytes(value: &impl serde::Serialize) -> Result<Vec<u8>> {
-    let mut text = serde_json::to_vec_pretty(value)?;
-    text.push(b'\n');
-    Ok(text)
-}
-
 /// The backend flags, shared by the commands that run models.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BackendArgs {

@@ -7,6 +7,8 @@ pub(crate) mod common;
 mod inspect;
 mod prune;
 mod run;
+mod sensitivity;
+mod sweep;
 mod synth;
 mod ui;
 mod val;
@@ -47,6 +49,10 @@ pub enum Command {
     Val(val::Args),
     /// Generate a YOLOv5 v7.0 ONNX model (n, s, m, l, x) with seeded random weights.
     Synth(synth::Args),
+    /// Prune with several methods at several amounts; validate, time and plot every point.
+    Sweep(sweep::Args),
+    /// Prune one layer (or channel group) at a time and validate: a table and a heatmap.
+    Sensitivity(sensitivity::Args),
 }
 
 /// Runs the parsed command line; `Ok` carries the process exit code.
@@ -61,5 +67,7 @@ pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Cocoeval(args) => cocoeval::run(args, &ui),
         Command::Val(args) => val::run(args, &ui),
         Command::Synth(args) => synth::run(args, &ui),
+        Command::Sweep(args) => sweep::run(args, &ui),
+        Command::Sensitivity(args) => sensitivity::run(args, &ui),
     }
 }

@@ -492,7 +492,7 @@ pub fn run(args: &Args, ui: &Ui) -> Result<ExitCode> {
             report: &report,
             search: search.as_ref(),
         };
-        plan.stage_bytes(path, &super::common::json_bytes(&json)?)?;
+        plan.stage_json(path, &json)?;
     }
     plan.commit()?;
     let mut out = std::io::stdout().lock();

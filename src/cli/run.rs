@@ -20,7 +20,7 @@ pub struct Args {
     /// Models processed in parallel.
     #[arg(long, short = 'j', default_value_t = 1)]
     pub jobs: usize,
-    /// Write the summary to PREFIX.json and PREFIX.md (overrides the file's `report`).
+    /// Write the summary to PREFIX.json, PREFIX.md and PREFIX.html (overrides the file's `report`).
     #[arg(long, value_name = "PREFIX")]
     pub report: Option<PathBuf>,
     /// Redo every model, even those whose output is up to date; also rewrite models that hold
@@ -97,7 +97,11 @@ pub fn run(args: &Args, ui: &Ui) -> Result<ExitCode> {
         }
     }
     write!(out, "{}", summary_table(&run))?;
-    writeln!(out, "summary written to {}.json and .md", prefix.display())?;
+    writeln!(
+        out,
+        "summary written to {}.json, .md and .html",
+        prefix.display()
+    )?;
     let failures = run.failures();
     if failures > 0 {
         ui.warn(format_args!(

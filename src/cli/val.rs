@@ -10,7 +10,7 @@ use anyhow::{Result, bail};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use super::common::{BackendArgs, json_bytes, load_model};
+use super::common::{BackendArgs, load_model};
 use super::ui::Ui;
 use shears::backend::runnable_bytes;
 use shears::calib::{file_sha256, recorded_image_hashes};
@@ -225,7 +225,7 @@ pub fn run(args: &Args, ui: &Ui) -> Result<ExitCode> {
             dataset: &dataset.report,
             models: &reports,
         };
-        plan.stage_bytes(path, &json_bytes(&report)?)?;
+        plan.stage_json(path, &report)?;
     }
     plan.commit()?;
     let mut out = std::io::stdout().lock();

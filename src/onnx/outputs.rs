@@ -165,6 +165,13 @@ impl OutputPlan {
         Ok(())
     }
 
+    /// Writes `value` as pretty JSON, with a final newline, to a declared file's temporary file.
+    pub fn stage_json(&mut self, path: &Path, value: &impl serde::Serialize) -> Result<()> {
+        let mut text = serde_json::to_vec_pretty(value)?;
+        text.push(b'\n');
+        self.stage_bytes(path, &text)
+    }
+
     /// Opens a staged file for reading (to measure what is about to be written).
     pub fn open_staged(&self, path: &Path) -> Result<File> {
         self.staged

@@ -2,6 +2,7 @@
 //! with a summary table.
 
 mod budget;
+mod html;
 mod run;
 mod spec;
 mod suggest;

@@ -1,4 +1,4 @@
-//! The summary of a pipeline run: a text table for the terminal, JSON and Markdown files.
+//! The summary of a pipeline run: a text table for the terminal, JSON, Markdown and HTML files.
 
 use std::path::{Path, PathBuf};
 
@@ -299,12 +299,16 @@ fn markdown(run: &PipelineRun) -> String {
     out
 }
 
-/// The two files of a summary: `<prefix>.json` and `<prefix>.md`.
-pub fn summary_paths(prefix: &Path) -> [PathBuf; 2] {
-    [prefix.with_extension("json"), prefix.with_extension("md")]
+/// The files of a summary: `<prefix>.json`, `<prefix>.md` and `<prefix>.html`.
+pub fn summary_paths(prefix: &Path) -> [PathBuf; 3] {
+    [
+        prefix.with_extension("json"),
+        prefix.with_extension("md"),
+        prefix.with_extension("html"),
+    ]
 }
 
-/// Stages `<prefix>.json` and `<prefix>.md` in `plan`, which declared [`summary_paths`]; creates
+/// Stages `<prefix>.json`, `<prefix>.md` and `<prefix>.html` in `plan`, which declared [`summary_paths`]; creates
 /// their folder when missing.
 pub fn stage_summary(run: &PipelineRun, prefix: &Path, plan: &mut OutputPlan) -> Result<()> {
     if let Some(folder) = prefix.parent().filter(|f| !f.as_os_str().is_empty()) {
@@ -313,9 +317,14 @@ pub fn stage_summary(run: &PipelineRun, prefix: &Path, plan: &mut OutputPlan) ->
     }
     let mut json = serde_json::to_vec_pretty(run)?;
     json.push(b'\n');
-    let [json_path, md_path] = summary_paths(prefix);
+    let [json_path, md_path, html_path] = summary_paths(prefix);
     plan.stage_bytes(&json_path, &json)?;
     plan.stage_bytes(&md_path, markdown(run).as_bytes())?;
+    let (header, rows) = rows(run);
+    plan.stage_bytes(
+        &html_path,
+        super::html::page(run, &header, &rows).as_bytes(),
+    )?;
     Ok(())
 }
 

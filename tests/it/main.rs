@@ -17,5 +17,6 @@ mod prune_channels;
 mod readme;
 mod recover;
 mod shapes;
+mod sweep;
 mod synth;
 mod val;

@@ -361,6 +361,33 @@ fn a_validating_run_reports_each_image_validated_and_flags_a_halved_model() {
         table.contains("ok (no budget set); WARNING: lost more than half its map50_95"),
         "{table}"
     );
+    // summary.html: one page with the table and the two plots inline, nothing fetched or run
+    let prefix = dir.path().join("out/summary");
+    let mut plan = shears::onnx::OutputPlan::new();
+    for path in shears::pipeline::summary_paths(&prefix) {
+        plan.output("summary", &path).unwrap();
+    }
+    shears::pipeline::stage_summary(&run, &prefix, &mut plan).unwrap();
+    plan.commit().unwrap();
+    let html = std::fs::read_to_string(prefix.with_extension("html")).unwrap();
+    assert!(html.starts_with("<!DOCTYPE html>"), "{html}");
+    for outside in ["http://", "https://", "<script", "<link", "<img", "@import"] {
+        assert!(
+            !html.to_lowercase().contains(outside),
+            "{outside} in {html}"
+        );
+    }
+    assert!(html.contains("<td>yolov5n_op12.onnx</td>"), "{html}");
+    assert!(html.contains("<th>dense</th>"), "{html}");
+    for value in ["dense", "pruned"] {
+        let cell = shears::pipeline::significant3(validation[value]["map50_95"].as_f64().unwrap());
+        assert!(
+            html.contains(&format!("<td>{cell}</td>")),
+            "{cell} not in {html}"
+        );
+    }
+    assert_eq!(html.matches("<svg").count(), 2, "{html}");
+    assert_eq!(html.matches("</svg>").count(), 2, "{html}");
 }
 
 #[test]

@@ -1,0 +1,146 @@
+//! `shears sweep MODEL --data DATA.yaml --amounts 0.1,0.3,0.5 --methods layer,global+obs -o DIR`:
+//! every method at every amount, pruned as `prune` does, validated as `val` does, timed in turns
+//! as `bench` does; tables and plots in DIR.
+
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+
+use super::common::BackendArgs;
+use super::ui::Ui;
+use shears::calib::CalibrationSpec;
+use shears::eval::nms::NmsConfig;
+use shears::eval::preprocess::DEFAULT_MAX_PIXELS;
+use shears::eval::validate::DataSource;
+use shears::sweep::{
+    SweepSpec, TimingSettings, ValSettings, parse_amounts, parse_methods, run_sweep,
+};
+
+/// Prune a model with several methods at several amounts; validate, time and plot every point.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// ONNX model to sweep (never modified).
+    pub model: PathBuf,
+    /// Validation dataset: a YOLOv5 data YAML (its `val` split).
+    #[arg(long, value_name = "DATA.yaml")]
+    pub data: PathBuf,
+    /// Dataset root replacing the data YAML's `path:`.
+    #[arg(long)]
+    pub data_root: Option<PathBuf>,
+    /// COCO annotations for COCOeval [default: the dataset's own, as `val` finds them].
+    #[arg(long)]
+    pub gt: Option<PathBuf>,
+    /// Validate on the first N images of the dataset only.
+    #[arg(long, value_name = "N")]
+    pub images: Option<usize>,
+    /// Comma-separated fractions to prune (methods that take one).
+    #[arg(long, default_value = "0.1,0.3,0.5")]
+    pub amounts: String,
+    /// Comma-separated methods: `layer` (magnitude, each layer), `global` (magnitude, one
+    /// threshold), `N:M` (e.g. `2:4`; the amount does not apply: one point), `channel` (whole
+    /// channels, L1); append `+obs` or `+stats` for recovery (needs --calib), e.g. `global+obs`.
+    #[arg(long, default_value = "layer,global,2:4,channel")]
+    pub methods: String,
+    /// Only prune layers whose node name matches this regular expression (repeatable).
+    #[arg(long)]
+    pub include: Vec<String>,
+    /// Never prune layers whose node name matches this regular expression (repeatable).
+    #[arg(long)]
+    pub exclude: Vec<String>,
+    /// Folder of the results: sweep.json, sweep.csv, sweep.md, plots, points/ and models/.
+    /// Points already there with the same settings are reused (an interrupted sweep resumes).
+    #[arg(short, long, value_name = "DIR")]
+    pub output: PathBuf,
+    #[command(flatten)]
+    pub backend: BackendArgs,
+    /// Confidence threshold of validation.
+    #[arg(long, default_value_t = 0.001)]
+    pub conf: f32,
+    /// NMS IoU threshold of validation (val.py's default; the pruning guide used 0.65).
+    #[arg(long, default_value_t = 0.6)]
+    pub iou: f64,
+    /// Maximum detections per image.
+    #[arg(long, default_value_t = 300)]
+    pub max_det: usize,
+    /// Calibration images of the recovering methods: a dataset YAML (its train images, else
+    /// val) or a folder. Never the validation images.
+    #[arg(long, value_name = "DATA")]
+    pub calib: Option<PathBuf>,
+    /// Replaces the calibration YAML's `path:`.
+    #[arg(long, value_name = "DIR", requires = "calib")]
+    pub calib_root: Option<PathBuf>,
+    /// How many calibration images, drawn with a fixed seed.
+    #[arg(long, value_name = "N", default_value_t = shears::calib::DEFAULT_IMAGES)]
+    pub calib_images: usize,
+    /// Timed inferences per model (0: no timing); models take turns as in `bench`.
+    #[arg(long, default_value_t = 20)]
+    pub runs: usize,
+    /// Untimed warm-up inferences per model.
+    #[arg(long, default_value_t = 3)]
+    pub warmup: usize,
+}
+
+pub fn run(args: &Args, ui: &Ui) -> Result<ExitCode> {
+    let backend = args.backend.spec()?;
+    let spec = SweepSpec {
+        model: args.model.clone(),
+        methods: parse_methods(&args.methods)?,
+        amounts: parse_amounts(&args.amounts)?,
+        include: args.include.clone(),
+        exclude: args.exclude.clone(),
+        validation: ValSettings {
+            data: DataSource::Yaml {
+                data: args.data.clone(),
+                root: args.data_root.clone(),
+            },
+            gt: args.gt.clone(),
+            images: args.images,
+            nms: NmsConfig {
+                conf_thres: args.conf,
+                iou_thres: args.iou,
+                max_det: args.max_det,
+                ..NmsConfig::default()
+            },
+            backend,
+            max_pixels: DEFAULT_MAX_PIXELS,
+        },
+        calibration: args.calib.as_ref().map(|data| CalibrationSpec {
+            data: data.clone(),
+            data_root: args.calib_root.clone(),
+            images: args.calib_images,
+        }),
+        timing: NonZeroUsize::new(args.runs).map(|runs| TimingSettings {
+            warmup: args.warmup,
+            runs,
+            backend,
+        }),
+        out: args.output.clone(),
+    };
+    let report = run_sweep(&spec, ui.progress())?;
+    for warning in &report.warnings {
+        ui.warn(warning);
+    }
+    let resumed = std::iter::once(&report.dense)
+        .chain(&report.points)
+        .filter(|p| p.resumed)
+        .count();
+    print!("{}", report.markdown_table());
+    println!(
+        "{} model(s): {} computed, {resumed} resumed from {}",
+        report.points.len() + 1,
+        report.points.len() + 1 - resumed,
+        args.output.join("points").display()
+    );
+    println!(
+        "wrote {} (sweep.json, sweep.csv, sweep.md{})",
+        args.output.display(),
+        if report.plots.is_empty() {
+            ""
+        } else {
+            ", plots"
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}

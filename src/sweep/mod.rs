@@ -1,0 +1,383 @@
+//! Experiments over many pruned versions of one model: [`run_sweep`] (every method at every
+//! amount, validated and timed, with tables and plots) and [`sensitivity`] (one layer or channel
+//! group at a time). Every pruned model goes through [`crate::job::prune_to_file`], exactly as
+//! `shears prune` writes it, and is validated by [`crate::eval::validate::validate`] with the
+//! settings `shears val` takes.
+
+mod points;
+pub mod sensitivity;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::backend::{BackendSpec, runnable_bytes};
+use crate::eval::dataset::Dataset;
+use crate::eval::nms::NmsConfig;
+use crate::eval::validate::{DataSource, load_dataset, validate};
+use crate::onnx::Model;
+use crate::passes::{
+    Importance, PassConfig, PruneChannels, PruneMagnitude, PruneNM, Recover, Scope,
+};
+use crate::progress::Progress;
+
+pub use points::{PointRecord, PointResult, SweepReport, SweepSpec, TimingSettings, run_sweep};
+
+/// How a sweep prunes: the method and how the remaining weights recover. Written `layer`,
+/// `global`, `N:M` (e.g. `2:4`) or `channel`, with `+obs` or `+stats` for recovery
+/// (`global+obs`, `2:4+obs`, `channel+obs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MethodSpec {
+    pub method: Method,
+    pub recover: Recover,
+}
+
+/// A pruning method of [`MethodSpec`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// Magnitude pruning, the amount of every layer (the pruning guide's step).
+    Layer,
+    /// Magnitude pruning with one threshold over all layers.
+    Global,
+    /// N:M semi-structured sparsity (the amount does not apply).
+    NM { n: usize, m: usize },
+    /// Whole output channels removed, the amount of every channel group (L1 importance).
+    Channel,
+}
+
+impl FromStr for MethodSpec {
+    type Err = anyhow::Error;
+
+    fn from_str(text: &str) -> Result<Self> {
+        let (name, recover) = match text.split_once('+') {
+            Some((name, "obs")) => (name, Recover::Obs),
+            Some((name, "stats")) => (name, Recover::Stats),
+            Some((_, other)) => {
+                bail!("method {text:?}: unknown recovery {other:?} (use +obs or +stats)")
+            }
+            None => (text, Recover::None),
+        };
+        let method = match name {
+            "layer" => Method::Layer,
+            "global" => Method::Global,
+            "channel" => Method::Channel,
+            nm if nm.contains(':') => {
+                let (n, m) = PruneNM::parse_pattern(nm)?;
+                Method::NM { n, m }
+            }
+            other => bail!(
+                "unknown method {other:?} in {text:?}: use layer, global, N:M (e.g. 2:4) or \
+                 channel, optionally with +obs or +stats"
+            ),
+        };
+        Ok(MethodSpec { method, recover })
+    }
+}
+
+impl fmt::Display for MethodSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.method {
+            Method::Layer => f.write_str("layer")?,
+            Method::Global => f.write_str("global")?,
+            Method::NM { n, m } => write!(f, "{n}:{m}")?,
+            Method::Channel => f.write_str("channel")?,
+        }
+        match self.recover {
+            Recover::None => Ok(()),
+            Recover::Stats => f.write_str("+stats"),
+            Recover::Obs => f.write_str("+obs"),
+        }
+    }
+}
+
+impl MethodSpec {
+    /// Whether the method takes an amount (N:M does not: one point).
+    pub fn takes_amount(&self) -> bool {
+        !matches!(self.method, Method::NM { .. })
+    }
+
+    /// Whether the method removes channels (its x axis is the MAC ratio, not zeros).
+    pub fn is_structured(&self) -> bool {
+        matches!(self.method, Method::Channel)
+    }
+
+    /// The one pass `shears prune` runs for this method at `amount` with these layer filters,
+    /// with `prune`'s defaults for everything else; checked with [`PassConfig::validate`].
+    pub fn pass(&self, amount: f64, include: &[String], exclude: &[String]) -> Result<PassConfig> {
+        let (include, exclude) = (include.to_vec(), exclude.to_vec());
+        let magnitude = |scope| {
+            PassConfig::PruneMagnitude(PruneMagnitude {
+                amount,
+                scope,
+                include: include.clone(),
+                exclude: exclude.clone(),
+                recover: self.recover,
+                order: None,
+                max_map_drop: None,
+            })
+        };
+        let pass = match self.method {
+            Method::Layer => magnitude(Scope::Layer),
+            Method::Global => magnitude(Scope::Global),
+            Method::NM { n, m } => PassConfig::PruneNM(PruneNM {
+                n,
+                m,
+                include,
+                exclude,
+                recover: self.recover,
+                order: None,
+            }),
+            Method::Channel => PassConfig::PruneChannels(PruneChannels {
+                amount,
+                importance: Importance::L1,
+                scope: Scope::Layer,
+                round_to: 8,
+                min_channels: None,
+                seed: 0,
+                include,
+                exclude,
+                recover: self.recover,
+                target_macs: None,
+                max_map_drop: None,
+            }),
+        };
+        pass.validate()
+            .with_context(|| format!("method {self} at amount {amount}"))?;
+        Ok(pass)
+    }
+}
+
+/// Parses a comma-separated list of methods (`layer,global+obs,2:4`).
+pub fn parse_methods(text: &str) -> Result<Vec<MethodSpec>> {
+    let methods: Vec<MethodSpec> = text
+        .split(',')
+        .map(|m| m.trim().parse())
+        .collect::<Result<_>>()?;
+    for (i, m) in methods.iter().enumerate() {
+        if methods[..i].contains(m) {
+            bail!("method {m} is listed twice");
+        }
+    }
+    Ok(methods)
+}
+
+/// Parses a comma-separated list of amounts in [0, 1], each listed once.
+pub fn parse_amounts(text: &str) -> Result<Vec<f64>> {
+    let mut amounts = Vec::new();
+    for part in text.split(',') {
+        let amount: f64 = part
+            .trim()
+            .parse()
+            .with_context(|| format!("amount {part:?} is not a number"))?;
+        if !(0.0..=1.0).contains(&amount) {
+            bail!("amount {amount} is outside [0, 1]");
+        }
+        if amounts.contains(&amount) {
+            bail!("amount {amount} is listed twice");
+        }
+        amounts.push(amount);
+    }
+    Ok(amounts)
+}
+
+/// How models are validated: the settings `shears val` takes, on the first `images` images of
+/// the dataset when set.
+#[derive(Debug, Clone)]
+pub struct ValSettings {
+    pub data: DataSource,
+    /// COCO annotations for COCOeval (default: the dataset's own, as `val` finds them).
+    pub gt: Option<PathBuf>,
+    pub images: Option<usize>,
+    pub nms: NmsConfig,
+    pub backend: BackendSpec,
+    pub max_pixels: u64,
+}
+
+impl ValSettings {
+    /// What results depend on, for resume keys.
+    fn key(&self) -> serde_json::Value {
+        serde_json::json!({
+            "data": self.data,
+            "gt": self.gt,
+            "images": self.images,
+            "conf": self.nms.conf_thres,
+            "iou": self.nms.iou_thres,
+            "max_det": self.nms.max_det,
+            "agnostic": self.nms.agnostic,
+            "backend": self.backend.engine().to_string(),
+            "device": self.backend.device().to_string(),
+        })
+    }
+}
+
+/// A loaded validation set: its images (the first `images` when limited) and annotations.
+pub struct Validator {
+    settings: ValSettings,
+    dataset: Dataset,
+    gt: Option<PathBuf>,
+}
+
+/// What validation measured, as `val` reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Accuracy {
+    pub images: usize,
+    pub instances: usize,
+    pub precision: f64,
+    pub recall: f64,
+    pub map50: f64,
+    pub map50_95: f64,
+    /// The 12 COCOeval stats (the first is COCO AP), when annotations were found.
+    pub coco: Option<Vec<f64>>,
+}
+
+impl Accuracy {
+    /// COCO AP when measured, else val.py's mAP@.5:.95.
+    pub fn headline(&self) -> f64 {
+        self.coco.as_ref().map_or(self.map50_95, |c| c[0])
+    }
+}
+
+impl Validator {
+    /// Loads the dataset as `val` does; refuses a dataset with no images left.
+    pub fn load(settings: ValSettings, progress: &dyn Progress) -> Result<Self> {
+        let (mut dataset, own_gt) = load_dataset(&settings.data, settings.max_pixels, progress)?;
+        if let Some(n) = settings.images {
+            dataset.images.truncate(n);
+        }
+        if dataset.images.is_empty() {
+            bail!("the validation dataset has no images");
+        }
+        let gt = settings.gt.clone().or(own_gt);
+        Ok(Validator {
+            settings,
+            dataset,
+            gt,
+        })
+    }
+
+    pub fn dataset(&self) -> &Dataset {
+        &self.dataset
+    }
+
+    /// Whether COCO AP is measured (annotations were given or found).
+    pub fn has_coco(&self) -> bool {
+        self.gt.is_some()
+    }
+
+    /// Validates `model` exactly as `shears val` does; `name` labels its progress.
+    pub fn validate(&self, name: &str, model: &Model, progress: &dyn Progress) -> Result<Accuracy> {
+        let bytes = runnable_bytes(model, self.settings.backend.engine())?;
+        let (report, _) = validate(
+            name,
+            &bytes,
+            &self.settings.backend,
+            &self.dataset,
+            self.gt.as_deref(),
+            &self.settings.nms,
+            progress,
+        )?;
+        let m = report.metrics;
+        Ok(Accuracy {
+            images: m.images,
+            instances: m.instances,
+            precision: m.precision,
+            recall: m.recall,
+            map50: m.map50,
+            map50_95: m.map50_95,
+            coco: report.coco.map(|c| c.stats.to_vec()),
+        })
+    }
+}
+
+/// Reports to another [`Progress`] with every phase label prefixed (`[3/12] global 0.3: ...`).
+pub struct Prefixed<'a> {
+    pub prefix: String,
+    pub inner: &'a dyn Progress,
+}
+
+impl Progress for Prefixed<'_> {
+    fn start(&self, label: &str, total: Option<u64>) {
+        self.inner.start(&format!("{} {label}", self.prefix), total);
+    }
+    fn advance(&self, n: u64) {
+        self.inner.advance(n);
+    }
+    fn finish(&self) {
+        self.inner.finish();
+    }
+}
+
+/// SHA-256 of bytes, hex.
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A CSV field, quoted when it holds a comma, quote or line break.
+fn csv_field(text: &str) -> String {
+    if text.contains([',', '"', '\n']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.to_string()
+    }
+}
+
+/// A Markdown table cell (pipes escaped).
+fn md_cell(text: &str) -> String {
+    text.replace('|', "\\|").replace('\n', " ")
+}
+
+/// `path` relative to `base` when under it (for links in reports), else as given.
+fn relative_to(path: &Path, base: &Path) -> PathBuf {
+    path.strip_prefix(base).unwrap_or(path).to_path_buf()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn methods_parse_and_print_back() {
+        for text in [
+            "layer",
+            "global+obs",
+            "2:4",
+            "2:4+obs",
+            "channel+obs",
+            "layer+stats",
+        ] {
+            let m: MethodSpec = text.parse().unwrap();
+            assert_eq!(m.to_string(), text);
+        }
+        assert_eq!(
+            "1:8".parse::<MethodSpec>().unwrap().method,
+            Method::NM { n: 1, m: 8 }
+        );
+        for bad in ["lyer", "global+ob", "2-4", ""] {
+            assert!(bad.parse::<MethodSpec>().is_err(), "{bad}");
+        }
+        assert!(parse_methods("layer,global,layer").is_err());
+        assert_eq!(parse_methods("layer, 2:4").unwrap().len(), 2);
+    }
+
+    #[test]
+    fn amounts_are_fractions_listed_once() {
+        assert_eq!(parse_amounts("0.1,0.3").unwrap(), vec![0.1, 0.3]);
+        assert!(parse_amounts("0.1,1.5").is_err());
+        assert!(parse_amounts("0.1,0.1").is_err());
+        assert!(parse_amounts("x").is_err());
+    }
+
+    #[test]
+    fn csv_fields_are_quoted_when_needed() {
+        assert_eq!(csv_field("global+obs"), "global+obs");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"x\""), "\"say \"\"x\"\"\"");
+    }
+}
