@@ -171,7 +171,8 @@ fn the_demo_generates_its_model_when_the_fixtures_are_absent() {
         shears()
             .arg("run")
             .arg(&pipeline)
-            .args(["--report", report.to_str().unwrap()])
+            // The demo writes under target/demo, where an earlier run may have left it.
+            .args(["--force", "--report", report.to_str().unwrap()])
             .env("SHEARS_FIXTURES", dir.path().join("no-fixtures-here")),
     );
     let summary: serde_json::Value =
