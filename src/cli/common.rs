@@ -1,12 +1,16 @@
 //! Steps several commands share: loading a model with its warnings, refusing lossy rewrites.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
 use super::ui::Ui;
 use shears::backend::{BackendSpec, Device, Engine};
+use shears::eval::nms::NmsConfig;
+use shears::eval::preprocess::DEFAULT_MAX_PIXELS;
+use shears::eval::validate::DataSource;
 use shears::onnx::{self, Model};
+use shears::sweep::ValSettings;
 
 /// Loads a model and warns about anything the schema does not cover.
 pub fn load_model(path: &Path, ui: &Ui) -> Result<Model> {
@@ -39,5 +43,53 @@ impl BackendArgs {
             Some(threads) => spec.with_threads(threads),
             None => spec,
         })
+    }
+}
+
+/// The dataset and detection settings of a command that validates as `val` does.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ValidationArgs {
+    /// Validation dataset: a YOLOv5 data YAML (its `val` split).
+    #[arg(long, value_name = "DATA.yaml")]
+    pub data: PathBuf,
+    /// Dataset root replacing the data YAML's `path:`.
+    #[arg(long)]
+    pub data_root: Option<PathBuf>,
+    /// COCO annotations for COCOeval [default: the dataset's own, as `val` finds them].
+    #[arg(long)]
+    pub gt: Option<PathBuf>,
+    /// Validate on the first N images of the dataset only.
+    #[arg(long, value_name = "N")]
+    pub images: Option<usize>,
+    /// Confidence threshold of validation.
+    #[arg(long, default_value_t = 0.001)]
+    pub conf: f32,
+    /// NMS IoU threshold of validation (val.py's default; the pruning guide used 0.65).
+    #[arg(long, default_value_t = 0.6)]
+    pub iou: f64,
+    /// Maximum detections per image.
+    #[arg(long, default_value_t = 300)]
+    pub max_det: usize,
+}
+
+impl ValidationArgs {
+    /// The settings these flags ask for, on `backend`.
+    pub fn settings(&self, backend: BackendSpec) -> ValSettings {
+        ValSettings {
+            data: DataSource::Yaml {
+                data: self.data.clone(),
+                root: self.data_root.clone(),
+            },
+            gt: self.gt.clone(),
+            images: self.images,
+            nms: NmsConfig {
+                conf_thres: self.conf,
+                iou_thres: self.iou,
+                max_det: self.max_det,
+                ..NmsConfig::default()
+            },
+            backend,
+            max_pixels: DEFAULT_MAX_PIXELS,
+        }
     }
 }

@@ -622,26 +622,43 @@ fn print_report(out: &mut impl Write, r: &JobReport, masked: Option<&Path>) -> R
     for pass in &r.passes {
         writeln!(out, "{}: {}", pass.pass, pass.summary)?;
     }
-    let row = |out: &mut dyn Write, label: &str, f: &Footprint| -> std::io::Result<()> {
-        writeln!(
-            out,
-            "{label:<8} {:>12} {:>12} {:>15} {:>9.4} {:>9.4} {:>14} {:>14}",
+    let row = |label: &str, f: &Footprint| {
+        vec![
+            label.to_string(),
             grouped(f.params),
             grouped(f.nonzero_params),
             grouped(f.macs),
-            f.sparsity.global,
-            f.sparsity.conv_weights,
+            format!("{:.4}", f.sparsity.global),
+            format!("{:.4}", f.sparsity.conv_weights),
             grouped(f.file_bytes),
-            f.zstd_bytes.map_or("-".to_string(), grouped)
-        )
+            f.zstd_bytes.map_or("-".to_string(), grouped),
+        ]
     };
-    writeln!(
-        out,
-        "{:<8} {:>12} {:>12} {:>15} {:>9} {:>9} {:>14} {:>14}",
-        "", "params", "non-zero", "MACs", "sparsity", "conv w.", "file bytes", "zstd bytes"
-    )?;
-    row(out, "before", &r.before)?;
-    row(out, "after", &r.after)?;
+    let mut table = comfy_table::Table::new();
+    table
+        .load_preset(comfy_table::presets::NOTHING)
+        .set_content_arrangement(comfy_table::ContentArrangement::Disabled)
+        .set_header([
+            "",
+            "params",
+            "non-zero",
+            "MACs",
+            "sparsity",
+            "conv w.",
+            "file bytes",
+            "zstd bytes",
+        ])
+        .add_row(row("before", &r.before))
+        .add_row(row("after", &r.after));
+    for column in table.column_iter_mut().skip(1) {
+        column.set_cell_alignment(comfy_table::CellAlignment::Right);
+    }
+    if let Some(first) = table.column_mut(0) {
+        first.set_padding((0, 1));
+    }
+    for line in table.lines() {
+        writeln!(out, "{}", line.trim_end())?;
+    }
     for proof in r.passes.iter().filter_map(|p| p.proof.as_ref()) {
         writeln!(out, "verify: {}", proof.summary)?;
     }

@@ -6,31 +6,18 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 
-use super::common::BackendArgs;
+use super::common::{BackendArgs, ValidationArgs};
 use super::ui::Ui;
-use shears::eval::nms::NmsConfig;
-use shears::eval::preprocess::DEFAULT_MAX_PIXELS;
-use shears::eval::validate::DataSource;
+use shears::sweep::parse_amounts;
 use shears::sweep::sensitivity::{SensitivityMethod, SensitivitySpec, sensitivity};
-use shears::sweep::{ValSettings, parse_amounts};
 
 /// Prune one layer (or channel group) at a time and validate: which ones accuracy needs most.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// ONNX model to measure (never modified).
     pub model: PathBuf,
-    /// Validation dataset: a YOLOv5 data YAML (its `val` split).
-    #[arg(long, value_name = "DATA.yaml")]
-    pub data: PathBuf,
-    /// Dataset root replacing the data YAML's `path:`.
-    #[arg(long)]
-    pub data_root: Option<PathBuf>,
-    /// COCO annotations for COCOeval [default: the dataset's own, as `val` finds them].
-    #[arg(long)]
-    pub gt: Option<PathBuf>,
-    /// Validate on the first N images of the dataset only.
-    #[arg(long, value_name = "N")]
-    pub images: Option<usize>,
+    #[command(flatten)]
+    pub validation: ValidationArgs,
     /// What is pruned on its own: a Conv layer's weights or a channel group's channels.
     #[arg(long, value_enum, default_value_t = MethodArg::Magnitude)]
     pub method: MethodArg,
@@ -48,9 +35,6 @@ pub struct Args {
     pub output: PathBuf,
     #[command(flatten)]
     pub backend: BackendArgs,
-    /// NMS IoU threshold of validation (val.py's default; the pruning guide used 0.65).
-    #[arg(long, default_value_t = 0.6)]
-    pub iou: f64,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -71,20 +55,7 @@ pub fn run(args: &Args, ui: &Ui) -> Result<ExitCode> {
         amounts: parse_amounts(&args.amounts)?,
         include: args.include.clone(),
         exclude: args.exclude.clone(),
-        validation: ValSettings {
-            data: DataSource::Yaml {
-                data: args.data.clone(),
-                root: args.data_root.clone(),
-            },
-            gt: args.gt.clone(),
-            images: args.images,
-            nms: NmsConfig {
-                iou_thres: args.iou,
-                ..NmsConfig::default()
-            },
-            backend: args.backend.spec()?,
-            max_pixels: DEFAULT_MAX_PIXELS,
-        },
+        validation: args.validation.settings(args.backend.spec()?),
         out: args.output.clone(),
     };
     let report = sensitivity(&spec, ui.progress())?;

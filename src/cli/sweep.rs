@@ -8,33 +8,18 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 
-use super::common::BackendArgs;
+use super::common::{BackendArgs, ValidationArgs};
 use super::ui::Ui;
 use shears::calib::CalibrationSpec;
-use shears::eval::nms::NmsConfig;
-use shears::eval::preprocess::DEFAULT_MAX_PIXELS;
-use shears::eval::validate::DataSource;
-use shears::sweep::{
-    SweepSpec, TimingSettings, ValSettings, parse_amounts, parse_methods, run_sweep,
-};
+use shears::sweep::{SweepSpec, TimingSettings, parse_amounts, parse_methods, run_sweep};
 
 /// Prune a model with several methods at several amounts; validate, time and plot every point.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// ONNX model to sweep (never modified).
     pub model: PathBuf,
-    /// Validation dataset: a YOLOv5 data YAML (its `val` split).
-    #[arg(long, value_name = "DATA.yaml")]
-    pub data: PathBuf,
-    /// Dataset root replacing the data YAML's `path:`.
-    #[arg(long)]
-    pub data_root: Option<PathBuf>,
-    /// COCO annotations for COCOeval [default: the dataset's own, as `val` finds them].
-    #[arg(long)]
-    pub gt: Option<PathBuf>,
-    /// Validate on the first N images of the dataset only.
-    #[arg(long, value_name = "N")]
-    pub images: Option<usize>,
+    #[command(flatten)]
+    pub validation: ValidationArgs,
     /// Comma-separated fractions to prune (methods that take one).
     #[arg(long, default_value = "0.1,0.3,0.5")]
     pub amounts: String,
@@ -55,15 +40,6 @@ pub struct Args {
     pub output: PathBuf,
     #[command(flatten)]
     pub backend: BackendArgs,
-    /// Confidence threshold of validation.
-    #[arg(long, default_value_t = 0.001)]
-    pub conf: f32,
-    /// NMS IoU threshold of validation (val.py's default; the pruning guide used 0.65).
-    #[arg(long, default_value_t = 0.6)]
-    pub iou: f64,
-    /// Maximum detections per image.
-    #[arg(long, default_value_t = 300)]
-    pub max_det: usize,
     /// Calibration images of the recovering methods: a dataset YAML (its train images, else
     /// val) or a folder. Never the validation images.
     #[arg(long, value_name = "DATA")]
@@ -90,22 +66,7 @@ pub fn run(args: &Args, ui: &Ui) -> Result<ExitCode> {
         amounts: parse_amounts(&args.amounts)?,
         include: args.include.clone(),
         exclude: args.exclude.clone(),
-        validation: ValSettings {
-            data: DataSource::Yaml {
-                data: args.data.clone(),
-                root: args.data_root.clone(),
-            },
-            gt: args.gt.clone(),
-            images: args.images,
-            nms: NmsConfig {
-                conf_thres: args.conf,
-                iou_thres: args.iou,
-                max_det: args.max_det,
-                ..NmsConfig::default()
-            },
-            backend,
-            max_pixels: DEFAULT_MAX_PIXELS,
-        },
+        validation: args.validation.settings(backend),
         calibration: args.calib.as_ref().map(|data| CalibrationSpec {
             data: data.clone(),
             data_root: args.calib_root.clone(),
