@@ -40,8 +40,9 @@ pub fn sampled_positions(
     chosen.into_iter().map(|p| (p / ow, p % ow)).collect()
 }
 
-/// The columns of `site` at `positions` of `input` (`[1, C, H, W]`): one row per position,
-/// `C * kh * kw` values in weight order (zero where the kernel reads padding) and a final 1.
+/// The im2col columns of `site` at `positions` of `input` (`[1, C, H, W]`), one matrix column
+/// per position: `C * kh * kw` values in weight order (zero where the kernel reads padding) and a
+/// final 1. Each position's values are contiguous in memory.
 pub fn columns(
     site: &ConvSite,
     input: &ArrayViewD<'_, f32>,
@@ -67,8 +68,13 @@ pub fn columns(
     let n = site.columns();
     let data = input.as_standard_layout();
     let data = data.as_slice().expect("standard layout");
-    let mut x = Mat::<f64>::zeros(positions.len(), n + 1);
-    for (row, &(oy, ox)) in positions.iter().enumerate() {
+    let mut x = Mat::<f64>::zeros(n + 1, positions.len());
+    for (p, &(oy, ox)) in positions.iter().enumerate() {
+        let column = x
+            .col_mut(p)
+            .try_as_col_major_mut()
+            .expect("a Mat's columns are contiguous")
+            .as_slice_mut();
         for c in 0..channels {
             let plane = &data[c * height * width..(c + 1) * height * width];
             for ky in 0..kh {
@@ -77,31 +83,33 @@ pub fn columns(
                 if iy < 0 || iy >= height as isize {
                     continue;
                 }
-                for kx in 0..kw {
+                let row = &plane[iy as usize * width..(iy as usize + 1) * width];
+                let taps = &mut column[(c * kh + ky) * kw..(c * kh + ky + 1) * kw];
+                for (kx, tap) in taps.iter_mut().enumerate() {
                     let ix = (ox * site.strides[1] + kx * site.dilations[1]) as isize
                         - site.pads[1] as isize;
                     if ix >= 0 && ix < width as isize {
-                        x[(row, (c * kh + ky) * kw + kx)] =
-                            f64::from(plane[iy as usize * width + ix as usize]);
+                        *tap = f64::from(row[ix as usize]);
                     }
                 }
             }
         }
-        x[(row, n)] = 1.0;
+        column[n] = 1.0;
     }
     Ok(x)
 }
 
-/// Adds `xT x` to the lower triangle (diagonal included) of `gram`, half the work of the full
-/// product; [`mirror_lower`] completes the matrix once all terms are in.
+/// Adds `x xT` (`x`: one column per sample) to the lower triangle (diagonal included) of `gram`,
+/// half the work of the full product; [`mirror_lower`] completes the matrix once all terms are
+/// in.
 pub fn add_gram_lower(gram: &mut Mat<f64>, x: &Mat<f64>) {
     triangular::matmul(
         gram,
         BlockStructure::TriangularLower,
         Accum::Add,
-        x.transpose(),
-        BlockStructure::Rectangular,
         x,
+        BlockStructure::Rectangular,
+        x.transpose(),
         BlockStructure::Rectangular,
         1.0,
         Par::Seq,
@@ -146,7 +154,7 @@ mod tests {
         let positions = sampled_positions(&s, 5, 5, usize::MAX, 0);
         assert_eq!(positions.len(), 9);
         let x = columns(&s, &input.view(), &positions).unwrap();
-        for (row, &(oy, ox)) in positions.iter().enumerate() {
+        for (p, &(oy, ox)) in positions.iter().enumerate() {
             let mut direct = 0.0;
             for c in 0..2 {
                 for ky in 0..3 {
@@ -159,9 +167,9 @@ mod tests {
                     }
                 }
             }
-            let dot: f64 = (0..18).map(|j| x[(row, j)] * weight[j]).sum();
+            let dot: f64 = (0..18).map(|j| x[(j, p)] * weight[j]).sum();
             assert!((dot - direct).abs() < 1e-12);
-            assert_eq!(x[(row, 18)], 1.0);
+            assert_eq!(x[(18, p)], 1.0);
         }
     }
 
@@ -177,12 +185,12 @@ mod tests {
 
     #[test]
     fn the_lower_gram_mirrored_is_the_full_product() {
-        let x = Mat::from_fn(37, 6, |i, j| ((i * 5 + j * 11) % 13) as f64 * 0.25 - 1.5);
+        let x = Mat::from_fn(6, 37, |i, j| ((i * 11 + j * 5) % 13) as f64 * 0.25 - 1.5);
         let mut gram = Mat::zeros(6, 6);
         add_gram_lower(&mut gram, &x);
         add_gram_lower(&mut gram, &x);
         mirror_lower(&mut gram);
-        let full = x.transpose() * &x * 2.0;
+        let full = &x * x.transpose() * 2.0;
         for i in 0..6 {
             for j in 0..6 {
                 assert!((gram[(i, j)] - full[(i, j)]).abs() < 1e-9, "{i} {j}");

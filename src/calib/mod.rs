@@ -20,6 +20,7 @@ use faer::Mat;
 use ndarray::{Array4, ArrayD};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
+use rand::seq::index::sample;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -31,7 +32,7 @@ use crate::backend::{self, BackendSpec};
 use crate::eval::dataset::{DataConfig, Split, list_images};
 use crate::eval::preprocess::{DEFAULT_MAX_PIXELS, preprocess_file};
 use crate::onnx::proto::{ModelProto, TypeProto, ValueInfoProto, type_proto};
-use crate::passes::{Calibration, ConvSite, InputStats, OutputStats};
+use crate::passes::{Calibration, ConvSite, InputStats, OutputSamples};
 use crate::progress::Progress;
 
 /// The metadata key under which outputs record their calibration set (a JSON object).
@@ -42,6 +43,11 @@ pub const DEFAULT_IMAGES: usize = 128;
 
 /// Default number of output positions per image whose columns a Conv's statistics sum.
 pub const DEFAULT_POSITIONS: usize = 4096;
+
+/// Output positions per image and Conv that [`Calibration::output_samples`] keeps. Per channel
+/// that is 8,192 values over 32 images: enough for moments, and the samples of every Conv of
+/// yolov5n over 32 images take 160 MB.
+pub const OUTPUT_POSITIONS: usize = 256;
 
 /// Where calibration images come from and how many to use (the pipeline's `calibration:` block).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -182,18 +188,17 @@ impl<'p> Calibrator<'p> {
         &self.set
     }
 
-    /// A session of `model` whose outputs are `tensors`, and the pre-processed images.
+    /// A session of `model` on `spec` whose outputs are `tensors`; pre-processes the images on
+    /// first use.
     fn open(
         &mut self,
         model: &ModelProto,
         tensors: &[String],
+        spec: &BackendSpec,
     ) -> Result<Box<dyn backend::Backend>> {
         let probe = with_outputs(model, tensors)?;
-        let session = backend::open(
-            &self.spec,
-            &backend::encode_runnable(&probe, self.spec.engine())?,
-        )
-        .context("calibration: cannot run the model")?;
+        let session = backend::open(spec, &backend::encode_runnable(&probe, spec.engine())?)
+            .context("calibration: cannot run the model")?;
         let [_, _, h, w] = session.input_shape();
         if self.inputs.is_empty() {
             if h != w {
@@ -231,7 +236,8 @@ impl Calibration for Calibrator<'_> {
                 }
             })
             .collect();
-        let mut session = self.open(model, &tensors)?;
+        let spec = self.spec;
+        let mut session = self.open(model, &tensors, &spec)?;
         let width = |s: &ConvSite| s.columns() + 1;
         let mut grams: Vec<Mat<f64>> = keys
             .iter()
@@ -266,38 +272,65 @@ impl Calibration for Calibrator<'_> {
             .collect())
     }
 
-    fn output_stats(
+    /// Runs the images on as many single-threaded sessions as the spec has threads, one image
+    /// per session at a time: these runs stop early in the graph, where threads inside one
+    /// inference have little to share.
+    fn output_samples(
         &mut self,
         model: &ModelProto,
-        reference: Option<&ModelProto>,
         sites: &[ConvSite],
         images: usize,
-    ) -> Result<Vec<OutputStats>> {
+    ) -> Result<Vec<OutputSamples>> {
         let mut tensors: Vec<String> = sites.iter().map(|s| s.output.clone()).collect();
         tensors.dedup();
         if tensors.len() != sites.len() {
             bail!("calibration: two sites name the same Conv output");
         }
-        let mut session = self.open(model, &tensors)?;
-        let mut reference = reference.map(|r| self.open(r, &tensors)).transpose()?;
-        let mut moments: Vec<ChannelMoments> = sites
+        let single = self.spec.with_threads(1);
+        let first = self.open(model, &tensors, &single)?;
+        let images = images.min(self.inputs.len());
+        let workers = self.spec.threads().clamp(1, images.max(1));
+        let mut sessions = vec![first];
+        for _ in 1..workers {
+            sessions.push(self.open(model, &tensors, &single)?);
+        }
+        let inputs = &self.inputs;
+        // Worker `w` takes images w, w + workers, ...; each image's samples are kept apart and
+        // joined in image order, so the result does not depend on the number of workers.
+        let per_worker = sessions
+            .par_iter_mut()
+            .enumerate()
+            .map(|(w, session)| {
+                (w..images)
+                    .step_by(workers)
+                    .map(|image| {
+                        let outputs = session.run_all(inputs[image].view())?;
+                        sites
+                            .iter()
+                            .zip(&outputs)
+                            .map(|(site, out)| sample_output(site, out, image))
+                            .collect::<Result<Vec<_>>>()
+                    })
+                    .collect::<Result<Vec<_>>>()
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut samples: Vec<OutputSamples> = sites
             .iter()
-            .map(|s| ChannelMoments::new(s.out_channels))
+            .map(|s| OutputSamples {
+                values: vec![Vec::new(); s.out_channels],
+            })
             .collect();
-        for input in self.inputs.iter().take(images) {
-            let outputs = session.run_all(input.view())?;
-            let references = match &mut reference {
-                Some(r) => Some(r.run_all(input.view())?),
-                None => None,
-            };
-            for (k, (m, site)) in moments.iter_mut().zip(sites).enumerate() {
-                m.add(site, &outputs[k], references.as_ref().map(|r| &r[k]))?;
+        for image in 0..images {
+            for (all, one) in samples
+                .iter_mut()
+                .zip(&per_worker[image % workers][image / workers])
+            {
+                for (channel, values) in all.values.iter_mut().zip(one) {
+                    channel.extend_from_slice(values);
+                }
             }
         }
-        Ok(moments
-            .into_iter()
-            .map(|m| m.finish(reference.is_some()))
-            .collect())
+        Ok(samples)
     }
 
     fn describe(&self) -> serde_json::Value {
@@ -305,92 +338,43 @@ impl Calibration for Calibrator<'_> {
     }
 }
 
-/// Running per-channel sums of a Conv output (and of its products with a reference output).
-struct ChannelMoments {
-    sum: Vec<f64>,
-    sum_sq: Vec<f64>,
-    reference_sum: Vec<f64>,
-    cross: Vec<f64>,
-    count: u64,
+/// Per channel, the values of a Conv output `[1, C, H, W]` of calibration image `image` at
+/// [`output_positions`].
+fn sample_output(site: &ConvSite, out: &ArrayD<f32>, image: usize) -> Result<Vec<Vec<f32>>> {
+    let shape = out.shape();
+    if shape.len() != 4 || shape[0] != 1 || shape[1] != site.out_channels {
+        bail!(
+            "{}: output {:?} has shape {shape:?}, expected [1, {}, H, W]",
+            site.name,
+            site.output,
+            site.out_channels
+        );
+    }
+    let plane = shape[2] * shape[3];
+    let positions = output_positions(plane, image);
+    let data = out.as_standard_layout();
+    let data = data.as_slice().expect("standard layout");
+    Ok((0..site.out_channels)
+        .map(|c| positions.iter().map(|&p| data[c * plane + p]).collect())
+        .collect())
 }
 
-impl ChannelMoments {
-    fn new(channels: usize) -> Self {
-        let zeros = vec![0.0; channels];
-        Self {
-            sum: zeros.clone(),
-            sum_sq: zeros.clone(),
-            reference_sum: zeros.clone(),
-            cross: zeros,
-            count: 0,
-        }
+/// The positions of a `plane`-sized output map that image `image` contributes: all of them when
+/// there are at most [`OUTPUT_POSITIONS`], else that many drawn with a seed of the image and the
+/// map size (the same for every Conv and model), in increasing order.
+fn output_positions(plane: usize, image: usize) -> Vec<usize> {
+    if plane <= OUTPUT_POSITIONS {
+        return (0..plane).collect();
     }
-
-    /// Adds one image's output `[1, C, H, W]` (and the reference's at the same positions).
-    fn add(
-        &mut self,
-        site: &ConvSite,
-        out: &ArrayD<f32>,
-        reference: Option<&ArrayD<f32>>,
-    ) -> Result<()> {
-        let shape = out.shape();
-        if shape.len() != 4 || shape[0] != 1 || shape[1] != self.sum.len() {
-            bail!(
-                "{}: output {:?} has shape {shape:?}",
-                site.name,
-                site.output
-            );
-        }
-        if reference.is_some_and(|r| r.shape() != shape) {
-            bail!("{}: the reference output has another shape", site.name);
-        }
-        let plane = shape[2] * shape[3];
-        let data = out.as_standard_layout();
-        let data = data.as_slice().expect("standard layout");
-        let other = reference.map(|r| r.as_standard_layout());
-        let other = other
-            .as_ref()
-            .map(|r| r.as_slice().expect("standard layout"));
-        for c in 0..self.sum.len() {
-            let values = &data[c * plane..(c + 1) * plane];
-            for (i, &v) in values.iter().enumerate() {
-                let v = f64::from(v);
-                self.sum[c] += v;
-                self.sum_sq[c] += v * v;
-                if let Some(r) = other {
-                    let w = f64::from(r[c * plane + i]);
-                    self.reference_sum[c] += w;
-                    self.cross[c] += v * w;
-                }
-            }
-        }
-        self.count += plane as u64;
-        Ok(())
-    }
-
-    fn finish(self, with_reference: bool) -> OutputStats {
-        let n = self.count.max(1) as f64;
-        let mean: Vec<f64> = self.sum.iter().map(|s| s / n).collect();
-        let variance = self
-            .sum_sq
-            .iter()
-            .zip(&mean)
-            .map(|(sq, m)| (sq / n - m * m).max(0.0))
-            .collect();
-        let covariance = with_reference.then(|| {
-            self.cross
-                .iter()
-                .zip(&mean)
-                .zip(&self.reference_sum)
-                .map(|((x, m), r)| x / n - m * (r / n))
-                .collect()
-        });
-        OutputStats {
-            mean,
-            variance,
-            covariance,
-        }
-    }
+    let seed = (image as u64) << 32 | plane as u64;
+    let mut chosen = sample(
+        &mut ChaCha8Rng::seed_from_u64(seed),
+        plane,
+        OUTPUT_POSITIONS,
+    )
+    .into_vec();
+    chosen.sort_unstable();
+    chosen
 }
 
 /// A copy of `model` whose graph outputs are `tensors` (float32, shape left to the backend).

@@ -54,15 +54,12 @@ pub struct InputStats {
     pub gram: Mat<f64>,
 }
 
-/// Per-channel statistics of a Conv's output (before any activation), over every position of
-/// every calibration image.
+/// A Conv's output (before any activation) at sampled positions of calibration images:
+/// `values[c]` holds channel `c`'s values, image after image. Samples of one site taken from two
+/// models with the same tensor names are at the same positions of the same images.
 #[derive(Debug, Clone, PartialEq)]
-pub struct OutputStats {
-    pub mean: Vec<f64>,
-    pub variance: Vec<f64>,
-    /// The covariance of each channel with the same channel of the reference model's output at
-    /// the same positions, when a reference was given.
-    pub covariance: Option<Vec<f64>>,
+pub struct OutputSamples {
+    pub values: Vec<Vec<f32>>,
 }
 
 /// A source of calibration statistics.
@@ -70,16 +67,14 @@ pub trait Calibration {
     /// Input statistics of each of `sites` in `model`.
     fn input_stats(&mut self, model: &ModelProto, sites: &[ConvSite]) -> Result<Vec<InputStats>>;
 
-    /// Output statistics of each of `sites` in `model` over at most `images` of the calibration
-    /// images (the first ones: the set is drawn at random), with the covariance against the
-    /// same outputs of `reference` (a model with the same tensor names) when given.
-    fn output_stats(
+    /// The outputs of each of `sites` in `model` at a fixed sample of positions of each of at most
+    /// `images` of the calibration images (the first ones: the set is drawn at random).
+    fn output_samples(
         &mut self,
         model: &ModelProto,
-        reference: Option<&ModelProto>,
         sites: &[ConvSite],
         images: usize,
-    ) -> Result<Vec<OutputStats>>;
+    ) -> Result<Vec<OutputSamples>>;
 
     /// What the calibration set is, for provenance: a JSON object.
     fn describe(&self) -> serde_json::Value;

@@ -21,7 +21,7 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 pub use calibration::{
-    CalibOrder, Calibration, ConvSite, InputStats, OutputStats, Recover, conv_sites,
+    CalibOrder, Calibration, ConvSite, InputStats, OutputSamples, Recover, conv_sites,
 };
 pub use correct_statistics::correct_statistics;
 pub use densify_sparse::densify_sparse;

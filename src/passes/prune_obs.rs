@@ -205,7 +205,7 @@ fn solve(graph: &GraphProto, layer: &Layer, stats: &InputStats) -> Result<Mat<f6
 }
 
 /// Per-layer zero counts for `amount` of all weights: each layer's relative output error is
-/// measured at [`LEVELS`] sparsities, then increments are taken cheapest first (added error per
+/// measured at steps of `1 / LEVELS` up to the most it may lose, then increments are taken cheapest first (added error per
 /// weight removed) until exactly `round_half_even(amount x total)` weights go.
 fn allocate(
     graph: &GraphProto,
@@ -219,6 +219,8 @@ fn allocate(
         .collect();
     let total: usize = sizes.iter().sum();
     let goal = (round_half_even(amount * total as f64) as usize).min(total);
+    // No layer may go beyond this level; the ones above it are not measured.
+    let top = ((MAX_LAYER_FACTOR * amount * LEVELS as f64 + 1e-9).floor() as usize).min(LEVELS);
     let curves: Vec<Vec<(usize, f64)>> = layers
         .par_iter()
         .zip(stats)
@@ -230,7 +232,7 @@ fn allocate(
             let order = tap_major_order(&layer.site);
             let mut curve = vec![(0, 0.0)];
             let mut worst: f64 = 0.0;
-            for level in 1..=LEVELS {
+            for level in 1..=top {
                 let count = size * level / LEVELS;
                 let pruned = if level == LEVELS {
                     Mat::zeros(w.nrows(), w.ncols())
@@ -248,10 +250,7 @@ fn allocate(
     let mut last = None;
     while removed < goal {
         let cheapest = (0..layers.len())
-            .filter(|&l| {
-                step[l] < LEVELS
-                    && (step[l] + 1) as f64 / LEVELS as f64 <= MAX_LAYER_FACTOR * amount + 1e-9
-            })
+            .filter(|&l| step[l] < top)
             .min_by(|&a, &b| {
                 let cost = |l: usize| {
                     let ((c0, e0), (c1, e1)) = (curves[l][step[l]], curves[l][step[l] + 1]);
