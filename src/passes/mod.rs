@@ -14,6 +14,7 @@ mod prune_channels;
 mod prune_magnitude;
 mod prune_n_m;
 mod prune_obs;
+mod reach;
 mod selection;
 mod store_sparse;
 
