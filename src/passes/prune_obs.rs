@@ -14,7 +14,8 @@
 //!   the relative errors took 40-75% of the Detect head's output convs and lost accuracy (yolov5n
 //!   at 30%, 32 calibration images: COCO AP 0.291 against 0.306 uniform), and a cap of 1.5 times
 //!   the amount per layer was needed (0.318); weighed, no cap is needed and the allocation wins
-//!   more (128 images: 30% 0.309 capped, 0.321 weighed; 50% 0.241 capped, 0.261 weighed).
+//!   more (128 images, 1% damping: 30% 0.309 capped, 0.320 weighed; 50% 0.241 capped, 0.261
+//!   weighed).
 //! - `order: independent` solves every layer from the dense model's inputs. `order: sequential`
 //!   solves the layers in stages of graph order, each stage from the inputs of the model pruned
 //!   so far (SparseGPT's order): a layer keeps its own dense weights as the target and adapts to
