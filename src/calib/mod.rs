@@ -188,18 +188,21 @@ impl<'p> Calibrator<'p> {
         &self.set
     }
 
-    /// A session of `model` on `spec` whose outputs are `tensors`; pre-processes the images on
-    /// first use.
+    /// `copies` sessions of `model` on `spec` whose outputs are `tensors`, opened in parallel
+    /// from one encoding; pre-processes the images on first use.
     fn open(
         &mut self,
         model: &ModelProto,
         tensors: &[String],
         spec: &BackendSpec,
-    ) -> Result<Box<dyn backend::Backend>> {
-        let probe = with_outputs(model, tensors)?;
-        let session = backend::open(spec, &backend::encode_runnable(&probe, spec.engine())?)
-            .context("calibration: cannot run the model")?;
-        let [_, _, h, w] = session.input_shape();
+        copies: usize,
+    ) -> Result<Vec<Box<dyn backend::Backend>>> {
+        let bytes = backend::encode_runnable(&with_outputs(model, tensors)?, spec.engine())?;
+        let sessions = (0..copies.max(1))
+            .into_par_iter()
+            .map(|_| backend::open(spec, &bytes).context("calibration: cannot run the model"))
+            .collect::<Result<Vec<_>>>()?;
+        let [_, _, h, w] = sessions[0].input_shape();
         if self.inputs.is_empty() {
             if h != w {
                 bail!("calibration: the model's input {h}x{w} is not square");
@@ -208,7 +211,7 @@ impl<'p> Calibrator<'p> {
         } else if self.inputs[0].shape()[2] != h {
             bail!("calibration: models of different input sizes share one calibrator");
         }
-        Ok(session)
+        Ok(sessions)
     }
 }
 
@@ -237,7 +240,7 @@ impl Calibration for Calibrator<'_> {
             })
             .collect();
         let spec = self.spec;
-        let mut session = self.open(model, &tensors, &spec)?;
+        let mut session = self.open(model, &tensors, &spec, 1)?.remove(0);
         let width = |s: &ConvSite| s.columns() + 1;
         let mut grams: Vec<Mat<f64>> = keys
             .iter()
@@ -286,14 +289,9 @@ impl Calibration for Calibrator<'_> {
         if tensors.len() != sites.len() {
             bail!("calibration: two sites name the same Conv output");
         }
-        let single = self.spec.with_threads(1);
-        let first = self.open(model, &tensors, &single)?;
-        let images = images.min(self.inputs.len());
+        let images = images.min(self.set.images.len());
         let workers = self.spec.threads().clamp(1, images.max(1));
-        let mut sessions = vec![first];
-        for _ in 1..workers {
-            sessions.push(self.open(model, &tensors, &single)?);
-        }
+        let mut sessions = self.open(model, &tensors, &self.spec.with_threads(1), workers)?;
         let inputs = &self.inputs;
         // Worker `w` takes images w, w + workers, ...; each image's samples are kept apart and
         // joined in image order, so the result does not depend on the number of workers.

@@ -22,18 +22,17 @@
 use std::collections::{BTreeMap, HashMap};
 
 use anyhow::{Context, Result, bail};
+use faer::Mat;
 use rayon::prelude::*;
 
 use super::calibration::{Calibration, ConvSite, conv_sites};
 use super::obs::{Rule, StructuredLayer, damped_inverse, output_energy, output_error, sparsify};
 use super::prune_obs::DAMPING;
 use super::reach::{Probe, reach};
-use super::selection::LayerMatrix;
-use super::selection::round_half_even;
+use super::selection::{LayerMatrix, round_half_even};
 use crate::analysis::{ChannelGroup, UseKind, conv_layers, model_stats};
 use crate::graph::GraphView;
 use crate::onnx::proto::{GraphProto, ModelProto};
-use faer::Mat;
 
 /// The deepest a group's greedy order goes, so the most a group can lose.
 pub const MAX_FRACTION: f64 = 0.75;
@@ -113,7 +112,7 @@ impl ObsChannels {
         }
         let sites = conv_sites(model, &names)?;
         let stats = calib.input_stats(model, &sites)?;
-        let consumers = sites
+        let mut consumers = sites
             .into_iter()
             .zip(&stats)
             .zip(&nodes)
@@ -169,7 +168,6 @@ impl ObsChannels {
             })
             .collect();
         let reaches = reach(model, &probes, calib)?;
-        let mut consumers = consumers;
         for (c, r) in consumers.iter_mut().zip(reaches) {
             c.reach = r;
         }

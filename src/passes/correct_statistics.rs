@@ -5,21 +5,21 @@
 //! Before: a pruned model and the dense model it came from. After: for every named Conv and output
 //! channel `o`, with mean `m_p` and variance `v_p` of the pruned model's output, mean `m_d` of the
 //! dense model's and their covariance `c` at the same sampled positions of the calibration
-//! images ([`Calibration::output_samples`]), the
-//! channel computes `m_d + a (y - m_p)` with `a = c / v_p`: the least-squares map from the
-//! pruned channel to the dense one. Its mean becomes the dense mean; its spread becomes the part
-//! of the dense spread the pruned channel still carries. (Scaling the spread all the way back,
-//! `a = sqrt(v_d / v_p)`, amplifies what pruning turned into noise: on yolov5n at 30% global
-//! magnitude it took COCO AP from 0.258 to 0.004.) Weights are scaled by `a` (zeros stay zeros),
-//! the bias becomes `a (b - m_p) + m_d`. A channel whose pruned output is constant only moves its
-//! mean. Only Convs whose outputs feed activations are corrected (see [`ACTIVATIONS`]).
+//! images ([`Calibration::output_samples`]), the channel computes `m_d + a (y - m_p)` with
+//! `a = c / v_p`: the least-squares map from the pruned channel to the dense one. Its mean becomes
+//! the dense mean; its spread becomes the part of the dense spread the pruned channel still
+//! carries. (Scaling the spread all the way back, `a = sqrt(v_d / v_p)`, amplifies what pruning
+//! turned into noise: on yolov5n at 30% global magnitude it took COCO AP from 0.258 to 0.004.)
+//! Weights are scaled by `a` (zeros stay zeros), the bias becomes `a (b - m_p) + m_d`. A channel
+//! whose pruned output is constant only moves its mean. Only Convs whose outputs feed activations
+//! are corrected (see [`ACTIVATIONS`]).
 //!
 //! Layers are corrected level by level (Convs with as many Convs before them on their longest
 //! path never feed each other), each level measured on the model corrected so far; the dense
-//! model's samples are taken once. Corrected
-//! from one run, or in a few stages of graph order, every layer would also undo what the
-//! correction of the layers before it already fixed (yolov5n, 30% global magnitude: COCO AP
-//! 0.004 from one run, 0.000 in eight stages, 0.309 level by level).
+//! model's samples are taken once. Corrected from one run, or in a few stages of graph order,
+//! every layer would also undo what the correction of the layers before it already fixed
+//! (yolov5n, 30% global magnitude: COCO AP 0.004 from one run, 0.000 in eight stages, 0.309
+//! level by level).
 
 use std::collections::HashMap;
 
