@@ -65,13 +65,7 @@ impl Consumer {
     }
 
     fn matrix(&self) -> LayerMatrix<'_> {
-        LayerMatrix {
-            name: &self.site.name,
-            weight: &self.weight,
-            bias: &self.bias,
-            rows: self.site.out_channels,
-            columns: self.site.columns(),
-        }
+        LayerMatrix::of(&self.site, &self.weight, &self.bias)
     }
 }
 
@@ -127,14 +121,7 @@ impl ObsChannels {
                     .filter(|b| !b.is_empty())
                     .with_context(|| format!("{}: channel recovery needs a bias", site.name))?
                     .clone();
-                let w = LayerMatrix {
-                    name: &site.name,
-                    weight: &inputs[1],
-                    bias: &bias,
-                    rows: site.out_channels,
-                    columns: site.columns(),
-                }
-                .read(graph)?;
+                let w = LayerMatrix::of(&site, &inputs[1], &bias).read(graph)?;
                 let energy = output_energy(&w, &stats.gram).max(f64::MIN_POSITIVE);
                 Ok(Consumer {
                     layer: StructuredLayer {

@@ -210,13 +210,7 @@ fn correct_layer(graph: &mut GraphProto, site: &ConvSite, moments: &Moments) -> 
             }
         })
         .collect();
-    let layer = LayerMatrix {
-        name: &site.name,
-        weight: &weight,
-        bias: &bias,
-        rows: site.out_channels,
-        columns: site.columns(),
-    };
+    let layer = LayerMatrix::of(site, &weight, &bias);
     let mut w = layer.read(graph)?;
     let n = site.columns();
     for (r, &a) in scale.iter().enumerate() {

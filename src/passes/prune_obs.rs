@@ -316,13 +316,7 @@ fn allocate(
 
 impl Layer {
     fn matrix(&self) -> LayerMatrix<'_> {
-        LayerMatrix {
-            name: &self.site.name,
-            weight: &self.weight,
-            bias: &self.bias,
-            rows: self.site.out_channels,
-            columns: self.site.columns(),
-        }
+        LayerMatrix::of(&self.site, &self.weight, &self.bias)
     }
 }
 

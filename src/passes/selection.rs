@@ -4,6 +4,7 @@ use anyhow::{Context, Result, bail};
 use faer::Mat;
 use regex::Regex;
 
+use super::calibration::ConvSite;
 use crate::analysis::{ConvLayer, conv_layers};
 use crate::graph::GraphView;
 use crate::onnx::proto::tensor_proto::DataType;
@@ -146,7 +147,19 @@ pub struct LayerMatrix<'a> {
     pub columns: usize,
 }
 
-impl LayerMatrix<'_> {
+impl<'a> LayerMatrix<'a> {
+    /// The matrix of the Conv at `site` whose weight and bias initializers are named `weight`
+    /// and `bias`.
+    pub fn of(site: &'a ConvSite, weight: &'a str, bias: &'a str) -> Self {
+        LayerMatrix {
+            name: &site.name,
+            weight,
+            bias,
+            rows: site.out_channels,
+            columns: site.columns(),
+        }
+    }
+
     fn find<'g>(&self, graph: &'g GraphProto, tensor: &str) -> Result<&'g TensorProto> {
         graph
             .initializer
