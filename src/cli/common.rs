@@ -6,6 +6,7 @@ use anyhow::Result;
 
 use super::ui::Ui;
 use shears::backend::{BackendSpec, Device, Engine};
+use shears::calib::CalibrationSpec;
 use shears::eval::nms::NmsConfig;
 use shears::eval::preprocess::DEFAULT_MAX_PIXELS;
 use shears::eval::validate::DataSource;
@@ -42,6 +43,32 @@ impl BackendArgs {
         Ok(match self.threads {
             Some(threads) => spec.with_threads(threads),
             None => spec,
+        })
+    }
+}
+
+/// Where a recovering command's calibration images come from.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CalibArgs {
+    /// Calibration images: a dataset YAML (its train images, else val) or a folder of images.
+    /// Never the images you report accuracy on.
+    #[arg(long, value_name = "DATA")]
+    pub calib: Option<PathBuf>,
+    /// Replaces the calibration YAML's `path:`.
+    #[arg(long, value_name = "DIR", requires = "calib")]
+    pub calib_root: Option<PathBuf>,
+    /// How many calibration images, drawn with a fixed seed.
+    #[arg(long, value_name = "N", default_value_t = shears::calib::DEFAULT_IMAGES)]
+    pub calib_images: usize,
+}
+
+impl CalibArgs {
+    /// The calibration set asked for, if any.
+    pub fn spec(&self) -> Option<CalibrationSpec> {
+        self.calib.as_ref().map(|data| CalibrationSpec {
+            data: data.clone(),
+            data_root: self.calib_root.clone(),
+            images: self.calib_images,
         })
     }
 }

@@ -7,11 +7,11 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
-use super::common::{BackendArgs, load_model};
+use super::common::{BackendArgs, CalibArgs, load_model};
 use super::ui::Ui;
 use shears::analysis::grouped;
 use shears::analysis::model_stats;
-use shears::calib::{CalibrationSet, CalibrationSpec};
+use shears::calib::CalibrationSet;
 use shears::eval::nms::NmsConfig;
 use shears::eval::validate::{DataSource, load_dataset};
 use shears::job;
@@ -143,16 +143,8 @@ pub struct Args {
     /// and spread, `obs` re-solves the layers (both need --calib).
     #[arg(long, value_enum, default_value_t = RecoverArg::None)]
     pub recover: RecoverArg,
-    /// Calibration images: a dataset YAML (its train images, else val) or a folder of images.
-    /// Never the images you report accuracy on.
-    #[arg(long, value_name = "DATA")]
-    pub calib: Option<PathBuf>,
-    /// Replaces the calibration YAML's `path:`.
-    #[arg(long, value_name = "DIR", requires = "calib")]
-    pub calib_root: Option<PathBuf>,
-    /// How many calibration images, drawn with a fixed seed.
-    #[arg(long, value_name = "N", default_value_t = shears::calib::DEFAULT_IMAGES)]
-    pub calib_images: usize,
+    #[command(flatten)]
+    pub calibration: CalibArgs,
     /// Which inputs `--recover obs` solves each layer from.
     #[arg(long, value_enum)]
     pub calib_order: Option<CalibOrderArg>,
@@ -341,10 +333,10 @@ impl Args {
             pass.validate()?;
         }
         let calibrated = passes.iter().any(PassConfig::needs_calibration);
-        if calibrated && self.calib.is_none() {
+        if calibrated && self.calibration.calib.is_none() {
             bail!("--recover stats and obs need calibration images: give --calib DATA");
         }
-        if !calibrated && self.calib.is_some() {
+        if !calibrated && self.calibration.calib.is_some() {
             bail!("--calib is only used with --recover stats or obs");
         }
         Ok(passes)
@@ -397,11 +389,7 @@ pub fn run(args: &Args, ui: &Ui) -> Result<ExitCode> {
         }
         None => Probe::default(),
     };
-    let calibration_spec = args.calib.as_ref().map(|data| CalibrationSpec {
-        data: data.clone(),
-        data_root: args.calib_root.clone(),
-        images: args.calib_images,
-    });
+    let calibration_spec = args.calibration.spec();
     let calibration = calibration_spec
         .as_ref()
         .map(CalibrationSet::resolve)

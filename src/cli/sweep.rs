@@ -8,9 +8,8 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 
-use super::common::{BackendArgs, ValidationArgs};
+use super::common::{BackendArgs, CalibArgs, ValidationArgs};
 use super::ui::Ui;
-use shears::calib::CalibrationSpec;
 use shears::sweep::{SweepSpec, TimingSettings, parse_amounts, parse_methods, run_sweep};
 
 /// Prune a model with several methods at several amounts; validate, time and plot every point.
@@ -40,16 +39,9 @@ pub struct Args {
     pub output: PathBuf,
     #[command(flatten)]
     pub backend: BackendArgs,
-    /// Calibration images of the recovering methods: a dataset YAML (its train images, else
-    /// val) or a folder. Never the validation images.
-    #[arg(long, value_name = "DATA")]
-    pub calib: Option<PathBuf>,
-    /// Replaces the calibration YAML's `path:`.
-    #[arg(long, value_name = "DIR", requires = "calib")]
-    pub calib_root: Option<PathBuf>,
-    /// How many calibration images, drawn with a fixed seed.
-    #[arg(long, value_name = "N", default_value_t = shears::calib::DEFAULT_IMAGES)]
-    pub calib_images: usize,
+    /// Calibration images of the recovering methods.
+    #[command(flatten)]
+    pub calibration: CalibArgs,
     /// Timed inferences per model (0: no timing); models take turns as in `bench`.
     #[arg(long, default_value_t = 20)]
     pub runs: usize,
@@ -67,11 +59,7 @@ pub fn run(args: &Args, ui: &Ui) -> Result<ExitCode> {
         include: args.include.clone(),
         exclude: args.exclude.clone(),
         validation: args.validation.settings(backend),
-        calibration: args.calib.as_ref().map(|data| CalibrationSpec {
-            data: data.clone(),
-            data_root: args.calib_root.clone(),
-            images: args.calib_images,
-        }),
+        calibration: args.calibration.spec(),
         timing: NonZeroUsize::new(args.runs).map(|runs| TimingSettings {
             warmup: args.warmup,
             runs,
