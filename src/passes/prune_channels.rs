@@ -149,6 +149,24 @@ enum Mode {
 }
 
 impl PruneChannels {
+    /// `amount` of every group by L1 importance, with the pipeline's defaults for the rest (what
+    /// a `prune_channels: {amount: A}` entry means).
+    pub fn new(amount: f64) -> Self {
+        PruneChannels {
+            amount,
+            importance: Importance::default(),
+            scope: Scope::default(),
+            round_to: default_round_to(),
+            min_channels: None,
+            seed: 0,
+            include: Vec::new(),
+            exclude: Vec::new(),
+            recover: Recover::None,
+            target_macs: None,
+            max_map_drop: None,
+        }
+    }
+
     pub fn validate(&self) -> Result<()> {
         if !(0.0..=1.0).contains(&self.amount) {
             bail!("amount {} is outside [0, 1]", self.amount);

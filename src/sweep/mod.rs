@@ -19,9 +19,7 @@ use crate::eval::dataset::Dataset;
 use crate::eval::nms::NmsConfig;
 use crate::eval::validate::{DataSource, load_dataset, validate};
 use crate::onnx::Model;
-use crate::passes::{
-    Importance, PassConfig, PruneChannels, PruneMagnitude, PruneNM, Recover, Scope,
-};
+use crate::passes::{PassConfig, PruneChannels, PruneMagnitude, PruneNM, Recover, Scope};
 use crate::progress::Progress;
 
 pub use points::{PointRecord, PointResult, SweepReport, SweepSpec, TimingSettings, run_sweep};
@@ -131,17 +129,10 @@ impl MethodSpec {
                 order: None,
             }),
             Method::Channel => PassConfig::PruneChannels(PruneChannels {
-                amount,
-                importance: Importance::L1,
-                scope: Scope::Layer,
-                round_to: 8,
-                min_channels: None,
-                seed: 0,
                 include,
                 exclude,
                 recover: self.recover,
-                target_macs: None,
-                max_map_drop: None,
+                ..PruneChannels::new(amount)
             }),
         };
         pass.validate()

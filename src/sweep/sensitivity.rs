@@ -18,9 +18,7 @@ use crate::analysis::{channel_groups, conv_layers};
 use crate::graph::GraphView;
 use crate::job::{JobOptions, prune_to_file};
 use crate::onnx::{self, OutputPlan};
-use crate::passes::{
-    Importance, LayerFilter, PassConfig, PruneChannels, PruneMagnitude, Recover, Scope,
-};
+use crate::passes::{LayerFilter, PassConfig, PruneChannels, PruneMagnitude, Recover, Scope};
 use crate::plot::{Heatmap, Rendered};
 use crate::progress::Progress;
 
@@ -219,17 +217,8 @@ impl SensitivitySpec {
                 max_map_drop: None,
             }),
             SensitivityMethod::Channel => PassConfig::PruneChannels(PruneChannels {
-                amount,
-                importance: Importance::L1,
-                scope: Scope::Layer,
-                round_to: 8,
-                min_channels: None,
-                seed: 0,
                 include,
-                exclude: Vec::new(),
-                recover: Recover::None,
-                target_macs: None,
-                max_map_drop: None,
+                ..PruneChannels::new(amount)
             }),
         }
     }
