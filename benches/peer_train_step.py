@@ -140,6 +140,17 @@ class OnnxNet(torch.nn.Module):
         return [env[o] for o in self.outputs]
 
 
+def bench_input(n):
+    """The bench's image batch, the same in every peer: value i is splitmix64(i) scaled to [0, 1)
+    (benches/train_step/src/main.rs computes the same numbers)."""
+    with np.errstate(over="ignore"):
+        z = (np.arange(n, dtype=np.uint64) + np.uint64(1)) * np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z ^= z >> np.uint64(31)
+    return ((z >> np.uint64(40)).astype(np.float64) / float(1 << 24)).astype(np.float32)
+
+
 def distill_loss(student_outs, teacher_outs):
     box, cls = 0.0, 0.0
     for s, t in zip(student_outs, teacher_outs):
@@ -185,7 +196,7 @@ def main():
         result["forward_vs_ort_max_rel"] = worst
 
     opt = torch.optim.Adam(student.parameters(), lr=a.lr)
-    x = torch.rand(a.batch, 3, a.imgsz, a.imgsz, generator=torch.Generator().manual_seed(1))
+    x = torch.from_numpy(bench_input(a.batch * 3 * a.imgsz * a.imgsz).reshape(a.batch, 3, a.imgsz, a.imgsz))
     phases = {"teacher_fwd": [], "student_fwd_loss": [], "backward": [], "update": [], "step": []}
     for k in range(a.warmup + a.steps):
         t0 = time.perf_counter()
@@ -198,6 +209,10 @@ def main():
         opt.zero_grad(set_to_none=True)
         loss.backward()
         t3 = time.perf_counter()
+        if k == 0:
+            result["loss_first"] = result["loss_last"]
+            result["grad_norm_first"] = float(torch.sqrt(sum((q.grad.double() ** 2).sum() for q in student.parameters())))
+            t3 = time.perf_counter()
         opt.step()
         t4 = time.perf_counter()
         if k >= a.warmup:
