@@ -175,13 +175,7 @@ pub fn search(
             })
             .collect()
     };
-    let dense_value = validator.value(dense);
-    if !dense_value.is_finite() {
-        bail!(
-            "the dense model's {} is not a number; nothing to compare against",
-            validator.metric.name()
-        );
-    }
+    let dense_value = validator.dense_value(dense)?;
     let mut record = SearchRecord {
         pass: passes[searched].name().to_string(),
         metric: validator.metric,

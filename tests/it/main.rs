@@ -8,6 +8,7 @@ mod channel_groups;
 mod common;
 mod eval;
 mod fuzz_findings;
+mod gates;
 mod images;
 mod onnx_io;
 mod outputs;
