@@ -18,6 +18,7 @@ pub mod plot;
 pub mod progress;
 pub mod sweep;
 pub mod synth;
+pub mod train;
 pub mod verify;
 
 /// A quality gate failed (for example an accuracy budget was exceeded): exit code 1, not 2.

@@ -320,6 +320,9 @@ impl Progress for Prefixed<'_> {
     fn finish(&self) {
         self.inner.finish();
     }
+    fn note(&self, detail: &str) {
+        self.inner.note(detail);
+    }
 }
 
 /// SHA-256 of bytes, hex.
