@@ -13,6 +13,7 @@ use super::ui::Ui;
 use shears::analysis::grouped;
 use shears::analysis::{ChannelGroup, GroupStatus, ModelStats, channel_groups, model_stats};
 use shears::passes::PROVENANCE_KEY;
+use shears::train::FINETUNE_KEY;
 
 /// Summarise a model: conv layers, parameters, MACs, size and sparsity.
 #[derive(Debug, clap::Args)]
@@ -38,6 +39,9 @@ pub struct InspectReport {
     /// What the model's `shears.passes` metadata records (as stored when it is not JSON).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shears_passes: Option<serde_json::Value>,
+    /// What the model's `shears.finetune` metadata records, when it was fine-tuned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shears_finetune: Option<serde_json::Value>,
     /// Present with `--groups`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub groups: Option<Vec<ChannelGroup>>,
@@ -54,20 +58,25 @@ pub fn run(args: &Args, ui: &Ui) -> Result<ExitCode> {
     } else {
         None
     };
-    let shears_passes = model
-        .proto
-        .metadata_props
-        .iter()
-        .find(|p| p.key() == PROVENANCE_KEY)
-        .map(|p| {
-            serde_json::from_str(p.value())
-                .unwrap_or_else(|_| serde_json::Value::String(p.value().to_string()))
-        });
+    let recorded = |key: &str| {
+        model
+            .proto
+            .metadata_props
+            .iter()
+            .find(|p| p.key() == key)
+            .map(|p| {
+                serde_json::from_str(p.value())
+                    .unwrap_or_else(|_| serde_json::Value::String(p.value().to_string()))
+            })
+    };
+    let shears_passes = recorded(PROVENANCE_KEY);
+    let shears_finetune = recorded(FINETUNE_KEY);
     let report = InspectReport {
         model: args.model.display().to_string(),
         file_size: model.file_size(),
         stats,
         shears_passes,
+        shears_finetune,
         groups,
     };
     let mut out = std::io::stdout().lock();
@@ -110,6 +119,9 @@ fn print_summary(out: &mut impl Write, r: &InspectReport) -> Result<()> {
     if let Some(passes) = &r.shears_passes {
         print_provenance(out, passes)?;
     }
+    if let Some(record) = &r.shears_finetune {
+        print_finetune(out, record)?;
+    }
     writeln!(out)?;
     let width = s
         .layers
@@ -136,6 +148,32 @@ fn print_summary(out: &mut impl Write, r: &InspectReport) -> Result<()> {
             100.0 * l.weight_sparsity()
         )?;
     }
+    Ok(())
+}
+
+/// What `shears.finetune` records, in one line: teacher, images, schedule, held-out loss.
+fn print_finetune(out: &mut impl Write, r: &serde_json::Value) -> Result<()> {
+    let s = &r["settings"];
+    let last = r["epochs"]
+        .as_array()
+        .and_then(|e| e.get(r["kept_epoch"].as_u64()? as usize - 1))
+        .map(|e| e["holdout"].clone());
+    writeln!(
+        out,
+        "fine-tuned ({FINETUNE_KEY}, shears {}) from teacher {}: {} images ({} held out), {} \
+         epochs at {}px, batch {}, lr {}; kept epoch {}, held-out loss {} -> {}",
+        r["version"].as_str().unwrap_or("?"),
+        r["teacher"].as_str().unwrap_or("?"),
+        r["train_images"],
+        r["holdout_images"],
+        s["epochs"],
+        s["imgsz"],
+        s["batch"],
+        s["lr"],
+        r["kept_epoch"],
+        r["holdout_before"],
+        last.unwrap_or_default()
+    )?;
     Ok(())
 }
 

@@ -20,6 +20,7 @@ use shears::eval::nms::NmsConfig;
 use shears::eval::preprocess::DEFAULT_MAX_PIXELS;
 use shears::eval::validate::{DataSource, ValReport, data_files, load_dataset, validate};
 use shears::onnx::OutputPlan;
+use shears::train::recorded_training_hashes;
 
 /// The SHA-256 of every image file of `dataset`.
 fn dataset_hashes(dataset: &Dataset) -> Result<Vec<String>> {
@@ -181,26 +182,29 @@ pub fn run(args: &Args, ui: &Ui) -> Result<ExitCode> {
     let mut warned = HashSet::new();
     for path in &args.models {
         let model = load_model(path, ui)?;
-        let overlap = match recorded_image_hashes(&model.proto) {
-            Some(calibrated) => {
-                let hashes = match &image_hashes {
-                    Some(h) => h,
-                    None => image_hashes.insert(dataset_hashes(&dataset)?),
-                };
-                let calibrated: HashSet<String> = calibrated.into_iter().collect();
-                let shared = hashes.iter().filter(|h| calibrated.contains(*h)).count();
-                if shared > 0 {
-                    ui.warn(format_args!(
-                        "{}: {shared} of the {} validation images were used to calibrate this model; \
-                         its accuracy here is not a fair measure",
-                        path.display(),
-                        hashes.len()
-                    ));
-                }
-                Some(shared)
+        // how many validation images the model was calibrated or fine-tuned on, when it says
+        let mut overlap = |recorded: Option<Vec<String>>, use_: &str| -> Result<Option<usize>> {
+            let Some(used) = recorded else {
+                return Ok(None);
+            };
+            let hashes = match &image_hashes {
+                Some(h) => h,
+                None => image_hashes.insert(dataset_hashes(&dataset)?),
+            };
+            let used: HashSet<String> = used.into_iter().collect();
+            let shared = hashes.iter().filter(|h| used.contains(*h)).count();
+            if shared > 0 {
+                ui.warn(format_args!(
+                    "{}: {shared} of the {} validation images were used to {use_} this model; \
+                     its accuracy here is not a fair measure",
+                    path.display(),
+                    hashes.len()
+                ));
             }
-            None => None,
+            Ok(Some(shared))
         };
+        let calibration_overlap = overlap(recorded_image_hashes(&model.proto), "calibrate")?;
+        let finetune_overlap = overlap(recorded_training_hashes(&model.proto), "fine-tune")?;
         let bytes = runnable_bytes(&model, spec.engine())?;
         let (mut report, results) = validate(
             &stem(path),
@@ -211,7 +215,8 @@ pub fn run(args: &Args, ui: &Ui) -> Result<ExitCode> {
             &args.nms(),
             ui.progress(),
         )?;
-        report.calibration_overlap = overlap;
+        report.calibration_overlap = calibration_overlap;
+        report.finetune_overlap = finetune_overlap;
         warn_about_images(&report, ui, &mut warned);
         if args.strict && report.has_image_problems() {
             bail!(

@@ -52,6 +52,9 @@ pub struct ValReport {
     /// How many of the validated images the model records as its calibration images.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub calibration_overlap: Option<usize>,
+    /// How many of the validated images the model records as its fine-tuning images.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finetune_overlap: Option<usize>,
     /// JPEGs without an EOI marker (truncated), used as far as they decode.
     pub truncated: Vec<String>,
     /// Images the exact JPEG decoder could not decode, decoded by the `image` crate instead
@@ -180,6 +183,7 @@ pub fn validate(
         inference_ms_per_image,
         skipped,
         calibration_overlap: None,
+        finetune_overlap: None,
         truncated,
         decoder_fallback,
     };

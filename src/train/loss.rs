@@ -113,7 +113,8 @@ pub fn distill<T: Real>(
         let work = |i: usize, sp: &[T], tp: &[T], mut g: Option<&mut [T]>| -> (Kind, f64) {
             let k = kind(i % channels, per_anchor);
             let w = T::from(scale[k as usize]).expect("a finite weight");
-            let mut sum = 0f64;
+            // a plane's sum in T (a few thousand terms), the planes' in f64
+            let mut sum = T::zero();
             for (j, (&sv, &tv)) in sp.iter().zip(tp).enumerate() {
                 let (p, ps) = logistic(sv);
                 let (q, pt) = logistic(tv);
@@ -124,12 +125,12 @@ pub fn distill<T: Real>(
                     }
                     _ => (q * (ps.1 - pt.1) + (T::one() - q) * (ps.0 - pt.0), p - q),
                 };
-                sum += value.as_f64();
+                sum += value;
                 if let Some(g) = g.as_deref_mut() {
                     g[j] = w * slope;
                 }
             }
-            (k, sum)
+            (k, sum.as_f64())
         };
         let pairs = s.data.par_chunks(plane).zip(t.data.par_chunks(plane));
         let plane_sums: Vec<(Kind, f64)> = if want_grad {
@@ -177,7 +178,7 @@ fn logistic<T: Real>(x: T) -> (T, (T, T)) {
     } else {
         e / (T::one() + e)
     };
-    let l = e.ln_1p();
+    let l = e.ln_1p_unit();
     (p, (x.max(T::zero()) + l, (-x).max(T::zero()) + l))
 }
 

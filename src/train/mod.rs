@@ -355,6 +355,22 @@ pub fn head_outputs(model: &ModelProto, image: Tensor<f32>) -> Result<Vec<Tensor
 /// the teacher, the settings, the images' SHA-256 and the losses).
 pub const FINETUNE_KEY: &str = "shears.finetune";
 
+/// The SHA-256 of every image a fine-tuned model records it was trained or held out on.
+pub fn recorded_training_hashes(model: &ModelProto) -> Option<Vec<String>> {
+    let entry = model
+        .metadata_props
+        .iter()
+        .find(|p| p.key() == FINETUNE_KEY)?;
+    let value: serde_json::Value = serde_json::from_str(entry.value()).ok()?;
+    let hashes = value.get("image_sha256")?.as_array()?;
+    Some(
+        hashes
+            .iter()
+            .filter_map(|h| h.as_str().map(String::from))
+            .collect(),
+    )
+}
+
 impl FineTuneReport {
     /// What the output records under [`FINETUNE_KEY`]; `teacher` names the teacher's file.
     pub fn provenance(&self, teacher: &Path) -> serde_json::Value {

@@ -67,6 +67,8 @@ enum Op {
         conv: usize,
     },
     Sigmoid,
+    /// `x * sigmoid(x)`, from a Sigmoid whose only reader is a Mul by its input.
+    Silu,
     Mul,
     Add,
     Concat,
@@ -123,11 +125,37 @@ impl Network {
             channels: 0,
         };
         let mut params = Vec::new();
+        // x * Sigmoid(x), YOLOv5's SiLU: one op, the Sigmoid's output never materialised
+        let silu_of: HashMap<&str, &str> = needed
+            .iter()
+            .map(|&i| view.node(i))
+            .filter(|n| n.op_type() == "Sigmoid" && n.input.len() == 1 && n.output.len() == 1)
+            .filter(|n| match view.consumers(&n.output[0]) {
+                [m] => {
+                    let mul = view.node(*m);
+                    let mut operands: Vec<&str> = mul.input.iter().map(String::as_str).collect();
+                    operands.sort();
+                    let mut silu = [n.input[0].as_str(), n.output[0].as_str()];
+                    silu.sort();
+                    mul.op_type() == "Mul" && operands == silu
+                }
+                _ => false,
+            })
+            .map(|n| (n.output[0].as_str(), n.input[0].as_str()))
+            .collect();
         for index in needed {
             let node = view.node(index);
             let name = view.describe(index);
-            let data_inputs: &[String] = match node.op_type() {
-                "Conv" | "Resize" | "MaxPool" => &node.input[..1],
+            if node.op_type() == "Sigmoid" && silu_of.contains_key(node.output[0].as_str()) {
+                continue;
+            }
+            let silu = (node.op_type() == "Mul")
+                .then(|| node.input.iter().find_map(|t| silu_of.get(t.as_str())))
+                .flatten();
+            let silu_input = silu.map(|x| [x.to_string()]);
+            let data_inputs: &[String] = match (node.op_type(), &silu_input) {
+                (_, Some(x)) => x,
+                ("Conv" | "Resize" | "MaxPool", _) => &node.input[..1],
                 _ => &node.input,
             };
             let inputs = data_inputs
@@ -147,6 +175,7 @@ impl Network {
                         conv: network.convs.len() - 1,
                     }
                 }
+                _ if silu.is_some() => Op::Silu,
                 "Sigmoid" => Op::Sigmoid,
                 "Mul" | "Add" if inputs.len() == 2 => {
                     if node.op_type() == "Mul" {
@@ -226,7 +255,7 @@ impl Network {
                     })?;
                     [n, s.cout, oh, ow]
                 }
-                Op::Sigmoid => ins[0],
+                Op::Sigmoid | Op::Silu => ins[0],
                 Op::Mul | Op::Add => {
                     if ins[0] != ins[1] {
                         bail!(
@@ -279,6 +308,7 @@ impl Network {
                         conv_forward(x(0), &self.convs[*conv].shape, &p.weight, &p.bias)
                     }
                     Op::Sigmoid => map(x(0), sigmoid),
+                    Op::Silu => map(x(0), |v| v * sigmoid(v)),
                     Op::Mul => zip_map(x(0), x(1), |a, b| a * b),
                     Op::Add => zip_map(x(0), x(1), |a, b| a + b),
                     Op::Concat => {
@@ -345,6 +375,10 @@ impl Network {
                     let s = values[node.output].as_ref().expect("kept");
                     vec![Some(zip_map(&dy, s, |g, s| g * s * (T::one() - s)))]
                 }
+                Op::Silu => vec![Some(zip_map(&dy, x(0), |g, v| {
+                    let s = sigmoid(v);
+                    g * (s + v * s * (T::one() - s))
+                }))],
                 Op::Mul => vec![
                     Some(zip_map(&dy, x(1), |g, b| g * b)),
                     Some(zip_map(&dy, x(0), |g, a| g * a)),

@@ -10,7 +10,7 @@ use shears::graph::GraphView;
 use shears::onnx::proto::ModelProto;
 use shears::train::kernels::Tensor;
 
-use crate::common::{error_exit, fixture, oracle_python, scratch, shears, succeed};
+use crate::common::{error_exit, fixture, oracle_python, scratch, shears, small_dataset, succeed};
 
 const HEAD_ORACLE: &str = include_str!("../oracles/head_outputs.py");
 
@@ -231,6 +231,23 @@ fn fine_tuning_changes_only_conv_values_keeps_every_zero_and_repeats_itself() {
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(d.join("report.json")).unwrap()).unwrap();
     assert_eq!(report["epochs"].as_array().unwrap().len(), 2, "{report}");
+    // inspect shows the record; val warns on the images it was trained on
+    let shown = succeed(shears().arg("inspect").arg(&tuned));
+    assert!(shown.contains("fine-tuned (shears.finetune"), "{shown}");
+    let data = small_dataset(d, 6).unwrap();
+    let out = shears()
+        .arg("val")
+        .arg(&tuned)
+        .arg("--data")
+        .arg(&data)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("6 of the 6 validation images were used to fine-tune this model"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -34,7 +34,10 @@ fn refused(dir: &Path, args: &[&str], needle: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(out.status.code(), Some(2), "{args:?}: {text}");
-    assert!(text.contains(needle), "{args:?}: expected {needle:?} in: {text}");
+    assert!(
+        text.contains(needle),
+        "{args:?}: expected {needle:?} in: {text}"
+    );
     let written: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
