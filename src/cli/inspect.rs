@@ -12,7 +12,7 @@ use super::common::load_model;
 use super::ui::Ui;
 use shears::analysis::grouped;
 use shears::analysis::{ChannelGroup, GroupStatus, ModelStats, channel_groups, model_stats};
-use shears::passes::PROVENANCE_KEY;
+use shears::onnx::metadata::{self, PASSES_KEY};
 
 /// Summarise a model: conv layers, parameters, MACs, size and sparsity.
 #[derive(Debug, clap::Args)]
@@ -54,15 +54,9 @@ pub fn run(args: &Args, ui: &Ui) -> Result<ExitCode> {
     } else {
         None
     };
-    let shears_passes = model
-        .proto
-        .metadata_props
-        .iter()
-        .find(|p| p.key() == PROVENANCE_KEY)
-        .map(|p| {
-            serde_json::from_str(p.value())
-                .unwrap_or_else(|_| serde_json::Value::String(p.value().to_string()))
-        });
+    let shears_passes = metadata::get(&model.proto, PASSES_KEY).map(|value| {
+        serde_json::from_str(value).unwrap_or_else(|_| serde_json::Value::String(value.to_string()))
+    });
     let report = InspectReport {
         model: args.model.display().to_string(),
         file_size: model.file_size(),
@@ -142,10 +136,10 @@ fn print_summary(out: &mut impl Write, r: &InspectReport) -> Result<()> {
 /// The passes `shears.passes` records, one line each: pass, tool and version, options.
 fn print_provenance(out: &mut impl Write, passes: &serde_json::Value) -> Result<()> {
     let Some(entries) = passes.as_array() else {
-        writeln!(out, "{PROVENANCE_KEY} (not a JSON list): {passes}")?;
+        writeln!(out, "{PASSES_KEY} (not a JSON list): {passes}")?;
         return Ok(());
     };
-    writeln!(out, "passes recorded in {PROVENANCE_KEY}:")?;
+    writeln!(out, "passes recorded in {PASSES_KEY}:")?;
     for (i, entry) in entries.iter().enumerate() {
         let text = |key: &str| entry[key].as_str().unwrap_or("?").to_string();
         let options = match entry["options"].as_object() {

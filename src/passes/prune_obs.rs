@@ -30,10 +30,11 @@ use anyhow::{Context, Result};
 use faer::Mat;
 use rayon::prelude::*;
 
-use super::calibration::{CalibOrder, Calibration, ConvSite, InputStats, conv_sites};
 use super::obs::{Rule, damped_inverse, output_energy, output_error, sparsify};
+use super::options::CalibOrder;
 use super::reach::{Probe, reach};
 use super::selection::{LayerFilter, LayerMatrix, round_half_even, selected_weights};
+use crate::calib::{Calibration, ConvSite, InputStats, conv_sites};
 use crate::graph::edit;
 use crate::onnx::proto::{GraphProto, ModelProto};
 use crate::onnx::tensor;

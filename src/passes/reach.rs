@@ -13,8 +13,8 @@
 use anyhow::{Context, Result};
 use faer::Mat;
 
-use super::calibration::{Calibration, conv_sites};
 use super::selection::LayerMatrix;
+use crate::calib::{Calibration, conv_sites};
 use crate::graph::GraphView;
 use crate::onnx::proto::ModelProto;
 

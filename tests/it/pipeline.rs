@@ -431,7 +431,7 @@ fn a_recovering_pass_calibrates_on_the_pipelines_calibration_block() {
         .proto
         .metadata_props
         .iter()
-        .find(|p| p.key() == shears::calib::CALIBRATION_KEY)
+        .find(|p| p.key() == shears::onnx::metadata::CALIBRATION_KEY)
         .expect("the calibration set is recorded");
     let record: serde_json::Value = serde_json::from_str(record.value()).unwrap();
     assert_eq!(record["images"], 2);
