@@ -6,15 +6,12 @@
 //! deserialize it (unknown keys are errors), and outputs record it in their metadata
 //! (`shears.passes`). A new pass is its own file(s) plus one line in [`registry!`]'s call.
 
-mod correct_statistics;
 mod method;
-pub mod obs;
 mod options;
 mod prune_channels;
 mod prune_magnitude;
 mod prune_n_m;
-mod prune_obs;
-mod reach;
+mod recovery;
 mod selection;
 mod store_sparse;
 
@@ -23,18 +20,18 @@ use std::collections::BTreeSet;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-pub use correct_statistics::correct_statistics;
 pub use method::{Method, MethodKind, SearchAxis};
 pub use options::{CalibOrder, Recover};
 pub use prune_channels::{ChannelPlan, Importance, PruneChannels};
 pub use prune_magnitude::{PruneMagnitude, Scope};
 pub use prune_n_m::PruneNM;
+pub use recovery::obs;
 pub use selection::LayerFilter;
 pub use store_sparse::StoreSparse;
 
 use crate::calib::{Calibration, CalibrationSet};
 use crate::onnx::metadata::{self, PASSES_KEY};
-use crate::onnx::proto::{GraphProto, ModelProto};
+use crate::onnx::proto::ModelProto;
 use crate::progress::Progress;
 
 /// A transformation of a model, with its options.
@@ -219,59 +216,6 @@ pub struct Proof {
     /// reference value of its tensor; absent when the check compared nothing.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_rel_diff: Option<f64>,
-}
-
-fn graph_mut(model: &mut ModelProto) -> Result<&mut GraphProto> {
-    model.graph.as_mut().context("the model has no graph")
-}
-
-/// Runs a pruning pass with its recovery: `plain` prunes by magnitude, `obs` by OBS; both report
-/// a line. Then every Conv's output statistics are corrected toward the dense model's
-/// ([`correct_statistics`]: pruning a layer shifts what every layer after it sees). After OBS,
-/// which already re-solves each layer's bias, the correction matters as the damage grows
-/// (yolov5n, global: 30% 0.318 without, 0.315 with, 32 calibration images; 50% 0.231 without
-/// (128), 0.251 with (16); 2:4 0.076 without (128), 0.079 with (16)).
-fn with_recovery(
-    model: &mut ModelProto,
-    recover: Recover,
-    calib: Option<&mut dyn Calibration>,
-    plain: impl FnOnce(&mut GraphProto) -> Result<String>,
-    obs: impl FnOnce(&mut ModelProto, &mut dyn Calibration) -> Result<String>,
-) -> Result<String> {
-    let Some(calib) = calib.filter(|_| !recover.is_none()) else {
-        return plain(graph_mut(model)?);
-    };
-    let dense = model.clone();
-    let mut summary = match recover {
-        Recover::Obs => obs(model, calib)?,
-        _ => plain(graph_mut(model)?)?,
-    };
-    summary += "; ";
-    summary += &correct_statistics(model, &dense, &all_convs(model)?, calib)?;
-    Ok(summary)
-}
-
-/// The calibration a pass that recovers by `recover` needs, or an error saying it is missing.
-fn calibration<'c>(
-    recover: Recover,
-    cx: &'c mut PassContext,
-) -> Result<Option<&'c mut dyn Calibration>> {
-    match (&mut cx.calibration, recover) {
-        (_, Recover::None) => Ok(None),
-        (Some(calib), _) => Ok(Some(&mut **calib)),
-        (None, _) => Err(crate::Needs::CalibrationImages.into()),
-    }
-}
-
-/// The names of every named Conv node of `model`.
-pub(crate) fn all_convs(model: &ModelProto) -> Result<Vec<String>> {
-    let graph = model.graph.as_ref().context("the model has no graph")?;
-    Ok(graph
-        .node
-        .iter()
-        .filter(|n| n.op_type() == "Conv" && !n.name().is_empty())
-        .map(|n| n.name().to_string())
-        .collect())
 }
 
 /// Records in the model's metadata ([`PASSES_KEY`]) that shears ran `passes` on it: the tool,

@@ -11,7 +11,7 @@ pub enum Recover {
     #[default]
     None,
     /// Magnitude pruning, then every Conv's output channels are mapped toward the dense model's
-    /// on the calibration images ([`super::correct_statistics`]).
+    /// on the calibration images ([`super::recovery::correct_statistics`]).
     Stats,
     /// What goes and the new values of the rest are solved by OBS from calibration statistics,
     /// then the statistics are corrected as with `stats`.

@@ -16,12 +16,13 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::options::{CalibOrder, Recover, validate_budget};
-use super::prune_obs::{Target, prune_with_obs};
+use super::recovery::prune_obs::{Target, prune_with_obs};
+use super::recovery::{calibration, with_recovery};
 use super::selection::{
     LayerFilter, SelectedWeight, read_values, rewrite_weights, round_half_even, selected_weights,
     zero_like,
 };
-use super::{Pass, PassContext, PassOutput, SearchAxis, calibration, with_recovery};
+use super::{Pass, PassContext, PassOutput, SearchAxis};
 use crate::onnx::proto::{GraphProto, ModelProto};
 
 /// Options of `prune_magnitude`.

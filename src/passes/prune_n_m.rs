@@ -10,9 +10,10 @@ use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 
 use super::options::{CalibOrder, Recover};
-use super::prune_obs::{Target, prune_with_obs};
+use super::recovery::prune_obs::{Target, prune_with_obs};
+use super::recovery::{calibration, with_recovery};
 use super::selection::{LayerFilter, rewrite_weights, selected_weights, zero_like};
-use super::{Pass, PassContext, PassOutput, calibration, with_recovery};
+use super::{Pass, PassContext, PassOutput};
 use crate::onnx::proto::{GraphProto, ModelProto};
 
 /// Options of `prune_n_m`.

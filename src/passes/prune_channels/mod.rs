@@ -58,11 +58,11 @@ pub use plan::ChannelPlan;
 use recovery::{ObsChannels, allocate_macs};
 use select::keep_one_per_part;
 
-use super::correct_statistics::correct_statistics;
 use super::options::{Recover, validate_budget};
 use super::prune_magnitude::Scope;
+use super::recovery::{all_convs, calibration, correct_statistics};
 use super::selection::{LayerFilter, round_half_even};
-use super::{Pass, PassContext, PassOutput, SearchAxis, calibration};
+use super::{Pass, PassContext, PassOutput, SearchAxis};
 use crate::analysis::channel_groups;
 use crate::calib::Calibration;
 use crate::graph::{GraphView, infer_shapes};
@@ -316,7 +316,7 @@ impl PruneChannels {
         obs.resolve_consumers(graph, &selected, &by_selection)?;
         // The removed channels no longer reach any consumer, so correcting before masking sees
         // exactly what the pruned model computes.
-        let names = super::all_convs(&recovered)?;
+        let names = all_convs(&recovered)?;
         correct_statistics(&mut recovered, model, &names, calib)?;
         let graph = recovered.graph.as_mut().context("the model has no graph")?;
         let plan = ChannelPlan {
