@@ -1,8 +1,9 @@
 //! One model through a list of passes to an output file: the one path `shears prune` and every
 //! model of a pipeline take. In order: the options are validated, a rewrite that would lose data
 //! is refused, each pass runs and proves its own result (against the reference model it returns,
-//! such as channel surgery's masked dense model) and leaves a consistent graph ([`Consistency`]), the passes are recorded in the output's
-//! metadata, and the outputs are written atomically, only when every check passed.
+//! such as channel surgery's masked dense model) and leaves a consistent graph ([`Consistency`]),
+//! the passes are recorded in the output's metadata, and the outputs are written atomically, only
+//! when every check passed.
 
 use std::fmt;
 use std::io::Read;

@@ -1,6 +1,6 @@
 //! What recovering passes need to know about real inputs, and the interface through which they
-//! ask for it. The passes stay pure functions of a model and these statistics; [`super::Calibrator`]
-//! implements [`Calibration`] by running a backend on calibration images.
+//! ask for it. The passes stay pure functions of a model and these statistics;
+//! [`super::Calibrator`] implements [`Calibration`] by running a backend on calibration images.
 
 use anyhow::{Context, Result, bail};
 use faer::Mat;

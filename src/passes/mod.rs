@@ -4,7 +4,7 @@
 //! Every pass implements [`Pass`]. [`PassConfig`] is the one registry of passes and the one
 //! description of a pass with its options: the CLI builds it (through [`Method`]), pipeline files
 //! deserialize it (unknown keys are errors), and outputs record it in their metadata
-//! (`shears.passes`). A new pass is its own file(s) plus one line in [`registry!`]'s call.
+//! (`shears.passes`). A new pass is its own file(s) plus one line in the `registry!` call below.
 
 mod method;
 mod options;

@@ -121,7 +121,10 @@ fn coco128_yaml_loads_like_yolov5() {
     let model = fixture("models/yolov5n_op12.onnx").unwrap();
     let mut val = shears();
     val.arg("val").arg(&model).arg("--data").arg(&orig);
-    error_exit(&mut val, "does not exist; give the dataset's folder with --data-root DIR");
+    error_exit(
+        &mut val,
+        "does not exist; give the dataset's folder with --data-root DIR",
+    );
 }
 
 #[test]
