@@ -19,6 +19,7 @@ pub mod plot;
 pub mod progress;
 pub mod sweep;
 pub mod synth;
+pub mod train;
 pub mod verify;
 
 /// What the caller must give or allow, said without naming how: the binary adds its flag

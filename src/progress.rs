@@ -8,6 +8,8 @@ pub trait Progress: Sync {
     fn advance(&self, n: u64);
     /// The current phase is over.
     fn finish(&self);
+    /// A detail of the current phase to show beside its label (a running loss).
+    fn note(&self, _detail: &str) {}
 }
 
 /// Reports nothing; for library callers and tests.

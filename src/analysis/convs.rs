@@ -71,3 +71,33 @@ pub fn conv_layers(view: &GraphView) -> Result<Vec<ConvLayer>> {
     }
     Ok(layers)
 }
+
+/// The `Conv` nodes (indices) from whose outputs a graph output is reached without passing
+/// another Conv: in YOLOv5, the Detect head's output convolutions, whose raw outputs are the
+/// boxes, objectness and class logits.
+pub fn head_convs(view: &GraphView) -> Vec<usize> {
+    let mut heads = Vec::new();
+    for (index, node) in view.graph.node.iter().enumerate() {
+        if node.op_type() != "Conv" {
+            continue;
+        }
+        let mut stack: Vec<&str> = node.output.iter().map(String::as_str).collect();
+        let mut seen = std::collections::HashSet::new();
+        while let Some(t) = stack.pop() {
+            if !seen.insert(t) {
+                continue;
+            }
+            if view.is_graph_output(t) {
+                heads.push(index);
+                break;
+            }
+            for &c in view.consumers(t) {
+                let next = view.node(c);
+                if next.op_type() != "Conv" {
+                    stack.extend(next.output.iter().map(String::as_str));
+                }
+            }
+        }
+    }
+    heads
+}

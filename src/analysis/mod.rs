@@ -9,5 +9,5 @@ pub use channel_groups::{
     ChannelAnalysis, ChannelGroup, ConsumerUse, Edit, GroupStatus, Lock, Span, TensorSpan, UseKind,
     channel_groups,
 };
-pub use convs::{ConvLayer, conv_layers};
+pub use convs::{ConvLayer, conv_layers, head_convs};
 pub use stats::{LayerStats, ModelStats, Sparsity, grouped, model_stats};

@@ -70,6 +70,8 @@ fn default_images() -> usize {
 #[derive(Debug, Clone)]
 pub struct CalibrationSet {
     pub source: PathBuf,
+    /// The files besides the images that were read to list them: the YAML and its image lists.
+    pub listed_by: Vec<PathBuf>,
     pub images: Vec<PathBuf>,
     /// SHA-256 of each image file, hex, in the order of `images`.
     pub image_sha256: Vec<String>,
@@ -82,8 +84,8 @@ impl CalibrationSet {
             bail!("calibration needs at least one image (images: 0)");
         }
         let data = &spec.data;
-        let mut images = if data.is_dir() {
-            list_images(std::slice::from_ref(data))?
+        let (mut images, listed_by) = if data.is_dir() {
+            (list_images(std::slice::from_ref(data))?, Vec::new())
         } else {
             let config = DataConfig::load(data, spec.data_root.as_deref())?;
             let split = if config.train.is_empty() {
@@ -91,8 +93,9 @@ impl CalibrationSet {
             } else {
                 Split::Train
             };
-            list_images(config.split(split)?)
-                .with_context(|| format!("calibration images of {}", data.display()))?
+            let images = list_images(config.split(split)?)
+                .with_context(|| format!("calibration images of {}", data.display()))?;
+            (images, config.files_read(split)?)
         };
         if images.len() > spec.images {
             images.shuffle(&mut ChaCha8Rng::seed_from_u64(0));
@@ -105,9 +108,15 @@ impl CalibrationSet {
             .collect::<Result<_>>()?;
         Ok(Self {
             source: data.clone(),
+            listed_by,
             images,
             image_sha256,
         })
+    }
+
+    /// Every file the set was read from: its YAML and image lists, and the images.
+    pub fn files(&self) -> impl Iterator<Item = &PathBuf> {
+        self.listed_by.iter().chain(&self.images)
     }
 
     /// SHA-256 over the sorted image hashes: one name for the whole set.

@@ -79,7 +79,7 @@ pub fn run(args: &Args, ui: &Ui) -> anyhow::Result<ExitCode> {
     let spec = args.backend.spec()?;
     let mut plan = OutputPlan::new();
     for model in &args.models {
-        plan.input("model", model);
+        plan.input("model", model)?;
     }
     if let Some(path) = &args.json {
         plan.output("--json", path)?;

@@ -28,8 +28,8 @@ struct Report<'a> {
 /// Runs the evaluation and prints pycocotools' 12-line summary.
 pub fn run(args: &Args, _ui: &super::Ui) -> anyhow::Result<ExitCode> {
     let mut plan = OutputPlan::new();
-    plan.input("--gt", &args.gt);
-    plan.input("--dt", &args.dt);
+    plan.input("--gt", &args.gt)?;
+    plan.input("--dt", &args.dt)?;
     if let Some(path) = &args.json {
         plan.output("--json", path)?;
     }

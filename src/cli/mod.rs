@@ -4,6 +4,7 @@ mod bench;
 mod check;
 mod cocoeval;
 pub(crate) mod common;
+mod finetune;
 mod inspect;
 mod prune;
 mod run;
@@ -49,6 +50,8 @@ pub enum Command {
     Val(val::Args),
     /// Generate a YOLOv5 v7.0 ONNX model (n, s, m, l, x) with seeded random weights.
     Synth(synth::Args),
+    /// Fine-tune a pruned model by distillation from its dense model (label-free).
+    Finetune(Box<finetune::Args>),
     /// Prune with several methods at several amounts; validate, time and plot every point.
     Sweep(sweep::Args),
     /// Prune one layer (or channel group) at a time and validate: a table and a heatmap.
@@ -67,6 +70,7 @@ pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Cocoeval(args) => cocoeval::run(args, &ui),
         Command::Val(args) => val::run(args, &ui),
         Command::Synth(args) => synth::run(args, &ui),
+        Command::Finetune(args) => finetune::run(args, &ui),
         Command::Sweep(args) => sweep::run(args, &ui),
         Command::Sensitivity(args) => sensitivity::run(args, &ui),
     }

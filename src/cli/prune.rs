@@ -13,7 +13,7 @@ use shears::analysis::grouped;
 use shears::analysis::model_stats;
 use shears::calib::CalibrationSet;
 use shears::eval::nms::NmsConfig;
-use shears::eval::validate::{DataSource, load_dataset};
+use shears::eval::validate::{DataSource, data_files, load_dataset};
 use shears::job;
 use shears::job::{Footprint, JobOptions, JobReport, prune_to_file};
 use shears::onnx::Model;
@@ -392,22 +392,21 @@ impl Args {
 pub fn run(args: &Args, ui: &Ui) -> Result<ExitCode> {
     let passes = args.passes()?;
     let model = load_model(&args.model, ui)?;
-    let probe = match &args.verify_data {
+    let (probe, probe_files) = match &args.verify_data {
         Some(data) => {
             let source = DataSource::Yaml {
                 data: data.clone(),
                 root: args.data_root.clone(),
             };
-            Probe::from_dataset(
-                &load_dataset(
-                    &source,
-                    shears::eval::preprocess::DEFAULT_MAX_PIXELS,
-                    &Silent,
-                )?
-                .0,
-            )
+            let (dataset, _) = load_dataset(
+                &source,
+                shears::eval::preprocess::DEFAULT_MAX_PIXELS,
+                &Silent,
+            )?;
+            let files = data_files(&source, &dataset, None)?;
+            (Probe::from_dataset(&dataset), files)
         }
-        None => Probe::default(),
+        None => (Probe::default(), Vec::new()),
     };
     let calibration_spec = args.calibration.spec();
     let calibration = calibration_spec
@@ -417,8 +416,16 @@ pub fn run(args: &Args, ui: &Ui) -> Result<ExitCode> {
     let save = SaveOptions {
         external_data: args.external_data.clone(),
     };
+    // Every file the command reads is declared before its outputs, so that none is overwritten.
     let mut plan = OutputPlan::new();
-    plan.input_model(&model);
+    plan.input_model(&model)?;
+    if let Some(path) = &args.data {
+        plan.input("--data", path)?;
+    }
+    plan.inputs("--verify-data file", &probe_files)?;
+    if let Some(set) = &calibration {
+        plan.inputs("calibration file", set.files())?;
+    }
     plan.output_model("-o", &args.output, &save)?;
     if let Some(path) = &args.emit_masked {
         plan.output("--emit-masked", path)?;
@@ -431,9 +438,6 @@ pub fn run(args: &Args, ui: &Ui) -> Result<ExitCode> {
             bail!("--recipe cannot reproduce --external-data (pipelines keep tensors inline)");
         }
         plan.output("--recipe", path)?;
-    }
-    if let Some(path) = &args.data {
-        plan.input("--data", path);
     }
     let options = JobOptions {
         calibration,
@@ -466,7 +470,7 @@ pub fn run(args: &Args, ui: &Ui) -> Result<ExitCode> {
                 passes: resolved,
                 record,
                 ..
-            } = search_budget(args, &model, &passes, &options, ui)?;
+            } = search_budget(args, &model, &passes, &options, &mut plan, ui)?;
             if let Some(path) = &args.recipe {
                 let layers = model_stats(
                     pruned
@@ -532,12 +536,14 @@ struct JsonReport<'a> {
     search: Option<&'a SearchRecord>,
 }
 
-/// Searches the first pass within `--max-map-drop`, validating on `--data` as `val` does.
+/// Searches the first pass within `--max-map-drop`, validating on `--data` as `val` does; the
+/// validation's files are declared in `plan` as read.
 fn search_budget(
     args: &Args,
     model: &Model,
     passes: &[PassConfig],
     options: &JobOptions,
+    plan: &mut OutputPlan,
     ui: &Ui,
 ) -> Result<Found> {
     let searched = args.searched()?.context("--max-map-drop is not given")?;
@@ -559,6 +565,10 @@ fn search_budget(
         shears::eval::preprocess::DEFAULT_MAX_PIXELS,
         &Silent,
     )?;
+    plan.inputs("validation file", &validator.files()?)?;
+    for message in &validator.dataset().report.messages {
+        ui.warn(message);
+    }
     ui.progress().start("budget search: validations", None);
     let name = args
         .model

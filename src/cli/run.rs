@@ -50,10 +50,10 @@ pub fn run(args: &Args, ui: &Ui) -> Result<ExitCode> {
     // Every path of the run at once: no output may be an input of another model, and no two
     // outputs the same file. Each model then commits its own output; the summary comes last.
     let mut plan = OutputPlan::new();
-    plan.input("pipeline", &args.pipeline);
+    plan.input("pipeline", &args.pipeline)?;
     for (input, _) in &models {
         if let Input::File(path) = input {
-            plan.input("input model", path);
+            plan.input("input model", path)?;
         }
     }
     for (_, output) in &models {
@@ -66,6 +66,8 @@ pub fn run(args: &Args, ui: &Ui) -> Result<ExitCode> {
         plan.output("--depfile", path)?;
     }
     let run = run_pipeline(&spec, &args.pipeline, args.jobs, args.force, ui.progress())?;
+    // the models' outputs were checked against these by the run; the summary is checked here
+    plan.inputs("file read by the pipeline", &run.shared_inputs)?;
     for warning in &run.warnings {
         ui.warn(format_args!("{warning}"));
     }

@@ -23,6 +23,7 @@ impl Ui {
             progress: TerminalProgress {
                 quiet,
                 bar: Mutex::new(None),
+                label: Mutex::new(String::new()),
             },
         }
     }
@@ -63,6 +64,8 @@ pub fn diagnostic(line: std::fmt::Arguments<'_>) {
 struct TerminalProgress {
     quiet: bool,
     bar: Mutex<Option<ProgressBar>>,
+    /// The current phase's label, which notes are shown beside.
+    label: Mutex<String>,
 }
 
 impl TerminalProgress {
@@ -92,6 +95,7 @@ impl Progress for TerminalProgress {
             None => ProgressBar::new_spinner(),
         };
         bar.set_message(label.to_string());
+        *self.label.lock().expect("progress lock") = label.to_string();
         *self.bar.lock().expect("progress lock") = Some(bar);
     }
 
@@ -104,6 +108,15 @@ impl Progress for TerminalProgress {
     fn finish(&self) {
         if let Some(bar) = self.bar.lock().expect("progress lock").take() {
             bar.finish_and_clear();
+        }
+    }
+
+    fn note(&self, detail: &str) {
+        if let Some(bar) = self.bar.lock().expect("progress lock").as_ref() {
+            bar.set_message(format!(
+                "{} {detail}",
+                self.label.lock().expect("progress lock")
+            ));
         }
     }
 }

@@ -18,7 +18,7 @@ use shears::eval::coco::results_json;
 use shears::eval::dataset::{Dataset, ScanReport};
 use shears::eval::nms::NmsConfig;
 use shears::eval::preprocess::DEFAULT_MAX_PIXELS;
-use shears::eval::validate::{DataSource, ValReport, load_dataset, validate};
+use shears::eval::validate::{DataSource, ValReport, data_files, load_dataset, validate};
 use shears::onnx::OutputPlan;
 
 /// The SHA-256 of every image file of `dataset`.
@@ -138,9 +138,10 @@ pub fn run(args: &Args, ui: &Ui) -> Result<ExitCode> {
             save.display()
         );
     }
+    args.nms().validate()?;
     let mut plan = OutputPlan::new();
     for model in &args.models {
-        plan.input("model", model);
+        plan.input("model", model)?;
     }
     for (role, path) in [
         ("--data", &args.data),
@@ -148,7 +149,7 @@ pub fn run(args: &Args, ui: &Ui) -> Result<ExitCode> {
         ("--gt", &args.gt),
     ] {
         if let Some(path) = path {
-            plan.input(role, path);
+            plan.input(role, path)?;
         }
     }
     if let Some(save) = &args.save_json {
@@ -161,13 +162,17 @@ pub fn run(args: &Args, ui: &Ui) -> Result<ExitCode> {
     }
     let spec = args.backend.spec()?;
     let (dataset, own_gt) = load_dataset(&args.source(), args.max_pixels, ui.progress())?;
+    let gt = args.gt.clone().or(own_gt);
+    plan.inputs(
+        "validation file",
+        &data_files(&args.source(), &dataset, gt.as_deref())?,
+    )?;
     for message in &dataset.report.messages {
         ui.warn(message);
     }
     if args.strict && dataset.report.has_problems() {
         bail!("the dataset has problems (warned above) and --strict is set");
     }
-    let gt = args.gt.clone().or(own_gt);
     if gt.is_none() {
         ui.info("no COCO annotation file (--gt): COCOeval stats are skipped");
     }

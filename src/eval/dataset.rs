@@ -212,6 +212,13 @@ impl DataConfig {
         })
     }
 
+    /// The files read to list the images of `split`: this YAML and the image-list files among
+    /// the split's sources (not the images).
+    pub fn files_read(&self, split: Split) -> anyhow::Result<Vec<PathBuf>> {
+        let lists = self.split(split)?.iter().filter(|s| s.is_file()).cloned();
+        Ok(std::iter::once(self.file.clone()).chain(lists).collect())
+    }
+
     /// The sources of one split.
     pub fn split(&self, split: Split) -> anyhow::Result<&[PathBuf]> {
         let v = match split {

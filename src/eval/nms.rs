@@ -52,6 +52,26 @@ impl Default for NmsConfig {
     }
 }
 
+impl NmsConfig {
+    /// Refuses settings that make validation meaningless: an IoU threshold outside (0, 1], a
+    /// confidence threshold outside [0, 1], NaN, or no detection kept. Messages use the names
+    /// `val`'s flags and pipelines' keys share (`iou`, `conf`, `max_det`).
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let iou = self.iou_thres;
+        if !(iou > 0.0 && iou <= 1.0) {
+            anyhow::bail!("iou {iou} must be in (0, 1]");
+        }
+        let conf = self.conf_thres;
+        if !(0.0..=1.0).contains(&conf) {
+            anyhow::bail!("conf {conf} must be in [0, 1]");
+        }
+        if self.max_det == 0 {
+            anyhow::bail!("max_det 0 keeps no detection: give 1 or more");
+        }
+        Ok(())
+    }
+}
+
 /// The `[N, 5 + nc]` rows of one image from a model output of shape `[1, N, 5 + nc]` or
 /// `[N, 5 + nc]`.
 pub fn output_rows(output: ArrayViewD<'_, f32>) -> anyhow::Result<ArrayView2<'_, f32>> {

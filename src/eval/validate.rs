@@ -202,6 +202,47 @@ pub enum DataSource {
     },
 }
 
+/// Every file a validation on `source` reads: the data YAML and the image lists of its `val`
+/// split (or the COCO annotations), each image of `dataset` with its label file when it has one,
+/// and the COCO annotations `gt`; sorted, without repeats.
+pub fn data_files(
+    source: &DataSource,
+    dataset: &Dataset,
+    gt: Option<&Path>,
+) -> Result<Vec<std::path::PathBuf>> {
+    let mut files = match source {
+        DataSource::Yaml { data, root } => super::dataset::DataConfig::load(data, root.as_deref())?
+            .files_read(super::dataset::Split::Val)?,
+        DataSource::CocoJson { annotations, .. } => vec![annotations.clone()],
+    };
+    for image in &dataset.images {
+        files.push(image.path.clone());
+        let label = super::dataset::label_path(&image.path);
+        if matches!(source, DataSource::Yaml { .. }) && label.is_file() {
+            files.push(label);
+        }
+    }
+    files.extend(gt.map(Path::to_path_buf));
+    files.sort();
+    files.dedup();
+    Ok(files)
+}
+
+/// Refuses a dataset on which no accuracy can be measured: without a single label every mAP
+/// is 0, so a drop measured on it (a gate, a budget search, a sweep) would prove nothing.
+pub fn ensure_labelled(dataset: &Dataset) -> Result<()> {
+    if dataset.instances() == 0 {
+        let why = dataset
+            .report
+            .messages
+            .iter()
+            .find(|m| m.contains("no labels") || m.contains("no annotations"))
+            .map_or("its images have no labelled object", String::as_str);
+        anyhow::bail!("the validation data measures nothing: {why}");
+    }
+    Ok(())
+}
+
 /// Loads the dataset and finds the COCO annotation file for COCOeval: the JSON itself, or for a
 /// data YAML the one `annotations/*.json` under the dataset root (none when there are several).
 pub fn load_dataset(

@@ -17,6 +17,10 @@ pub const CALIBRATION_KEY: &str = "shears.calibration";
 /// reports and gates it.
 pub const VALIDATION_KEY: &str = "shears.validation";
 
+/// How a fine-tuned model was trained (a JSON object: the teacher, the settings, the images'
+/// SHA-256 and the losses).
+pub const FINETUNE_KEY: &str = "shears.finetune";
+
 /// The value of entry `key`.
 pub fn get<'m>(model: &'m ModelProto, key: &str) -> Option<&'m str> {
     model

@@ -58,17 +58,37 @@ impl OutputPlan {
         Self::default()
     }
 
-    /// Declares a file the command reads; `role` names it in messages ("input model", "--gt").
-    pub fn input(&mut self, role: &str, path: &Path) {
-        self.inputs.push(Declared::new(role, path));
+    /// Declares a file (or folder) the command reads; `role` names it in messages ("input
+    /// model", "--gt"). Refused when an output declared before is the same file: inputs and
+    /// outputs may be declared in any order.
+    pub fn input(&mut self, role: &str, path: &Path) -> Result<()> {
+        let declared = Declared::new(role, path);
+        if let Some(output) = self.outputs.iter().find(|o| o.same_file(&declared)) {
+            bail!(
+                "{} {} is the {} {}; choose another path",
+                output.role,
+                output.path.display(),
+                role,
+                path.display()
+            );
+        }
+        self.inputs.push(declared);
+        Ok(())
+    }
+
+    /// Declares every file of `paths` as read, under one `role`.
+    pub fn inputs<'p>(
+        &mut self,
+        role: &str,
+        paths: impl IntoIterator<Item = &'p PathBuf>,
+    ) -> Result<()> {
+        paths.into_iter().try_for_each(|p| self.input(role, p))
     }
 
     /// Declares a loaded model and the external data files it came with.
-    pub fn input_model(&mut self, model: &Model) {
-        self.input("input model", &model.path);
-        for data in &model.external_files {
-            self.input("external data of the input model", data);
-        }
+    pub fn input_model(&mut self, model: &Model) -> Result<()> {
+        self.input("input model", &model.path)?;
+        self.inputs("external data of the input model", &model.external_files)
     }
 
     /// Declares a file the command will write. Refused when it is an input, another output, or

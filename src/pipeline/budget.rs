@@ -201,13 +201,7 @@ pub fn search(
 ) -> Result<Found> {
     let budget = searched.budget;
     let largest = searched.largest_step(passes)?;
-    let dense_value = validator.value(dense);
-    if !dense_value.is_finite() {
-        bail!(
-            "the dense model's {} is not a number; nothing to compare against",
-            validator.metric.name()
-        );
-    }
+    let dense_value = validator.dense_value(dense)?;
     let mut record = SearchRecord {
         pass: passes[searched.index].name().to_string(),
         metric: validator.metric,

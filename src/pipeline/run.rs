@@ -225,7 +225,10 @@ pub fn run_pipeline(
     let planned = plan(spec, base)?;
     let validator = Validator::prepare(spec.validate.as_ref(), base, jobs, progress)
         .with_context(|| format!("{}", spec_path.display()))?;
-    let mut warnings = Vec::new();
+    let mut warnings: Vec<String> = validator
+        .iter()
+        .flat_map(|v| v.dataset().report.messages.iter().cloned())
+        .collect();
     let mut passes = spec.passes.clone();
     let calibration = match &spec.calibration {
         Some(block) if spec.passes.iter().any(PassConfig::needs_calibration) => {
@@ -254,13 +257,16 @@ pub fn run_pipeline(
     };
     let mut shared_inputs = vec![spec_path.to_path_buf()];
     if let Some(set) = &calibration {
-        if set.source.is_file() {
-            shared_inputs.push(set.source.clone());
-        }
-        shared_inputs.extend(set.images.iter().cloned());
+        shared_inputs.extend(set.files().cloned());
     }
     if let Some(v) = &validator {
-        shared_inputs.extend(v.files());
+        shared_inputs.extend(v.files()?);
+    }
+    // No output may be a file the run reads (validation data, calibration images, the spec).
+    let mut outputs = OutputPlan::new();
+    outputs.inputs("file read by the pipeline", &shared_inputs)?;
+    for (_, output) in &planned {
+        outputs.output("output", output)?;
     }
     let options = JobOptions {
         measure_zstd: true,
@@ -394,7 +400,7 @@ fn run_one(
         ..shared.options.clone()
     };
     let mut plan = OutputPlan::new();
-    plan.input_model(&model);
+    plan.input_model(&model)?;
     plan.output_model("output", output, &options.save)?;
     if let Some(folder) = output.parent() {
         std::fs::create_dir_all(folder)
@@ -409,6 +415,7 @@ fn run_one(
         }));
     };
     let dense = validator.run(&input.stem(), &model, progress)?;
+    validator.dense_value(&dense)?;
     let pruned_name = output
         .file_stem()
         .map_or_else(|| "pruned".into(), |s| s.to_string_lossy().into_owned());

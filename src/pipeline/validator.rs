@@ -9,9 +9,11 @@ use rayon::prelude::*;
 use super::spec::{GateMetric, ValidateSpec, resolve};
 use crate::backend::{BackendSpec, encode_runnable, runnable_bytes};
 use crate::calib::file_sha256;
-use crate::eval::dataset::{Dataset, label_path};
+use crate::eval::dataset::Dataset;
 use crate::eval::nms::NmsConfig;
-use crate::eval::validate::{DataSource, ValReport, load_dataset, validate};
+use crate::eval::validate::{
+    DataSource, ValReport, data_files, ensure_labelled, load_dataset, validate,
+};
 use crate::onnx::Model;
 use crate::onnx::proto::ModelProto;
 use crate::progress::Progress;
@@ -39,7 +41,9 @@ impl Validator {
         max_pixels: u64,
         progress: &dyn Progress,
     ) -> Result<Self> {
+        nms.validate()?;
         let (dataset, own_gt) = load_dataset(&source, max_pixels, progress)?;
+        ensure_labelled(&dataset)?;
         let gt = gt.or(own_gt);
         if metric == GateMetric::CocoAp && gt.is_none() {
             bail!("metric coco_ap needs COCO annotations: give them (`gt`, --gt)");
@@ -103,6 +107,20 @@ impl Validator {
         self.metric.value(report)
     }
 
+    /// `metric` of the dense model's `report`, refused unless above 0: a drop from 0 cannot
+    /// exceed any budget, so a gate or search against it would pass without measuring anything.
+    pub fn dense_value(&self, report: &ValReport) -> Result<f64> {
+        let value = self.value(report);
+        if value.is_nan() || value <= 0.0 {
+            bail!(
+                "the dense model's {} is {value}: the validation measures nothing to compare \
+                 against (are these the model's classes and labels?)",
+                self.metric.name()
+            );
+        }
+        Ok(value)
+    }
+
     /// Validates `model`, advancing `progress` by one step per image.
     pub fn run(&self, name: &str, model: &Model, progress: &dyn Progress) -> Result<ValReport> {
         self.run_bytes(
@@ -139,30 +157,15 @@ impl Validator {
         Ok(report)
     }
 
-    /// The files a validation reads: the data YAML or annotations, every image and its label
-    /// file (when it has one), the COCO annotations.
-    pub fn files(&self) -> Vec<PathBuf> {
-        let mut files = match &self.source {
-            DataSource::Yaml { data, .. } => vec![data.clone()],
-            DataSource::CocoJson { annotations, .. } => vec![annotations.clone()],
-        };
-        for image in &self.dataset.images {
-            files.push(image.path.clone());
-            let label = label_path(&image.path);
-            if matches!(self.source, DataSource::Yaml { .. }) && label.is_file() {
-                files.push(label);
-            }
-        }
-        files.extend(self.gt.clone());
-        files.sort();
-        files.dedup();
-        files
+    /// The files a validation reads ([`data_files`]).
+    pub fn files(&self) -> Result<Vec<PathBuf>> {
+        data_files(&self.source, &self.dataset, self.gt.as_deref())
     }
 
     /// What a validation's figures depend on, for build keys: the settings and the SHA-256 of
     /// every file [`Validator::files`] lists, and the labels as parsed.
     pub fn identity(&self) -> Result<serde_json::Value> {
-        let files = self.files();
+        let files = self.files()?;
         let hashes: Vec<String> = files
             .par_iter()
             .map(|f| file_sha256(f))

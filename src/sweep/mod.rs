@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::backend::{BackendSpec, runnable_bytes};
 use crate::eval::dataset::Dataset;
 use crate::eval::nms::NmsConfig;
-use crate::eval::validate::{DataSource, load_dataset, validate};
+use crate::eval::validate::{DataSource, data_files, ensure_labelled, load_dataset, validate};
 use crate::onnx::Model;
 use crate::passes::Method;
 use crate::progress::Progress;
@@ -117,6 +117,7 @@ impl Accuracy {
 impl Validator {
     /// Loads the dataset as `val` does; refuses a dataset with no images left.
     pub fn load(settings: ValSettings, progress: &dyn Progress) -> Result<Self> {
+        settings.nms.validate()?;
         let (mut dataset, own_gt) = load_dataset(&settings.data, settings.max_pixels, progress)?;
         if let Some(n) = settings.images {
             dataset.images.truncate(n);
@@ -124,6 +125,7 @@ impl Validator {
         if dataset.images.is_empty() {
             bail!("the validation dataset has no images");
         }
+        ensure_labelled(&dataset)?;
         let gt = settings.gt.clone().or(own_gt);
         Ok(Validator {
             settings,
@@ -134,6 +136,25 @@ impl Validator {
 
     pub fn dataset(&self) -> &Dataset {
         &self.dataset
+    }
+
+    /// Every file validation reads ([`data_files`]).
+    pub fn files(&self) -> Result<Vec<PathBuf>> {
+        data_files(&self.settings.data, &self.dataset, self.gt.as_deref())
+    }
+
+    /// Validates the dense `model`, refusing a headline of 0: every drop measured against it
+    /// would be 0 or less, proving nothing.
+    pub fn validate_dense(&self, model: &Model, progress: &dyn Progress) -> Result<Accuracy> {
+        let accuracy = self.validate("dense", model, progress)?;
+        if accuracy.headline().is_nan() || accuracy.headline() <= 0.0 {
+            bail!(
+                "the dense model's accuracy on the validation data is {}: it measures nothing to \
+                 compare against (are these the model's classes and labels?)",
+                accuracy.headline()
+            );
+        }
+        Ok(accuracy)
     }
 
     /// Whether COCO AP is measured (annotations were given or found).
@@ -181,6 +202,9 @@ impl Progress for Prefixed<'_> {
     }
     fn finish(&self) {
         self.inner.finish();
+    }
+    fn note(&self, detail: &str) {
+        self.inner.note(detail);
     }
 }
 

@@ -201,14 +201,16 @@ pub fn run_sweep(spec: &SweepSpec, progress: &dyn Progress) -> Result<SweepRepor
         }
         (false, None) => None,
     };
+    if spec.out.exists() && !spec.out.is_dir() {
+        bail!(
+            "{} is a file: a sweep writes a folder of results, give a folder's path",
+            spec.out.display()
+        );
+    }
     let points_dir = spec.out.join("points");
     let models_dir = spec.out.join("models");
-    for dir in [&spec.out, &points_dir, &models_dir] {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create the sweep folder {}", dir.display()))?;
-    }
     let mut outputs = OutputPlan::new();
-    outputs.input_model(&model);
+    outputs.input_model(&model)?;
     for name in TABLES {
         outputs.output("sweep output", &spec.out.join(name))?;
     }
@@ -218,6 +220,17 @@ pub fn run_sweep(spec: &SweepSpec, progress: &dyn Progress) -> Result<SweepRepor
         }
     }
     let validator = Validator::load(spec.validation.clone(), progress)?;
+    warnings.extend(validator.dataset().report.messages.iter().cloned());
+    // Every file the sweep reads against every file it may write, before any work.
+    outputs.inputs("validation file", &validator.files()?)?;
+    if let Some(set) = &calibration {
+        outputs.inputs("calibration file", set.files())?;
+    }
+    outputs.output("point record", &points_dir.join("dense.json"))?;
+    for job in &jobs {
+        outputs.output("point record", &points_dir.join(format!("{}.json", job.id)))?;
+        outputs.output("point model", &models_dir.join(format!("{}.onnx", job.id)))?;
+    }
     if let Some(set) = &calibration {
         let overlap = calibration_overlap(set, &validator)?;
         if overlap > 0 {
@@ -248,7 +261,7 @@ pub fn run_sweep(spec: &SweepSpec, progress: &dyn Progress) -> Result<SweepRepor
                 (record, true)
             }
             None => {
-                let accuracy = validator.validate("dense", &model, &label)?;
+                let accuracy = validator.validate_dense(&model, &label)?;
                 let record = record_of(
                     "dense",
                     PointMethod::Dense,
@@ -258,11 +271,18 @@ pub fn run_sweep(spec: &SweepSpec, progress: &dyn Progress) -> Result<SweepRepor
                     &[],
                     accuracy,
                 )?;
-                write_record(&points_dir.join("dense.json"), &record, &model)?;
                 (record, false)
             }
         }
     };
+    // the sweep's folders appear once the dense model has measured something
+    for dir in [&spec.out, &points_dir, &models_dir] {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the sweep folder {}", dir.display()))?;
+    }
+    if !dense.1 {
+        write_record(&points_dir.join("dense.json"), &dense.0, &model)?;
+    }
     let mut records = Vec::with_capacity(jobs.len());
     for (index, job) in jobs.iter().enumerate() {
         let label = Prefixed {
@@ -285,7 +305,7 @@ pub fn run_sweep(spec: &SweepSpec, progress: &dyn Progress) -> Result<SweepRepor
             ..JobOptions::default()
         };
         let mut plan = OutputPlan::new();
-        plan.input_model(&model);
+        plan.input_model(&model)?;
         plan.output_model("point model", &model_path, &options.save)?;
         label.start("pruning", None);
         let report = prune_to_file(
@@ -475,7 +495,7 @@ fn record_of(
 /// Writes a point's record atomically; `model` is declared as read (never overwritten).
 fn write_record(path: &Path, record: &PointRecord, model: &Model) -> Result<()> {
     let mut plan = OutputPlan::new();
-    plan.input_model(model);
+    plan.input_model(model)?;
     plan.output("point record", path)?;
     plan.stage_json(path, record)?;
     plan.commit()

@@ -106,18 +106,17 @@ pub fn sensitivity(spec: &SensitivitySpec, progress: &dyn Progress) -> Result<Se
             spec.model.display()
         );
     }
-    std::fs::create_dir_all(&spec.out)
-        .with_context(|| format!("cannot create {}", spec.out.display()))?;
     let mut outputs = OutputPlan::new();
-    outputs.input_model(&model);
+    outputs.input_model(&model)?;
     for name in OUTPUTS {
         outputs.output("sensitivity output", &spec.out.join(name))?;
     }
     let scratch = spec.out.join("sensitivity-unit.onnx");
     let validator = Validator::load(spec.validation.clone(), progress)?;
+    outputs.inputs("validation file", &validator.files()?)?;
+    outputs.output("pruned unit", &scratch)?;
     let dense = validator
-        .validate(
-            "dense",
+        .validate_dense(
             &model,
             &Prefixed {
                 prefix: "dense:".into(),
@@ -125,6 +124,8 @@ pub fn sensitivity(spec: &SensitivitySpec, progress: &dyn Progress) -> Result<Se
             },
         )?
         .headline();
+    std::fs::create_dir_all(&spec.out)
+        .with_context(|| format!("cannot create {}", spec.out.display()))?;
     let total = units.len() * spec.amounts.len();
     let mut rows = Vec::with_capacity(units.len());
     let mut step = 0;
@@ -138,7 +139,7 @@ pub fn sensitivity(spec: &SensitivitySpec, progress: &dyn Progress) -> Result<Se
             };
             let pass = spec.pass(amount, &pattern);
             let mut plan = OutputPlan::new();
-            plan.input_model(&model);
+            plan.input_model(&model)?;
             let options = JobOptions::default();
             plan.output_model("pruned unit", &scratch, &options.save)?;
             let report = prune_to_file(
@@ -183,7 +184,7 @@ pub fn sensitivity(spec: &SensitivitySpec, progress: &dyn Progress) -> Result<Se
         amounts: spec.amounts.clone(),
         rows,
         plots: Vec::new(),
-        warnings: Vec::new(),
+        warnings: validator.dataset().report.messages.clone(),
     };
     match report.heatmap().render() {
         Ok(Rendered { svg, png }) => {

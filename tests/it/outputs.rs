@@ -250,3 +250,165 @@ fn a_pipeline_never_writes_over_a_model_it_reads() {
     .unwrap();
     refused(d, &["run", "q.yaml"], "output q.yaml is the pipeline");
 }
+
+/// Writes `text` to `dir/name`.
+fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn no_output_is_any_file_the_command_reads() {
+    let Some(model) = crate::common::fixture("models/yolov5n_op12.onnx") else {
+        return;
+    };
+    let dir = scratch();
+    let d = dir.path();
+    std::fs::copy(&model, d.join("model.onnx")).unwrap();
+    if crate::common::small_dataset(d, 2).is_none() {
+        return;
+    }
+    let first_image = {
+        let mut images: Vec<String> = std::fs::read_dir(d.join("ds/images"))
+            .unwrap()
+            .map(|e| format!("ds/images/{}", e.unwrap().file_name().to_string_lossy()))
+            .collect();
+        images.sort();
+        images.remove(0)
+    };
+    let first_label = first_image
+        .replace("images", "labels")
+        .replace(".jpg", ".txt");
+    let prune = ["prune", "model.onnx", "--amount", "0.3"];
+    let search = [
+        "prune",
+        "model.onnx",
+        "--max-map-drop",
+        "0.01",
+        "--data",
+        "ds.yaml",
+    ];
+    let calibrated = [
+        "prune",
+        "model.onnx",
+        "--amount",
+        "0.3",
+        "--recover",
+        "stats",
+        "--calib",
+        "ds.yaml",
+    ];
+    let with = |base: &[&str], extra: &[&str]| -> Vec<String> {
+        base.iter().chain(extra).map(|s| s.to_string()).collect()
+    };
+    let cases: Vec<(Vec<String>, String)> = vec![
+        // each of these once overwrote the file it names with exit code 0
+        (with(&search, &["-o", "ds.yaml"]), "is the --data".into()),
+        (
+            with(&search, &["-o", "out.onnx", "--recipe", "ds.yaml"]),
+            "--recipe ds.yaml is the --data".into(),
+        ),
+        (
+            with(&prune, &["--method", "channel", "--verify-data", "ds.yaml"])
+                .into_iter()
+                .chain(["-o".into(), "ds.yaml".into()])
+                .collect(),
+            "is the --verify-data file".into(),
+        ),
+        (
+            with(&calibrated, &["-o", "ds.yaml"]),
+            "is the calibration file".into(),
+        ),
+        // and these read files besides the YAMLs
+        (
+            with(&calibrated, &["-o", &first_image]),
+            "is the calibration file".into(),
+        ),
+        (
+            with(&search, &["-o", "out.onnx", "--json", &first_label]),
+            "is the validation file".into(),
+        ),
+        (
+            vec![
+                "val".into(),
+                "model.onnx".into(),
+                "--data".into(),
+                "ds.yaml".into(),
+                "--json".into(),
+                first_image.clone(),
+            ],
+            "is the validation file".into(),
+        ),
+    ];
+    for (args, needle) in cases {
+        refused(
+            d,
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+            &needle,
+        );
+    }
+    // a sweep and a sensitivity run whose data YAML has the name of one of their outputs
+    std::fs::create_dir_all(d.join("sw")).unwrap();
+    let moved_yaml = std::fs::read_to_string(d.join("ds.yaml"))
+        .unwrap()
+        .replace("path: ds", &format!("path: {}", d.join("ds").display()));
+    for name in ["sweep.md", "sensitivity.md"] {
+        std::fs::write(d.join("sw").join(name), &moved_yaml).unwrap();
+    }
+    refused(
+        d,
+        &[
+            "sweep",
+            "model.onnx",
+            "--data",
+            "sw/sweep.md",
+            "--methods",
+            "layer",
+            "--amounts",
+            "0.3",
+            "-o",
+            "sw",
+        ],
+        "is the validation file",
+    );
+    refused(
+        d,
+        &[
+            "sensitivity",
+            "model.onnx",
+            "--data",
+            "sw/sensitivity.md",
+            "--include",
+            "model.0/",
+            "-o",
+            "sw",
+        ],
+        "is the validation file",
+    );
+    // a pipeline whose output is its validation data or a calibration image
+    let pipeline = write_file(
+        d,
+        "p.yaml",
+        "models: [model.onnx]\npasses:\n  - prune_magnitude: {amount: 0.3}\noutput: ds.yaml\n\
+         validate:\n  data: ds.yaml\n  max_map_drop: 0.5\n",
+    );
+    refused(
+        d,
+        &["run", pipeline.to_str().unwrap()],
+        "is the file read by the pipeline",
+    );
+    let pipeline = write_file(
+        d,
+        "q.yaml",
+        &format!(
+            "models: [model.onnx]\npasses:\n  - prune_magnitude: {{amount: 0.3, recover: stats}}\n\
+             output: {first_image}\ncalibration:\n  data: ds.yaml\n"
+        ),
+    );
+    refused(
+        d,
+        &["run", pipeline.to_str().unwrap()],
+        "is the file read by the pipeline",
+    );
+}

@@ -777,7 +777,7 @@ fn a_failed_check_writes_nothing() {
     });
     let model = onnx::load(&path).unwrap();
     let mut plan = OutputPlan::new();
-    plan.input_model(&model);
+    plan.input_model(&model).unwrap();
     plan.output("-o", &out).unwrap();
     let err = prune_to_file(
         model,

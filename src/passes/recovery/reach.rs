@@ -65,35 +65,14 @@ pub fn reach(
     Ok(scale)
 }
 
-/// The Convs from whose outputs a graph output is reached without passing another Conv.
+/// The names of the Detect head's output Convs ([`crate::analysis::head_convs`]).
 fn head_convs(model: &ModelProto) -> Result<Vec<String>> {
     let graph = model.graph.as_ref().context("the model has no graph")?;
     let view = GraphView::new(graph);
-    let mut heads = Vec::new();
-    for node in graph.node.iter().filter(|n| n.op_type() == "Conv") {
-        let mut stack: Vec<&str> = node.output.iter().map(String::as_str).collect();
-        let mut seen = std::collections::HashSet::new();
-        let mut reaches = false;
-        while let Some(t) = stack.pop() {
-            if !seen.insert(t) {
-                continue;
-            }
-            if view.is_graph_output(t) {
-                reaches = true;
-                break;
-            }
-            for &c in view.consumers(t) {
-                let next = view.node(c);
-                if next.op_type() != "Conv" {
-                    stack.extend(next.output.iter().map(String::as_str));
-                }
-            }
-        }
-        if reaches {
-            heads.push(node.name().to_string());
-        }
-    }
-    Ok(heads)
+    Ok(crate::analysis::head_convs(&view)
+        .into_iter()
+        .map(|i| graph.node[i].name().to_string())
+        .collect())
 }
 
 #[cfg(test)]

@@ -1,0 +1,592 @@
+//! The numeric kernels of the trainable network and their gradients: convolution by im2col and
+//! matrix products (faer), max pooling, nearest-neighbour upsampling by an integer factor, and
+//! the element-wise ops. Tensors are NCHW, contiguous.
+//!
+//! Written here rather than taken from an autodiff crate: see `docs/autodiff-choice.md` for the
+//! measurements. Every kernel is generic over [`Real`] so that the gradient tests can run in f64
+//! against central finite differences.
+
+use faer::linalg::matmul::matmul;
+use faer::{Accum, MatMut, MatRef, Par};
+use rayon::prelude::*;
+
+/// The scalar of a network: f32 for training, f64 for gradient checks.
+pub trait Real:
+    faer::traits::RealField
+    + num_traits::Float
+    + Copy
+    + Default
+    + Send
+    + Sync
+    + std::iter::Sum
+    + std::fmt::Debug
+    + 'static
+{
+    fn of(x: f32) -> Self;
+    fn to_f32(self) -> f32;
+    fn as_f64(self) -> f64;
+}
+
+impl Real for f32 {
+    fn of(x: f32) -> Self {
+        x
+    }
+    fn to_f32(self) -> f32 {
+        self
+    }
+    fn as_f64(self) -> f64 {
+        f64::from(self)
+    }
+}
+
+impl Real for f64 {
+    fn of(x: f32) -> Self {
+        f64::from(x)
+    }
+    fn to_f32(self) -> f32 {
+        self as f32
+    }
+    fn as_f64(self) -> f64 {
+        self
+    }
+}
+
+/// An NCHW tensor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tensor<T> {
+    pub shape: [usize; 4],
+    pub data: Vec<T>,
+}
+
+impl<T: Real> Tensor<T> {
+    pub fn zeros(shape: [usize; 4]) -> Self {
+        Tensor {
+            shape,
+            data: vec![T::zero(); shape.iter().product()],
+        }
+    }
+
+    /// Values per image (`C * H * W`).
+    pub fn image_len(&self) -> usize {
+        self.shape[1] * self.shape[2] * self.shape[3]
+    }
+
+    /// Values per channel plane (`H * W`).
+    pub fn plane(&self) -> usize {
+        self.shape[2] * self.shape[3]
+    }
+}
+
+/// Geometry of a 2-D convolution with one group and no dilation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvShape {
+    pub cin: usize,
+    pub cout: usize,
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    /// Top, left, bottom, right.
+    pub pads: [usize; 4],
+}
+
+impl ConvShape {
+    /// Rows of the im2col matrix: one per input channel and kernel tap.
+    pub fn columns(&self) -> usize {
+        self.cin * self.kernel[0] * self.kernel[1]
+    }
+
+    /// The output height and width for an input of `hw`; `None` when the kernel does not fit.
+    pub fn out_hw(&self, [h, w]: [usize; 2]) -> Option<[usize; 2]> {
+        let span = |size: usize, axis: usize| {
+            let padded = size + self.pads[axis] + self.pads[axis + 2];
+            (padded >= self.kernel[axis])
+                .then(|| (padded - self.kernel[axis]) / self.stride[axis] + 1)
+        };
+        Some([span(h, 0)?, span(w, 1)?])
+    }
+
+    /// A 1x1, stride-1, unpadded convolution: its im2col matrix is its input.
+    fn is_pointwise(&self) -> bool {
+        self.kernel == [1, 1] && self.stride == [1, 1] && self.pads == [0; 4]
+    }
+}
+
+/// Fills `cols` (`[cin * kh * kw, oh * ow]`, row-major) with the patches of one image `x`
+/// (`[cin, h, w]`); taps in the padding are 0.
+fn im2col<T: Real>(x: &[T], hw: [usize; 2], s: &ConvShape, out: [usize; 2], cols: &mut [T]) {
+    let [h, w] = hw;
+    let [oh, ow] = out;
+    let [kh, kw] = s.kernel;
+    cols.par_chunks_mut(oh * ow)
+        .enumerate()
+        .for_each(|(row, dst)| {
+            let (c, i, j) = (row / (kh * kw), (row / kw) % kh, row % kw);
+            let plane = &x[c * h * w..(c + 1) * h * w];
+            for oy in 0..oh {
+                let line = &mut dst[oy * ow..(oy + 1) * ow];
+                let iy = (oy * s.stride[0] + i) as isize - s.pads[0] as isize;
+                if iy < 0 || iy >= h as isize {
+                    line.fill(T::zero());
+                    continue;
+                }
+                let src = &plane[iy as usize * w..(iy as usize + 1) * w];
+                for (ox, v) in line.iter_mut().enumerate() {
+                    let ix = (ox * s.stride[1] + j) as isize - s.pads[1] as isize;
+                    *v = if ix < 0 || ix >= w as isize {
+                        T::zero()
+                    } else {
+                        src[ix as usize]
+                    };
+                }
+            }
+        });
+}
+
+/// Adds the patches `cols` back into the image gradient `dx` (`[cin, h, w]`): the adjoint of
+/// [`im2col`].
+fn col2im<T: Real>(cols: &[T], hw: [usize; 2], s: &ConvShape, out: [usize; 2], dx: &mut [T]) {
+    let [h, w] = hw;
+    let [oh, ow] = out;
+    let [kh, kw] = s.kernel;
+    dx.par_chunks_mut(h * w).enumerate().for_each(|(c, plane)| {
+        for i in 0..kh {
+            for j in 0..kw {
+                let row = (c * kh + i) * kw + j;
+                let src = &cols[row * oh * ow..(row + 1) * oh * ow];
+                for oy in 0..oh {
+                    let iy = (oy * s.stride[0] + i) as isize - s.pads[0] as isize;
+                    if iy < 0 || iy >= h as isize {
+                        continue;
+                    }
+                    let line = &mut plane[iy as usize * w..(iy as usize + 1) * w];
+                    for ox in 0..ow {
+                        let ix = (ox * s.stride[1] + j) as isize - s.pads[1] as isize;
+                        if ix >= 0 && ix < w as isize {
+                            line[ix as usize] += src[oy * ow + ox];
+                        }
+                    }
+                }
+            }
+        }
+    });
+}
+
+fn mat<T: Real>(data: &[T], rows: usize, cols: usize) -> MatRef<'_, T> {
+    MatRef::from_row_major_slice(data, rows, cols)
+}
+
+fn mat_mut<T: Real>(data: &mut [T], rows: usize, cols: usize) -> MatMut<'_, T> {
+    MatMut::from_row_major_slice_mut(data, rows, cols)
+}
+
+/// `y = conv(x, weight) + bias`; `weight` is `[cout, cin, kh, kw]`, `bias` `[cout]` or empty.
+pub fn conv_forward<T: Real>(x: &Tensor<T>, s: &ConvShape, weight: &[T], bias: &[T]) -> Tensor<T> {
+    let [n, _, h, w] = x.shape;
+    let [oh, ow] = s.out_hw([h, w]).expect("the network checked the shapes");
+    let p = oh * ow;
+    let mut y = Tensor::zeros([n, s.cout, oh, ow]);
+    let mut cols = if s.is_pointwise() {
+        Vec::new()
+    } else {
+        vec![T::zero(); s.columns() * p]
+    };
+    let wm = mat(weight, s.cout, s.columns());
+    for (xb, yb) in x
+        .data
+        .chunks(x.image_len())
+        .zip(y.data.chunks_mut(s.cout * p))
+    {
+        let patches = if s.is_pointwise() {
+            xb
+        } else {
+            im2col(xb, [h, w], s, [oh, ow], &mut cols);
+            &cols
+        };
+        matmul(
+            mat_mut(yb, s.cout, p),
+            Accum::Replace,
+            wm,
+            mat(patches, s.columns(), p),
+            T::one(),
+            Par::rayon(0),
+        );
+        if !bias.is_empty() {
+            yb.par_chunks_mut(p)
+                .zip(bias)
+                .for_each(|(row, &b)| row.iter_mut().for_each(|v| *v += b));
+        }
+    }
+    y
+}
+
+/// Gradients of [`conv_forward`] given `dy`: adds the weight and bias gradients to `dweight`
+/// and `dbias` (empty when there is no bias), and returns the input gradient when `want_dx`.
+pub fn conv_backward<T: Real>(
+    x: &Tensor<T>,
+    s: &ConvShape,
+    weight: &[T],
+    dy: &Tensor<T>,
+    dweight: &mut [T],
+    dbias: &mut [T],
+    want_dx: bool,
+) -> Option<Tensor<T>> {
+    let [_, _, h, w] = x.shape;
+    let [_, _, oh, ow] = dy.shape;
+    let p = oh * ow;
+    let k = s.columns();
+    let mut dx = want_dx.then(|| Tensor::zeros(x.shape));
+    let mut cols = if s.is_pointwise() {
+        Vec::new()
+    } else {
+        vec![T::zero(); k * p]
+    };
+    let mut dcols = if s.is_pointwise() || !want_dx {
+        Vec::new()
+    } else {
+        vec![T::zero(); k * p]
+    };
+    let wm = mat(weight, s.cout, k);
+    for (b, dyb) in dy.data.chunks(s.cout * p).enumerate() {
+        let xb = &x.data[b * x.image_len()..(b + 1) * x.image_len()];
+        let patches = if s.is_pointwise() {
+            xb
+        } else {
+            im2col(xb, [h, w], s, [oh, ow], &mut cols);
+            &cols
+        };
+        let dym = mat(dyb, s.cout, p);
+        matmul(
+            mat_mut(dweight, s.cout, k),
+            Accum::Add,
+            dym,
+            mat(patches, k, p).transpose(),
+            T::one(),
+            Par::rayon(0),
+        );
+        if !dbias.is_empty() {
+            dbias
+                .par_iter_mut()
+                .zip(dyb.par_chunks(p))
+                .for_each(|(db, row)| *db += row.iter().copied().sum::<T>());
+        }
+        if let Some(dx) = dx.as_mut() {
+            let dxb = &mut dx.data[b * x.image_len()..(b + 1) * x.image_len()];
+            if s.is_pointwise() {
+                matmul(
+                    mat_mut(dxb, k, p),
+                    Accum::Replace,
+                    wm.transpose(),
+                    dym,
+                    T::one(),
+                    Par::rayon(0),
+                );
+            } else {
+                matmul(
+                    mat_mut(&mut dcols, k, p),
+                    Accum::Replace,
+                    wm.transpose(),
+                    dym,
+                    T::one(),
+                    Par::rayon(0),
+                );
+                col2im(&dcols, [h, w], s, [oh, ow], dxb);
+            }
+        }
+    }
+    dx
+}
+
+/// Max pooling of every channel plane; taps in the padding are ignored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolShape {
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    /// Top, left, bottom, right.
+    pub pads: [usize; 4],
+}
+
+impl PoolShape {
+    pub fn out_hw(&self, hw: [usize; 2]) -> Option<[usize; 2]> {
+        ConvShape {
+            cin: 1,
+            cout: 1,
+            kernel: self.kernel,
+            stride: self.stride,
+            pads: self.pads,
+        }
+        .out_hw(hw)
+    }
+
+    /// For each output of one plane, the index in the input plane of its maximum (the first
+    /// one in row-major order on ties).
+    fn argmax<T: Real>(&self, plane: &[T], [h, w]: [usize; 2], [oh, ow]: [usize; 2]) -> Vec<u32> {
+        let mut best = Vec::with_capacity(oh * ow);
+        for oy in 0..oh {
+            let y0 = (oy * self.stride[0]) as isize - self.pads[0] as isize;
+            for ox in 0..ow {
+                let x0 = (ox * self.stride[1]) as isize - self.pads[1] as isize;
+                let mut at = usize::MAX;
+                let mut max = T::neg_infinity();
+                for iy in y0.max(0)..(y0 + self.kernel[0] as isize).min(h as isize) {
+                    for ix in x0.max(0)..(x0 + self.kernel[1] as isize).min(w as isize) {
+                        let i = iy as usize * w + ix as usize;
+                        if at == usize::MAX || plane[i] > max {
+                            (at, max) = (i, plane[i]);
+                        }
+                    }
+                }
+                best.push(at as u32);
+            }
+        }
+        best
+    }
+}
+
+pub fn maxpool_forward<T: Real>(x: &Tensor<T>, s: &PoolShape) -> Tensor<T> {
+    let [n, c, h, w] = x.shape;
+    let [oh, ow] = s.out_hw([h, w]).expect("the network checked the shapes");
+    let mut y = Tensor::zeros([n, c, oh, ow]);
+    y.data
+        .par_chunks_mut(oh * ow)
+        .zip(x.data.par_chunks(h * w))
+        .for_each(|(out, plane)| {
+            for (v, i) in out.iter_mut().zip(s.argmax(plane, [h, w], [oh, ow])) {
+                *v = plane[i as usize];
+            }
+        });
+    y
+}
+
+/// The input gradient of [`maxpool_forward`]: each output's gradient goes to its maximum.
+pub fn maxpool_backward<T: Real>(x: &Tensor<T>, s: &PoolShape, dy: &Tensor<T>) -> Tensor<T> {
+    let [_, _, h, w] = x.shape;
+    let [_, _, oh, ow] = dy.shape;
+    let mut dx = Tensor::zeros(x.shape);
+    dx.data
+        .par_chunks_mut(h * w)
+        .zip(x.data.par_chunks(h * w))
+        .zip(dy.data.par_chunks(oh * ow))
+        .for_each(|((dplane, plane), dout)| {
+            for (&g, i) in dout.iter().zip(s.argmax(plane, [h, w], [oh, ow])) {
+                dplane[i as usize] += g;
+            }
+        });
+    dx
+}
+
+/// Nearest-neighbour upsampling by integer factors: each value repeated `scale` times.
+pub fn upsample_forward<T: Real>(x: &Tensor<T>, scale: [usize; 2]) -> Tensor<T> {
+    let [n, c, h, w] = x.shape;
+    let (oh, ow) = (h * scale[0], w * scale[1]);
+    let mut y = Tensor::zeros([n, c, oh, ow]);
+    y.data
+        .par_chunks_mut(oh * ow)
+        .zip(x.data.par_chunks(h * w))
+        .for_each(|(out, plane)| {
+            for (oy, line) in out.chunks_mut(ow).enumerate() {
+                let src = &plane[(oy / scale[0]) * w..(oy / scale[0] + 1) * w];
+                for (ox, v) in line.iter_mut().enumerate() {
+                    *v = src[ox / scale[1]];
+                }
+            }
+        });
+    y
+}
+
+/// The input gradient of [`upsample_forward`]: the sum over each value's copies.
+pub fn upsample_backward<T: Real>(dy: &Tensor<T>, scale: [usize; 2]) -> Tensor<T> {
+    let [n, c, oh, ow] = dy.shape;
+    let (h, w) = (oh / scale[0], ow / scale[1]);
+    let mut dx = Tensor::zeros([n, c, h, w]);
+    dx.data
+        .par_chunks_mut(h * w)
+        .zip(dy.data.par_chunks(oh * ow))
+        .for_each(|(plane, dout)| {
+            for (oy, line) in dout.chunks(ow).enumerate() {
+                let dst = &mut plane[(oy / scale[0]) * w..(oy / scale[0] + 1) * w];
+                for (ox, &g) in line.iter().enumerate() {
+                    dst[ox / scale[1]] += g;
+                }
+            }
+        });
+    dx
+}
+
+/// Logistic sigmoid, computed without overflow for large |x|.
+pub fn sigmoid<T: Real>(x: T) -> T {
+    if x >= T::zero() {
+        T::one() / (T::one() + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (T::one() + e)
+    }
+}
+
+/// `f` of each pair of values of two tensors of one shape, in parallel.
+pub fn zip_map<T: Real>(a: &Tensor<T>, b: &Tensor<T>, f: impl Fn(T, T) -> T + Sync) -> Tensor<T> {
+    debug_assert_eq!(a.shape, b.shape);
+    Tensor {
+        shape: a.shape,
+        data: a
+            .data
+            .par_iter()
+            .zip(&b.data)
+            .map(|(&x, &y)| f(x, y))
+            .collect(),
+    }
+}
+
+/// `f` of each value, in parallel.
+pub fn map<T: Real>(a: &Tensor<T>, f: impl Fn(T) -> T + Sync) -> Tensor<T> {
+    Tensor {
+        shape: a.shape,
+        data: a.data.par_iter().map(|&x| f(x)).collect(),
+    }
+}
+
+/// `a += b`, element-wise.
+pub fn add_assign<T: Real>(a: &mut Tensor<T>, b: &Tensor<T>) {
+    debug_assert_eq!(a.shape, b.shape);
+    a.data
+        .par_iter_mut()
+        .zip(&b.data)
+        .for_each(|(x, &y)| *x += y);
+}
+
+/// The tensors joined along the channel axis.
+pub fn concat_channels<T: Real>(parts: &[&Tensor<T>]) -> Tensor<T> {
+    let [n, _, h, w] = parts[0].shape;
+    let c: usize = parts.iter().map(|t| t.shape[1]).sum();
+    let mut data = Vec::with_capacity(n * c * h * w);
+    for b in 0..n {
+        for t in parts {
+            data.extend_from_slice(&t.data[b * t.image_len()..(b + 1) * t.image_len()]);
+        }
+    }
+    Tensor {
+        shape: [n, c, h, w],
+        data,
+    }
+}
+
+/// The channels `start..start + len` of `t`.
+pub fn slice_channels<T: Real>(t: &Tensor<T>, start: usize, len: usize) -> Tensor<T> {
+    let [n, _, h, w] = t.shape;
+    let plane = h * w;
+    let mut data = Vec::with_capacity(n * len * plane);
+    for b in 0..n {
+        let from = b * t.image_len() + start * plane;
+        data.extend_from_slice(&t.data[from..from + len * plane]);
+    }
+    Tensor {
+        shape: [n, len, h, w],
+        data,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A direct convolution: the definition, for comparison.
+    fn conv_direct(x: &Tensor<f64>, s: &ConvShape, wt: &[f64], b: &[f64]) -> Tensor<f64> {
+        let [n, _, h, w] = x.shape;
+        let [oh, ow] = s.out_hw([h, w]).unwrap();
+        let mut y = Tensor::zeros([n, s.cout, oh, ow]);
+        let [kh, kw] = s.kernel;
+        for bi in 0..n {
+            for o in 0..s.cout {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let mut acc = b.get(o).copied().unwrap_or(0.0);
+                        for c in 0..s.cin {
+                            for i in 0..kh {
+                                for j in 0..kw {
+                                    let iy = (oy * s.stride[0] + i) as isize - s.pads[0] as isize;
+                                    let ix = (ox * s.stride[1] + j) as isize - s.pads[1] as isize;
+                                    if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w
+                                    {
+                                        acc += wt[((o * s.cin + c) * kh + i) * kw + j]
+                                            * x.data[((bi * s.cin + c) * h + iy as usize) * w
+                                                + ix as usize];
+                                    }
+                                }
+                            }
+                        }
+                        y.data[((bi * s.cout + o) * oh + oy) * ow + ox] = acc;
+                    }
+                }
+            }
+        }
+        y
+    }
+
+    fn values(n: usize, seed: u64) -> Vec<f64> {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        (0..n).map(|_| rng.random_range(-1.0..1.0)).collect()
+    }
+
+    #[test]
+    fn im2col_convolution_equals_the_definition() {
+        for s in [
+            ConvShape {
+                cin: 3,
+                cout: 4,
+                kernel: [3, 3],
+                stride: [2, 2],
+                pads: [1, 1, 1, 1],
+            },
+            ConvShape {
+                cin: 2,
+                cout: 5,
+                kernel: [6, 6],
+                stride: [2, 2],
+                pads: [2, 2, 2, 2],
+            },
+            ConvShape {
+                cin: 4,
+                cout: 3,
+                kernel: [1, 1],
+                stride: [1, 1],
+                pads: [0; 4],
+            },
+        ] {
+            let x = Tensor {
+                shape: [2, s.cin, 9, 8],
+                data: values(2 * s.cin * 72, 1),
+            };
+            let wt = values(s.cout * s.columns(), 2);
+            let b = values(s.cout, 3);
+            let y = conv_forward(&x, &s, &wt, &b);
+            let expected = conv_direct(&x, &s, &wt, &b);
+            assert_eq!(y.shape, expected.shape);
+            for (a, e) in y.data.iter().zip(&expected.data) {
+                assert!((a - e).abs() < 1e-12, "{a} {e} for {s:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn pooling_and_upsampling_gradients_route_to_their_sources() {
+        let x = Tensor {
+            shape: [1, 1, 3, 3],
+            data: vec![1.0, 5.0, 2.0, 0.0, 3.0, 9.0, 4.0, 8.0, 7.0],
+        };
+        let s = PoolShape {
+            kernel: [3, 3],
+            stride: [1, 1],
+            pads: [1, 1, 1, 1],
+        };
+        let y = maxpool_forward(&x, &s);
+        assert_eq!(y.data, vec![5.0, 9.0, 9.0, 8.0, 9.0, 9.0, 8.0, 9.0, 9.0]);
+        let dx = maxpool_backward(&x, &s, &map(&y, |_| 1.0));
+        assert_eq!(dx.data, vec![0.0, 1.0, 0.0, 0.0, 0.0, 6.0, 0.0, 2.0, 0.0]);
+        let up = upsample_forward(&x, [2, 2]);
+        assert_eq!(up.shape, [1, 1, 6, 6]);
+        assert_eq!(up.data[..6], [1.0, 1.0, 5.0, 5.0, 2.0, 2.0]);
+        assert_eq!(
+            upsample_backward(&up, [2, 2]).data,
+            map(&x, |v| 4.0 * v).data
+        );
+    }
+}

@@ -1,0 +1,249 @@
+//! A gate, budget search, sweep or sensitivity run never passes on a validation that measured
+//! nothing: data without labels, a dense model that scores 0, or NMS settings that make the
+//! figures meaningless are errors, and nothing is written.
+
+use std::path::{Path, PathBuf};
+
+use crate::common::{scratch, shears, small_dataset, succeed};
+
+/// A small generated YOLOv5n (64x64 input) at `dir/model.onnx`.
+fn small_model(dir: &Path) -> PathBuf {
+    let path = dir.join("model.onnx");
+    succeed(
+        shears()
+            .args(["synth", "yolov5n", "--imgsz", "64", "-o"])
+            .arg(&path),
+    );
+    path
+}
+
+/// `small_dataset` with its label files removed; `None` without the fixtures outside CI.
+fn unlabelled_dataset(dir: &Path) -> Option<PathBuf> {
+    let data = small_dataset(dir, 2)?;
+    std::fs::remove_dir_all(dir.join("ds/labels")).unwrap();
+    Some(data)
+}
+
+/// Runs `args` in `dir`: exit code 2 with `needle` in its output (a pipeline reports a failed
+/// model in its summary, on stdout), and no file named `out*` appeared.
+fn refused(dir: &Path, args: &[&str], needle: &str) {
+    let out = shears().current_dir(dir).args(args).output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {text}");
+    assert!(
+        text.contains(needle),
+        "{args:?}: expected {needle:?} in: {text}"
+    );
+    let written: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("out"))
+        .collect();
+    assert!(written.is_empty(), "{args:?} wrote {written:?}");
+}
+
+#[test]
+fn data_without_labels_fails_every_gate_search_sweep_and_sensitivity() {
+    let dir = scratch();
+    let d = dir.path();
+    small_model(d);
+    if unlabelled_dataset(d).is_none() {
+        return;
+    }
+    let needle = "the validation data measures nothing: no labels found";
+    // this search once wrote a 99%-pruned model with exit code 0 (dense 0.000, drop 0)
+    refused(
+        d,
+        &[
+            "prune",
+            "model.onnx",
+            "-o",
+            "out.onnx",
+            "--max-map-drop",
+            "0.01",
+            "--data",
+            "ds.yaml",
+        ],
+        needle,
+    );
+    refused(
+        d,
+        &[
+            "sweep",
+            "model.onnx",
+            "--data",
+            "ds.yaml",
+            "--methods",
+            "layer",
+            "--amounts",
+            "0.3",
+            "-o",
+            "out-sweep",
+        ],
+        needle,
+    );
+    refused(
+        d,
+        &[
+            "sensitivity",
+            "model.onnx",
+            "--data",
+            "ds.yaml",
+            "-o",
+            "out-sensitivity",
+        ],
+        needle,
+    );
+    std::fs::write(
+        d.join("gate.yaml"),
+        "models: [model.onnx]\npasses:\n  - prune_magnitude: {amount: 0.3}\n\
+         output: out.onnx\nvalidate:\n  data: ds.yaml\n  max_map_drop: 0.01\n",
+    )
+    .unwrap();
+    refused(d, &["run", "gate.yaml"], needle);
+}
+
+#[test]
+fn a_dense_model_that_scores_zero_fails_the_search_and_the_gate() {
+    let dir = scratch();
+    let d = dir.path();
+    small_model(d);
+    if small_dataset(d, 2).is_none() {
+        return;
+    }
+    // conf 1: no score exceeds it, so every model scores 0 on labelled data
+    refused(
+        d,
+        &[
+            "prune",
+            "model.onnx",
+            "-o",
+            "out.onnx",
+            "--max-map-drop",
+            "0.01",
+            "--data",
+            "ds.yaml",
+            "--conf",
+            "1",
+        ],
+        "the dense model's map50_95 is 0",
+    );
+    std::fs::write(
+        d.join("gate.yaml"),
+        "models: [model.onnx]\npasses:\n  - prune_magnitude: {amount: 0.3}\n\
+         output: out.onnx\nvalidate:\n  data: ds.yaml\n  conf: 1.0\n  max_map_drop: 0.01\n",
+    )
+    .unwrap();
+    refused(
+        d,
+        &["run", "gate.yaml"],
+        "measures nothing to compare against",
+    );
+    refused(
+        d,
+        &[
+            "sweep",
+            "model.onnx",
+            "--data",
+            "ds.yaml",
+            "--conf",
+            "1",
+            "--methods",
+            "layer",
+            "--amounts",
+            "0.3",
+            "-o",
+            "out-sweep",
+        ],
+        "measures nothing to compare against",
+    );
+}
+
+#[test]
+fn nms_settings_outside_their_range_are_refused_everywhere() {
+    let dir = scratch();
+    let d = dir.path();
+    small_model(d);
+    if small_dataset(d, 1).is_none() {
+        return;
+    }
+    let bad: [(&str, &str, &str); 7] = [
+        ("--iou", "0", "iou 0 must be in (0, 1]"),
+        ("--iou", "1.5", "iou 1.5 must be in (0, 1]"),
+        ("--iou", "NaN", "iou NaN must be in (0, 1]"),
+        ("--conf", "-0.1", "conf -0.1 must be in [0, 1]"),
+        ("--conf", "1.5", "conf 1.5 must be in [0, 1]"),
+        ("--conf", "NaN", "conf NaN must be in [0, 1]"),
+        ("--max-det", "0", "max_det 0 keeps no detection"),
+    ];
+    for (flag, value, needle) in bad {
+        let setting = format!("{flag}={value}");
+        refused(
+            d,
+            &["val", "model.onnx", "--data", "ds.yaml", &setting],
+            needle,
+        );
+        refused(
+            d,
+            &[
+                "sweep",
+                "model.onnx",
+                "--data",
+                "ds.yaml",
+                &setting,
+                "--methods",
+                "layer",
+                "--amounts",
+                "0.3",
+                "-o",
+                "out-sweep",
+            ],
+            needle,
+        );
+        refused(
+            d,
+            &[
+                "sensitivity",
+                "model.onnx",
+                "--data",
+                "ds.yaml",
+                &setting,
+                "-o",
+                "out-sensitivity",
+            ],
+            needle,
+        );
+        if flag != "--max-det" {
+            refused(
+                d,
+                &[
+                    "prune",
+                    "model.onnx",
+                    "-o",
+                    "out.onnx",
+                    "--max-map-drop",
+                    "0.01",
+                    "--data",
+                    "ds.yaml",
+                    &setting,
+                ],
+                needle,
+            );
+        }
+        let key = flag.trim_start_matches("--").replace('-', "_");
+        std::fs::write(
+            d.join("gate.yaml"),
+            format!(
+                "models: [model.onnx]\npasses:\n  - prune_magnitude: {{amount: 0.3}}\n\
+                 output: out.onnx\nvalidate:\n  data: ds.yaml\n  {key}: {}\n",
+                if value == "NaN" { ".nan" } else { value }
+            ),
+        )
+        .unwrap();
+        refused(d, &["run", "gate.yaml"], needle);
+    }
+}
