@@ -2,12 +2,15 @@
 # One distillation training step (teacher forward, student forward + loss, backward, Adam update)
 # of yolov5n, PyTorch on the CPU against the Rust autodiff candidates (candle, burn on its ndarray
 # and flex CPU backends), run in turns in one invocation so that the ratios share the machine's
-# load. Prints a table: median seconds per step over the rounds, the ratio to PyTorch (median of
-# the per-round ratios), the phases, and peak RSS (from /usr/bin/time -v).
+# load. Prints a table (benches/train_step/summarize.py, which also re-reads a saved results file):
+# median seconds per step and the median of the per-round ratios to PyTorch, the fastest step and
+# its ratio, the phases, and peak RSS (from /usr/bin/time -v).
 #
 # usage: benches/train_step_peers.sh [ROUNDS] [IMGSZ] [BATCH] [STEPS] [WARMUP]
-#        defaults 3 640 1 3 1; PEERS="pytorch candle burn-ndarray burn-flex" picks the peers,
-#        THREADS=2 the thread count, STEP_TIMEOUT_S=1200 the limit on one peer's run.
+#        defaults 3 640 1 3 1; PEERS="pytorch candle burn-ndarray burn-flex" picks the peers
+#        (also pytorch-passive: PyTorch with OMP_WAIT_POLICY=PASSIVE, see docs/autodiff-choice.md),
+#        THREADS=2 the thread count, STEP_TIMEOUT_S=1200 the limit on one peer's run,
+#        FEATURES=x86-v4 builds the bench crate with gemm's AVX-512 kernels (binary kept apart).
 # Needs scripts/setup-venv.sh's .venv (onnxruntime, for the graph export and forward check);
 # makes target/bench-venv (torch) with benches/setup-bench-venv.sh and builds the standalone
 # bench crate benches/train_step (its own workspace and target dir; heavy the first time).
@@ -30,20 +33,27 @@ benches/setup-bench-venv.sh
 if [ ! -f "$data/graph.json" ] || [ "$teacher" -nt "$data/graph.json" ] || [ "$student" -nt "$data/graph.json" ]; then
   .venv/bin/python benches/train_step/export_graph.py --teacher "$teacher" --student "$student" --out "$data"
 fi
-nice -n 5 cargo build --release --quiet --manifest-path benches/train_step/Cargo.toml
+features=${FEATURES:-}
+nice -n 5 cargo build --release --quiet --manifest-path benches/train_step/Cargo.toml ${features:+--features "$features"}
 bin=benches/train_step/target/release/train_step_bench
+if [ -n "$features" ]; then
+  cp "$bin" "$bin-${features//[^a-z0-9]/_}"
+  bin=$bin-${features//[^a-z0-9]/_}
+fi
 
 export RAYON_NUM_THREADS=$threads MATMUL_NUM_THREADS=$threads OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads
 results=$data/results-$(date -u +%Y%m%dT%H%M%SZ).jsonl
 : > "$results"
-echo "results: $results ($rounds rounds of: $peers; ${imgsz}px batch $batch, $warmup warm-up + $steps timed steps each)" >&2
+echo "results: $results ($rounds rounds of: $peers; ${imgsz}px batch $batch, $warmup warm-up + $steps timed steps each; crate features: ${features:-none})" >&2
 for r in $(seq 1 "$rounds"); do
   for p in $peers; do
     check=()
     [ "$r" = 1 ] || check=(--no-check)
-    if [ "$p" = pytorch ]; then
+    if [ "$p" = pytorch ] || [ "$p" = pytorch-passive ]; then
       [ "$r" = 1 ] && check=(--ref "$data") || check=()
-      cmd=(target/bench-venv/bin/python benches/peer_train_step.py --teacher "$teacher" --student "$student"
+      policy=()
+      [ "$p" = pytorch-passive ] && policy=(env OMP_WAIT_POLICY=PASSIVE)
+      cmd=("${policy[@]}" target/bench-venv/bin/python benches/peer_train_step.py --teacher "$teacher" --student "$student"
            --threads "$threads" "${check[@]}")
     else
       cmd=("$bin" "$p" --data "$data" "${check[@]}")
@@ -62,29 +72,4 @@ for r in $(seq 1 "$rounds"); do
   done
 done
 
-target/bench-venv/bin/python - "$results" <<'PY'
-import json, statistics, sys
-rows = [json.loads(l) for l in open(sys.argv[1])]
-peers = list(dict.fromkeys(r["peer"] for r in rows))
-by = {(r["round"], r["peer"]): r for r in rows}
-rounds = sorted({r["round"] for r in rows})
-ok = lambda r: r and "median_step_s" in r["result"]
-print(f"| peer | median s/step | x PyTorch (same round) | teacher fwd | student fwd+loss | backward | update | peak RSS MB | fwd vs ORT max rel | load1 |")
-print("|---|---|---|---|---|---|---|---|---|---|")
-for p in peers:
-    rs = [by.get((k, p)) for k in rounds]
-    good = [r for r in rs if ok(r)]
-    if not good:
-        print(f"| {p} | failed or timed out | | | | | | | | |")
-        continue
-    med = lambda key: statistics.median(r["result"][key] for r in good)
-    ratios = [by[(k, p)]["result"]["median_step_s"] / by[(k, "pytorch")]["result"]["median_step_s"]
-              for k in rounds if ok(by.get((k, p))) and ok(by.get((k, "pytorch")))]
-    ratio = f"{statistics.median(ratios):.2f} ({', '.join(f'{x:.2f}' for x in ratios)})" if ratios else "-"
-    rss = max(r["time_v_max_rss_kb"] or 0 for r in good) / 1024
-    chk = next((r["result"].get("forward_vs_ort_max_rel") for r in good if "forward_vs_ort_max_rel" in r["result"]), None)
-    loads = ", ".join(str(r["load1_before"]) for r in rs if r)
-    print(f"| {p} | {med('median_step_s'):.3f} | {ratio} | {med('median_teacher_fwd_s'):.3f} | "
-          f"{med('median_student_fwd_loss_s'):.3f} | {med('median_backward_s'):.3f} | {med('median_update_s'):.3f} | "
-          f"{rss:.0f} | {chk if chk is None else f'{chk:.1e}'} | {loads} |")
-PY
+target/bench-venv/bin/python benches/train_step/summarize.py "$results"

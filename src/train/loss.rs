@@ -7,7 +7,9 @@
 //!
 //! - objectness and classes, binary cross-entropy against the teacher's probability, less its
 //!   entropy so that a perfect student scores 0 (the KL divergence of two Bernoullis):
-//!   `l = q ln(q / p) + (1 - q) ln((1 - q) / (1 - p))`, `dl/ds = p - q`;
+//!   `l = q ln(q / p) + (1 - q) ln((1 - q) / (1 - p))`, computed as
+//!   `q (softplus(-s) - softplus(-t)) + (1 - q) (softplus(s) - softplus(t))` (no cancellation
+//!   of large logits), `dl/ds = p - q`;
 //! - boxes, the squared difference of the sigmoids that the decoded box is made of:
 //!   `l = (p - q)^2`, `dl/ds = 2 (p - q) p (1 - p)`.
 //!
@@ -17,7 +19,7 @@
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::kernels::{Real, Tensor, sigmoid};
+use super::kernels::{Real, Tensor};
 
 /// Anchors per level of a YOLOv5 Detect head.
 pub const ANCHORS: usize = 3;
@@ -107,53 +109,49 @@ pub fn distill<T: Real>(
         let plane = s.plane();
         let channels = s.shape[1];
         let per_anchor = channels / ANCHORS;
-        let mut grad = want_grad.then(|| Tensor::zeros(s.shape));
-        let planes: Vec<(usize, [f64; 3])> = s
-            .data
-            .par_chunks(plane)
-            .zip(t.data.par_chunks(plane))
-            .enumerate()
-            .map(|(i, (sp, tp))| {
-                let k = kind(i % channels, per_anchor);
-                let mut sum = 0f64;
-                for (&sv, &tv) in sp.iter().zip(tp) {
-                    let (p, q) = (sigmoid(sv), sigmoid(tv));
-                    sum += match k {
-                        Kind::Box => {
-                            let d = (p - q).as_f64();
-                            d * d
-                        }
-                        _ => bernoulli_kl(sv, tv),
-                    };
-                }
-                let mut parts = [0f64; 3];
-                parts[k as usize] = sum;
-                (i, parts)
-            })
-            .collect();
-        for (_, parts) in &planes {
-            for (total, part) in sums.iter_mut().zip(parts) {
-                *total += part;
-            }
-        }
-        if let Some(g) = grad.as_mut() {
-            g.data
-                .par_chunks_mut(plane)
-                .zip(s.data.par_chunks(plane).zip(t.data.par_chunks(plane)))
-                .enumerate()
-                .for_each(|(i, (gp, (sp, tp)))| {
-                    let k = kind(i % channels, per_anchor);
-                    let w = T::from(scale[k as usize]).expect("a finite weight");
-                    for ((g, &sv), &tv) in gp.iter_mut().zip(sp).zip(tp) {
-                        let (p, q) = (sigmoid(sv), sigmoid(tv));
-                        *g = w * match k {
-                            Kind::Box => (p - q) * (p * (T::one() - p)) * T::of(2.0),
-                            _ => p - q,
-                        };
+        // one plane (a channel of one image) at a time: its sum, of one kind, and its gradient
+        let work = |i: usize, sp: &[T], tp: &[T], mut g: Option<&mut [T]>| -> (Kind, f64) {
+            let k = kind(i % channels, per_anchor);
+            let w = T::from(scale[k as usize]).expect("a finite weight");
+            let mut sum = 0f64;
+            for (j, (&sv, &tv)) in sp.iter().zip(tp).enumerate() {
+                let (p, ps) = logistic(sv);
+                let (q, pt) = logistic(tv);
+                let (value, slope) = match k {
+                    Kind::Box => {
+                        let d = p - q;
+                        (d * d, T::of(2.0) * d * p * (T::one() - p))
                     }
-                });
+                    _ => (q * (ps.1 - pt.1) + (T::one() - q) * (ps.0 - pt.0), p - q),
+                };
+                sum += value.as_f64();
+                if let Some(g) = g.as_deref_mut() {
+                    g[j] = w * slope;
+                }
+            }
+            (k, sum)
+        };
+        let pairs = s.data.par_chunks(plane).zip(t.data.par_chunks(plane));
+        let plane_sums: Vec<(Kind, f64)> = if want_grad {
+            let mut grad = Tensor::zeros(s.shape);
+            let sums = grad
+                .data
+                .par_chunks_mut(plane)
+                .zip(pairs)
+                .enumerate()
+                .map(|(i, (g, (sp, tp)))| work(i, sp, tp, Some(g)))
+                .collect();
+            grads.push(grad);
+            sums
+        } else {
+            pairs
+                .enumerate()
+                .map(|(i, (sp, tp))| work(i, sp, tp, None))
+                .collect()
+        };
+        for (k, sum) in plane_sums {
+            sums[k as usize] += sum;
         }
-        grads.extend(grad);
     }
     let means = [
         sums[0] / counts[0] as f64,
@@ -169,15 +167,18 @@ pub fn distill<T: Real>(
     (parts, grads)
 }
 
-/// KL divergence of Bernoulli(σ(t)) from Bernoulli(σ(s)), from the logits, in f64:
-/// `q (ln q - ln p) + (1 - q) (ln(1 - q) - ln(1 - p))` with `ln σ(x) = -softplus(-x)`.
-fn bernoulli_kl<T: Real>(s: T, t: T) -> f64 {
-    let (s, t) = (s.as_f64(), t.as_f64());
-    let softplus = |x: f64| x.max(0.0) + (-x.abs()).exp().ln_1p();
-    let q = 1.0 / (1.0 + (-t).exp());
-    let (ln_p, ln_1p) = (-softplus(-s), -softplus(s));
-    let (ln_q, ln_1q) = (-softplus(-t), -softplus(t));
-    (q * (ln_q - ln_p) + (1.0 - q) * (ln_1q - ln_1p)).max(0.0)
+/// `(σ(x), (softplus(x), softplus(-x)))` from one exponential and one logarithm: with
+/// `e = exp(-|x|)`, `σ(x)` is `1 / (1 + e)` or `e / (1 + e)`, and `softplus(±x) =
+/// max(±x, 0) + ln(1 + e)`.
+fn logistic<T: Real>(x: T) -> (T, (T, T)) {
+    let e = (-x.abs()).exp_vec();
+    let p = if x >= T::zero() {
+        T::one() / (T::one() + e)
+    } else {
+        e / (T::one() + e)
+    };
+    let l = e.ln_1p();
+    (p, (x.max(T::zero()) + l, (-x).max(T::zero()) + l))
 }
 
 #[cfg(test)]
