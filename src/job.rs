@@ -1,8 +1,9 @@
 //! One model through a list of passes to an output file: the one path `shears prune` and every
 //! model of a pipeline take. In order: the options are validated, a rewrite that would lose data
-//! is refused, each pass runs and proves its own result (channel surgery against the masked dense
-//! model) and leaves a consistent graph ([`Consistency`]), the passes are recorded in the output's
-//! metadata, and the outputs are written atomically, only when every check passed.
+//! is refused, each pass runs and proves its own result (against the reference model it returns,
+//! such as channel surgery's masked dense model) and leaves a consistent graph ([`Consistency`]),
+//! the passes are recorded in the output's metadata, and the outputs are written atomically, only
+//! when every check passed.
 
 use std::fmt;
 use std::io::Read;
@@ -14,12 +15,14 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::analysis::{Sparsity, model_stats};
-use crate::backend::{self, BackendSpec, bench::random_input};
-use crate::calib::{CALIBRATION_KEY, CalibrationSet, Calibrator};
+use crate::backend::BackendSpec;
+use crate::calib::{Calibration, CalibrationSet, Calibrator};
+use crate::digest::{hex, sha256_hex};
 use crate::graph::Consistency;
-use crate::onnx::proto::{ModelProto, StringStringEntryProto};
+use crate::onnx::metadata::{self, BUILD_KEY, CALIBRATION_KEY};
+use crate::onnx::proto::ModelProto;
 use crate::onnx::{self, Model, OutputPlan, SaveOptions};
-use crate::passes::{Calibration, PassConfig, PassReport, Recover, record_provenance};
+use crate::passes::{PassConfig, PassContext, PassReport, Proof, record_provenance};
 use crate::progress::Progress;
 use crate::verify::{Probe, masked_proof};
 
@@ -64,7 +67,8 @@ pub struct JobOptions {
     pub verify: bool,
     /// The inputs proofs run the models on.
     pub probe: Probe,
-    /// Also write the masked dense model of the job's one `prune_channels` pass here.
+    /// Also write here the reference model of the job's one pass that returns one (the masked
+    /// dense model of channel pruning).
     pub emit_masked: Option<PathBuf>,
     /// Run on the result before anything is written.
     pub check: Option<Check>,
@@ -142,21 +146,17 @@ pub fn ensure_lossless_rewrite(model: &Model, force: bool) -> Result<Option<Stri
         return Ok(None);
     };
     if !force {
-        bail!(
-            "{} holds data this version of shears cannot preserve ({first}); pass --force to \
-             rewrite it anyway",
-            model.path.display()
-        );
+        return Err(crate::Needs::LossyRewrite {
+            model: model.path.clone(),
+            finding: first.to_string(),
+        }
+        .into());
     }
     Ok(Some(format!(
         "{}: rewriting anyway (--force); what the schema does not know is lost",
         model.path.display()
     )))
 }
-
-/// The metadata key under which outputs record what they were made from (a JSON object whose
-/// `key` is [`BuildInputs::key`]); `shears run` skips a model whose output records its key.
-pub const BUILD_KEY: &str = "shears.build";
 
 /// What an output is derived from. Its [`BuildInputs::key`] changes exactly when one of these
 /// does: the input's bytes, the passes and their options, the calibration images' bytes, the
@@ -195,7 +195,7 @@ impl<'a> BuildInputs<'a> {
     /// SHA-256 (hex) of these inputs as JSON.
     pub fn key(&self) -> String {
         let json = serde_json::to_vec(self).expect("build inputs serialize");
-        hex(&Sha256::digest(json))
+        sha256_hex(&json)
     }
 }
 
@@ -209,23 +209,10 @@ pub fn model_sha256(model: &Model) -> String {
     hex(&hasher.finalize())
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// The build key an output records under [`BUILD_KEY`], if any.
 pub fn recorded_build_key(model: &ModelProto) -> Option<String> {
-    let value: serde_json::Value = serde_json::from_str(metadata(model, BUILD_KEY)?).ok()?;
+    let value: serde_json::Value = serde_json::from_str(metadata::get(model, BUILD_KEY)?).ok()?;
     value.get("key")?.as_str().map(String::from)
-}
-
-/// The value of metadata entry `key`.
-pub fn metadata<'m>(model: &'m ModelProto, key: &str) -> Option<&'m str> {
-    model
-        .metadata_props
-        .iter()
-        .find(|p| p.key() == key)
-        .map(|p| p.value())
 }
 
 /// Runs `passes` on `model`, each proving its result when `options.verify` is set, and stages
@@ -270,15 +257,6 @@ pub fn prune(
         pass.validate()
             .with_context(|| format!("invalid options for pass {}", pass.name()))?;
     }
-    let channel_passes = passes
-        .iter()
-        .filter(|p| matches!(p, PassConfig::PruneChannels(_)))
-        .count();
-    if options.emit_masked.is_some() && channel_passes != 1 {
-        bail!(
-            "a masked model can be written for exactly one prune_channels pass, not {channel_passes}"
-        );
-    }
     let warnings: Vec<String> = ensure_lossless_rewrite(&model, options.force)?
         .into_iter()
         .collect();
@@ -315,15 +293,18 @@ pub fn prune(
             .as_ref()
             .context("the model has no graph")?,
     );
+    let mut references = 0;
     for pass in passes {
         let not_written = || format!("{} not written", output.display());
-        let (report, masked_model) = run_pass(
-            pass,
-            &mut model.proto,
-            options,
-            calibrator.as_mut().map(|c| c as _),
-        )
-        .with_context(not_written)?;
+        let mut cx = PassContext {
+            calibration: calibrator.as_mut().map(|c| c as &mut dyn Calibration),
+            images: options.calibration.as_ref(),
+            progress,
+            wants_reference: options.verify || options.emit_masked.is_some(),
+        };
+        let (report, masked_model) =
+            run_pass(pass, &mut model.proto, options, &mut cx).with_context(not_written)?;
+        references += usize::from(masked_model.is_some());
         let next = Consistency::of(
             model
                 .proto
@@ -338,6 +319,13 @@ pub fn prune(
         reports.push(report);
         masked = masked.or(masked_model);
     }
+    if options.emit_masked.is_some() && references != 1 {
+        bail!(
+            "a masked model can be written for exactly one pass that makes a reference model, \
+             not {references}; {} not written",
+            output.display()
+        );
+    }
     let check = match (&options.check, &input) {
         (Some(check), Some(input)) => Some(
             (check.0)(input, &model.proto)
@@ -347,13 +335,13 @@ pub fn prune(
     };
     record_provenance(&mut model.proto, passes)?;
     if let Some(calibrator) = &calibrator {
-        set_metadata(
+        metadata::set(
             &mut model.proto,
             CALIBRATION_KEY,
             &calibrator.set().record().to_string(),
         );
     }
-    set_metadata(
+    metadata::set(
         &mut model.proto,
         BUILD_KEY,
         &serde_json::json!({ "key": build_key }).to_string(),
@@ -404,120 +392,43 @@ pub fn stage(
     })
 }
 
-/// Runs one pass on `model` with its proof. A `prune_channels` pass plans once and applies the
-/// plan to the model and, when it is verified or written, to a masked copy of its input, which
-/// it returns.
+/// Runs one pass on `model` and, when it returns a reference model, proves its result against
+/// it ([`masked_proof`]) unless verification is off; returns the report and the reference model.
 fn run_pass(
     pass: &PassConfig,
     model: &mut ModelProto,
     options: &JobOptions,
-    calib: Option<&mut dyn Calibration>,
+    cx: &mut PassContext,
 ) -> Result<(PassReport, Option<ModelProto>)> {
-    let PassConfig::PruneChannels(channels) = pass else {
-        return Ok((pass.run(model, calib)?, None));
+    let output = pass
+        .pass()
+        .run(model, cx)
+        .with_context(|| format!("pass {} failed", pass.name()))?;
+    let Some(reference) = output.reference else {
+        let report = PassReport {
+            pass: pass.name().to_string(),
+            summary: output.summary,
+            proof: None,
+        };
+        return Ok((report, None));
     };
-    if !options.verify && options.emit_masked.is_none() {
-        return Ok((pass.run(model, calib)?, None));
-    }
-    let fail = || format!("pass {} failed", pass.name());
-    let (plan, masked, zeroed) = match calib.filter(|_| channels.recover == Recover::Obs) {
-        Some(calib) => {
-            let (plan, recovered) = channels.plan_recovered(model, calib).with_context(fail)?;
-            // The pruned model is the recovered one with its zeroed channels removed.
-            *model = recovered.clone();
-            let zeroed = plan.removed_channels();
-            (plan, recovered, zeroed)
-        }
-        None => {
-            let mut masked = model.clone();
-            let masked_graph = masked.graph.as_mut().context("the model has no graph")?;
-            let plan = channels.plan(masked_graph).with_context(fail)?;
-            let zeroed = plan.mask(masked_graph).with_context(fail)?;
-            (plan, masked, zeroed)
-        }
-    };
-    let graph = model.graph.as_mut().context("the model has no graph")?;
-    let summary = plan.prune(graph).with_context(fail)?;
     let proof = if options.verify {
-        masked_proof(&masked, model, &plan, &options.probe)?
+        masked_proof(&reference, model, &options.probe)?
     } else {
-        crate::passes::Proof {
-            summary: format!("not verified ({zeroed} channels masked)"),
+        Proof {
+            summary: format!(
+                "not verified ({} channels masked)",
+                reference.masked_channels
+            ),
             max_rel_diff: None,
         }
     };
     let report = PassReport {
         pass: pass.name().to_string(),
-        summary,
+        summary: output.summary,
         proof: Some(proof),
     };
-    Ok((report, Some(masked)))
-}
-
-/// Largest difference between the outputs of two models, and the largest |output| of the first.
-#[derive(Debug, Clone, Copy, Serialize)]
-pub struct OutputDiff {
-    pub max_abs_diff: f64,
-    pub max_abs: f64,
-}
-
-/// Runs `reference` and `candidate` with tract on batch-1 inputs uniform in [0, 1) from each of
-/// `seeds`, comparing every output; a non-finite difference counts as infinite.
-pub fn compare_outputs(
-    reference: &ModelProto,
-    candidate: &ModelProto,
-    seeds: &[u64],
-) -> Result<OutputDiff> {
-    let bytes = |m: &ModelProto| backend::encode_runnable(m, backend::Engine::Tract);
-    let spec = BackendSpec::default();
-    let mut a = backend::open(&spec, &bytes(reference)?).context("reference model")?;
-    let mut b = backend::open(&spec, &bytes(candidate)?).context("candidate model")?;
-    if a.input_shape() != b.input_shape() {
-        bail!(
-            "input shapes differ: {:?} and {:?}",
-            a.input_shape(),
-            b.input_shape()
-        );
-    }
-    let mut diff = OutputDiff {
-        max_abs_diff: 0.0,
-        max_abs: 0.0,
-    };
-    for &seed in seeds {
-        let x = random_input(a.input_shape(), seed);
-        let (ya, yb) = (a.run_all(x.view())?, b.run_all(x.view())?);
-        if ya.len() != yb.len() {
-            bail!("{} outputs against {}", ya.len(), yb.len());
-        }
-        for (i, (p, q)) in ya.iter().zip(&yb).enumerate() {
-            if p.shape() != q.shape() {
-                bail!(
-                    "output {i} has shape {:?} against {:?}",
-                    q.shape(),
-                    p.shape()
-                );
-            }
-            for (u, v) in p.iter().zip(q) {
-                let d = f64::from((u - v).abs());
-                diff.max_abs_diff =
-                    diff.max_abs_diff
-                        .max(if d.is_nan() { f64::INFINITY } else { d });
-                diff.max_abs = diff.max_abs.max(f64::from(u.abs()));
-            }
-        }
-    }
-    Ok(diff)
-}
-
-/// Sets metadata entry `key` to `value`, replacing an earlier one.
-pub fn set_metadata(model: &mut ModelProto, key: &str, value: &str) {
-    match model.metadata_props.iter_mut().find(|p| p.key() == key) {
-        Some(p) => p.value = Some(value.to_string()),
-        None => model.metadata_props.push(StringStringEntryProto {
-            key: Some(key.to_string()),
-            value: Some(value.to_string()),
-        }),
-    }
+    Ok((report, Some(reference.model)))
 }
 
 /// Size of `data` compressed with zstd at level 3.

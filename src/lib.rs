@@ -7,6 +7,7 @@
 pub mod analysis;
 pub mod backend;
 pub mod calib;
+pub mod digest;
 pub mod eval;
 pub mod graph;
 pub mod job;
@@ -20,6 +21,35 @@ pub mod sweep;
 pub mod synth;
 pub mod train;
 pub mod verify;
+
+/// What the caller must give or allow, said without naming how: the binary adds its flag
+/// (`cli::hint`), a pipeline its YAML key.
+#[derive(Debug, thiserror::Error)]
+pub enum Needs {
+    /// Rewriting `model` would lose data the schema does not know; it needs leave to.
+    #[error("{} holds data this version of shears cannot preserve ({finding})", model.display())]
+    LossyRewrite {
+        model: std::path::PathBuf,
+        finding: String,
+    },
+    /// A pass recovers accuracy from calibration images, and none were given.
+    #[error("calibration images are needed to recover accuracy, and none were given")]
+    CalibrationImages,
+    /// The dataset root given instead of a data YAML's `path:` does not exist.
+    #[error("the dataset root {} does not exist", given.display())]
+    GivenDataRoot { given: std::path::PathBuf },
+    /// A data YAML's root (`path:`) does not exist, and no other was given.
+    #[error(
+        "{}: the dataset root `path: {path}` ({}) does not exist",
+        file.display(),
+        resolved.display()
+    )]
+    DataRoot {
+        file: std::path::PathBuf,
+        path: String,
+        resolved: std::path::PathBuf,
+    },
+}
 
 /// A quality gate failed (for example an accuracy budget was exceeded): exit code 1, not 2.
 #[derive(Debug, thiserror::Error)]

@@ -15,7 +15,10 @@ fn main() -> ExitCode {
             if is_broken_pipe(&err) {
                 return ExitCode::SUCCESS;
             }
-            cli::diagnostic(format_args!("error: {err:#}"));
+            match cli::flag_hint(&err) {
+                Some(hint) => cli::diagnostic(format_args!("error: {err:#}; {hint}")),
+                None => cli::diagnostic(format_args!("error: {err:#}")),
+            }
             if err.downcast_ref::<shears::GateFailed>().is_some() {
                 ExitCode::from(1)
             } else {

@@ -14,7 +14,7 @@ use crate::eval::dataset::Dataset;
 use crate::eval::preprocess::preprocess_file;
 use crate::onnx::proto::tensor_proto::DataType;
 use crate::onnx::proto::{ModelProto, TypeProto, ValueInfoProto, type_proto};
-use crate::passes::{ChannelPlan, Proof};
+use crate::passes::{Proof, Reference};
 
 /// Largest difference a check allows, relative to the largest |value| of the reference tensor.
 pub const TOLERANCE: f64 = 1e-4;
@@ -269,19 +269,12 @@ fn without(t: &ArrayD<f32>, removed: &BTreeSet<usize>) -> Result<ArrayD<f32>> {
     Ok(t.select(Axis(1), &kept))
 }
 
-/// The proof of `prune_channels`: the pruned model must compute what the masked dense model
-/// (`masked`, the pass's input with exactly the removed channels zeroed) computes, on every
-/// signal tensor of `plan` (graph outputs and the outputs of the pruned groups' consumer convs),
-/// within [`TOLERANCE`] of each tensor's largest value.
-pub fn masked_proof(
-    masked: &ModelProto,
-    pruned: &ModelProto,
-    plan: &ChannelPlan,
-    probe: &Probe,
-) -> Result<Proof> {
-    let graph = masked.graph.as_ref().context("the model has no graph")?;
-    let tensors = plan.signal_tensors(graph);
-    let found = compare_tensors(masked, pruned, &tensors, probe)?;
+/// The proof of a pass that returns a [`Reference`] (`prune_channels`: the masked dense model,
+/// its input with exactly the removed channels zeroed): the pruned model must compute what the
+/// reference computes on each of its tensors (graph outputs and the outputs of the pruned
+/// groups' consumer convs), within [`TOLERANCE`] of each tensor's largest value.
+pub fn masked_proof(reference: &Reference, pruned: &ModelProto, probe: &Probe) -> Result<Proof> {
+    let found = compare_tensors(&reference.model, pruned, &reference.tensors, probe)?;
     let over: Vec<String> = found
         .relative
         .iter()

@@ -1102,14 +1102,7 @@ impl Builder<'_, '_> {
                 &format!("sliced by {describe} on the channel axis with a step other than 1"),
             );
         };
-        let clamp = |v: i64| {
-            if v < 0 {
-                (v + channels).max(0)
-            } else {
-                v.min(channels)
-            }
-        };
-        let (b, e) = (clamp(start) as usize, clamp(end).max(clamp(start)) as usize);
+        let (b, e) = ops::slice_range(start, end, channels);
         for (src, span) in spans(&layout) {
             self.facts
                 .push((src, Fact::Edit(Edit::SliceBounds { node: index, span })));

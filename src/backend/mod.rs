@@ -21,9 +21,9 @@ use std::str::FromStr;
 use anyhow::{Context, bail};
 use ndarray::{ArrayD, ArrayView4};
 
+use crate::graph::densify_sparse;
 use crate::onnx::Model;
 use crate::onnx::proto::ModelProto;
-use crate::passes::densify_sparse;
 
 pub use heap::keep_freed_memory;
 

@@ -8,7 +8,7 @@ use rand::SeedableRng;
 use rand::seq::index::sample;
 use rand_chacha::ChaCha8Rng;
 
-use crate::passes::ConvSite;
+use super::ConvSite;
 
 /// The output positions `(oy, ox)` of `site` on an input of `height x width` whose columns are
 /// summed: all of them when there are at most `limit`, else `limit` drawn without replacement

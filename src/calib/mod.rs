@@ -1,6 +1,6 @@
 //! Calibration: runs a backend on a fixed set of images, with exactly the validation
 //! pre-processing, and collects the statistics recovering passes need
-//! ([`crate::passes::Calibration`]).
+//! ([`Calibration`]).
 //!
 //! The images come from a dataset YAML (its `train` split, else `val`) or a folder; `count` of
 //! them are drawn with a fixed seed. Each set is identified by the SHA-256 of its files' bytes,
@@ -11,6 +11,7 @@
 //! (Conv inputs or outputs), so the backend computes only what leads to them.
 
 mod columns;
+mod sites;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -24,19 +25,17 @@ use rand::seq::index::sample;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 pub use columns::{columns, sampled_positions};
+pub use sites::{Calibration, ConvSite, InputStats, OutputSamples, conv_sites};
 
 use crate::backend::{self, BackendSpec};
+use crate::digest::sha256_hex;
 use crate::eval::dataset::{DataConfig, Split, list_images};
 use crate::eval::preprocess::{DEFAULT_MAX_PIXELS, preprocess_file};
+use crate::onnx::metadata::{self, CALIBRATION_KEY};
 use crate::onnx::proto::{ModelProto, TypeProto, ValueInfoProto, type_proto};
-use crate::passes::{Calibration, ConvSite, InputStats, OutputSamples};
 use crate::progress::Progress;
-
-/// The metadata key under which outputs record their calibration set (a JSON object).
-pub const CALIBRATION_KEY: &str = "shears.calibration";
 
 /// Default number of calibration images.
 pub const DEFAULT_IMAGES: usize = 128;
@@ -124,7 +123,7 @@ impl CalibrationSet {
     pub fn set_sha256(&self) -> String {
         let mut sorted = self.image_sha256.clone();
         sorted.sort();
-        hex(&Sha256::digest(sorted.join("\n").as_bytes()))
+        sha256_hex(sorted.join("\n").as_bytes())
     }
 
     /// What outputs record under [`CALIBRATION_KEY`].
@@ -149,20 +148,13 @@ pub fn load_inputs(set: &CalibrationSet, size: u32) -> Result<Vec<Array4<f32>>> 
 /// The hex SHA-256 of a file's bytes.
 pub fn file_sha256(path: &Path) -> Result<String> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    Ok(hex(&Sha256::digest(&bytes)))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    Ok(sha256_hex(&bytes))
 }
 
 /// The image hashes a model records under [`CALIBRATION_KEY`], if it records any.
 pub fn recorded_image_hashes(model: &ModelProto) -> Option<Vec<String>> {
-    let entry = model
-        .metadata_props
-        .iter()
-        .find(|p| p.key() == CALIBRATION_KEY)?;
-    let value: serde_json::Value = serde_json::from_str(entry.value()).ok()?;
+    let value: serde_json::Value =
+        serde_json::from_str(metadata::get(model, CALIBRATION_KEY)?).ok()?;
     let hashes = value.get("image_sha256")?.as_array()?;
     Some(
         hashes

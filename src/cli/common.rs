@@ -89,13 +89,13 @@ pub struct ValidationArgs {
     #[arg(long, value_name = "N")]
     pub images: Option<usize>,
     /// Confidence threshold of validation.
-    #[arg(long, default_value_t = 0.001)]
+    #[arg(long, default_value_t = NmsConfig::default().conf_thres)]
     pub conf: f32,
     /// NMS IoU threshold of validation (val.py's default; the pruning guide used 0.65).
-    #[arg(long, default_value_t = 0.6)]
+    #[arg(long, default_value_t = NmsConfig::default().iou_thres)]
     pub iou: f64,
     /// Maximum detections per image.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = NmsConfig::default().max_det)]
     pub max_det: usize,
 }
 

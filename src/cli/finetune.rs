@@ -9,12 +9,11 @@ use anyhow::{Result, bail};
 
 use super::common::load_model;
 use super::ui::Ui;
-use shears::job::{ensure_lossless_rewrite, set_metadata};
+use shears::job::ensure_lossless_rewrite;
+use shears::onnx::metadata::{self, FINETUNE_KEY};
 use shears::onnx::{OutputPlan, SaveOptions};
 use shears::plot::{LineChart, Series};
-use shears::train::{
-    FINETUNE_KEY, FineTuneReport, FineTuneSettings, data::training_images, fine_tune,
-};
+use shears::train::{FineTuneReport, FineTuneSettings, data::training_images, fine_tune};
 
 /// Fine-tune a pruned model by distillation from its dense model (no labels needed).
 #[derive(Debug, clap::Args)]
@@ -150,7 +149,7 @@ pub fn run(args: &Args, ui: &Ui) -> Result<ExitCode> {
             ui.progress(),
         )
     })?;
-    set_metadata(
+    metadata::set(
         &mut tuned,
         FINETUNE_KEY,
         &report.provenance(&args.teacher).to_string(),

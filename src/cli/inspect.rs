@@ -12,8 +12,7 @@ use super::common::load_model;
 use super::ui::Ui;
 use shears::analysis::grouped;
 use shears::analysis::{ChannelGroup, GroupStatus, ModelStats, channel_groups, model_stats};
-use shears::passes::PROVENANCE_KEY;
-use shears::train::FINETUNE_KEY;
+use shears::onnx::metadata::{self, FINETUNE_KEY, PASSES_KEY};
 
 /// Summarise a model: conv layers, parameters, MACs, size and sparsity.
 #[derive(Debug, clap::Args)]
@@ -59,17 +58,12 @@ pub fn run(args: &Args, ui: &Ui) -> Result<ExitCode> {
         None
     };
     let recorded = |key: &str| {
-        model
-            .proto
-            .metadata_props
-            .iter()
-            .find(|p| p.key() == key)
-            .map(|p| {
-                serde_json::from_str(p.value())
-                    .unwrap_or_else(|_| serde_json::Value::String(p.value().to_string()))
-            })
+        metadata::get(&model.proto, key).map(|value| {
+            serde_json::from_str(value)
+                .unwrap_or_else(|_| serde_json::Value::String(value.to_string()))
+        })
     };
-    let shears_passes = recorded(PROVENANCE_KEY);
+    let shears_passes = recorded(PASSES_KEY);
     let shears_finetune = recorded(FINETUNE_KEY);
     let report = InspectReport {
         model: args.model.display().to_string(),
@@ -180,10 +174,10 @@ fn print_finetune(out: &mut impl Write, r: &serde_json::Value) -> Result<()> {
 /// The passes `shears.passes` records, one line each: pass, tool and version, options.
 fn print_provenance(out: &mut impl Write, passes: &serde_json::Value) -> Result<()> {
     let Some(entries) = passes.as_array() else {
-        writeln!(out, "{PROVENANCE_KEY} (not a JSON list): {passes}")?;
+        writeln!(out, "{PASSES_KEY} (not a JSON list): {passes}")?;
         return Ok(());
     };
-    writeln!(out, "passes recorded in {PROVENANCE_KEY}:")?;
+    writeln!(out, "passes recorded in {PASSES_KEY}:")?;
     for (i, entry) in entries.iter().enumerate() {
         let text = |key: &str| entry[key].as_str().unwrap_or("?").to_string();
         let options = match entry["options"].as_object() {

@@ -75,3 +75,13 @@ pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Sensitivity(args) => sensitivity::run(args, &ui),
     }
 }
+
+/// How to give on the command line what a library error says is needed ([`shears::Needs`]).
+pub fn flag_hint(err: &anyhow::Error) -> Option<&'static str> {
+    Some(match err.downcast_ref::<shears::Needs>()? {
+        shears::Needs::LossyRewrite { .. } => "pass --force to rewrite it anyway",
+        shears::Needs::CalibrationImages => "give --calib DATA",
+        shears::Needs::GivenDataRoot { .. } => "check --data-root",
+        shears::Needs::DataRoot { .. } => "give the dataset's folder with --data-root DIR",
+    })
+}

@@ -19,10 +19,11 @@ use shears::job::{Footprint, JobOptions, JobReport, prune_to_file};
 use shears::onnx::Model;
 use shears::onnx::{OutputPlan, SaveOptions};
 use shears::passes::{
-    CalibOrder, Importance, PassConfig, PruneChannels, PruneMagnitude, PruneNM, Recover, Scope,
-    StoreSparse,
+    CalibOrder, Importance, Method, MethodKind, PassConfig, Recover, Scope, SearchAxis, StoreSparse,
 };
-use shears::pipeline::{Budget, Found, GateMetric, SearchRecord, Validator, recipe, search};
+use shears::pipeline::{
+    Budget, Found, GateMetric, SearchRecord, Searched, Validator, recipe, search,
+};
 use shears::progress::Silent;
 use shears::verify::Probe;
 
@@ -35,8 +36,8 @@ pub struct Args {
     #[arg(short, long)]
     pub output: PathBuf,
     /// Pruning method.
-    #[arg(long, value_enum, default_value_t = Method::Magnitude)]
-    pub method: Method,
+    #[arg(long, value_enum, default_value_t = MethodArg::Magnitude)]
+    pub method: MethodArg,
     /// Fraction of weights (channels, with `--method channel`) to remove, in [0, 1] (not with
     /// --pattern); with --max-map-drop, the largest the search tries [default: 1 - resolution].
     #[arg(
@@ -76,10 +77,10 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = MetricArg::Map50_95, requires = "max_map_drop")]
     pub metric: MetricArg,
     /// NMS IoU threshold of the budget search's validation (val's default).
-    #[arg(long, default_value_t = 0.6, requires = "max_map_drop")]
+    #[arg(long, default_value_t = NmsConfig::default().iou_thres, requires = "max_map_drop")]
     pub iou: f64,
     /// Confidence threshold of the budget search's validation.
-    #[arg(long, default_value_t = 0.001, requires = "max_map_drop")]
+    #[arg(long, default_value_t = NmsConfig::default().conf_thres, requires = "max_map_drop")]
     pub conf: f32,
     /// Backend of the budget search's validation.
     #[command(flatten)]
@@ -151,7 +152,7 @@ pub struct Args {
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum Method {
+pub enum MethodArg {
     /// Zero the weights of smallest magnitude (unstructured or N:M).
     Magnitude,
     /// Remove whole Conv output channels (structured, with graph surgery).
@@ -268,9 +269,28 @@ impl From<ImportanceArg> for Importance {
 }
 
 impl Args {
+    /// The method `--method`, `--scope`, `--pattern` and `--recover` name, in the library's
+    /// vocabulary.
+    fn method(&self) -> Result<Method> {
+        let kind = match (self.method, &self.pattern) {
+            (MethodArg::Channel, Some(_)) => bail!("--pattern does not apply to --method channel"),
+            (MethodArg::Channel, None) => MethodKind::Channel,
+            (MethodArg::Magnitude, Some(pattern)) => MethodKind::parse_pattern(pattern)?,
+            (MethodArg::Magnitude, None) => match self.scope.into() {
+                Scope::Layer => MethodKind::Layer,
+                Scope::Global => MethodKind::Global,
+            },
+        };
+        Ok(Method {
+            kind,
+            recover: self.recover.into(),
+        })
+    }
+
     /// The passes these flags ask for.
     pub fn passes(&self) -> Result<Vec<PassConfig>> {
-        if !matches!(self.method, Method::Channel) {
+        let channel = matches!(self.method, MethodArg::Channel);
+        if !channel {
             if self.emit_masked.is_some() {
                 bail!("--emit-masked applies to --method channel only");
             }
@@ -278,59 +298,56 @@ impl Args {
                 bail!("--importance applies to --method channel only");
             }
         }
-        if self.verify_data.is_some() && !matches!(self.method, Method::Channel) {
+        if self.verify_data.is_some() && !channel {
             bail!("--verify-data applies to --method channel only");
         }
         if self.data_root.is_some() && self.verify_data.is_none() && self.data.is_none() {
             bail!("--data-root replaces the path of --verify-data or --data: give one");
         }
-        if self.search_macs && !matches!(self.method, Method::Channel) {
+        if self.search_macs && !channel {
             bail!("--search-macs applies to --method channel only");
         }
-        let (include, exclude) = (self.include.clone(), self.exclude.clone());
-        let mut passes = vec![match (&self.pattern, self.amount) {
-            (Some(_), _) if matches!(self.method, Method::Channel) => {
-                bail!("--pattern does not apply to --method channel")
+        let method = self.method()?;
+        if channel && self.calib_order.is_some() {
+            bail!("--calib-order does not apply to --method channel (it has one order)");
+        }
+        if self.pattern.is_none()
+            && self.amount.is_none()
+            && self.max_map_drop.is_none()
+            && !channel
+        {
+            bail!("give --amount, --max-map-drop or --pattern");
+        }
+        let mut pass = method.pass(
+            self.amount.unwrap_or(self.search_limit()),
+            &self.include,
+            &self.exclude,
+        );
+        match &mut pass {
+            PassConfig::PruneMagnitude(p) => p.order = self.calib_order.map(Into::into),
+            PassConfig::PruneNM(p) => p.order = self.calib_order.map(Into::into),
+            PassConfig::PruneChannels(p) => {
+                p.importance = self.importance.map_or(Importance::L1, Into::into);
+                p.scope = self.scope.into();
+                p.round_to = self.round_to;
+                p.min_channels = self.min_channels;
+                p.seed = self.seed;
+                p.target_macs = self.target_macs;
             }
-            (None, _) if matches!(self.method, Method::Channel) && self.calib_order.is_some() => {
-                bail!("--calib-order does not apply to --method channel (it has one order)")
-            }
-            (None, amount) if matches!(self.method, Method::Channel) => {
-                let mut pass = self.channel_pass(amount.unwrap_or(self.search_limit()));
-                if self.search_macs {
-                    pass.target_macs = Some(self.resolution);
-                }
-                PassConfig::PruneChannels(pass)
-            }
-            (Some(pattern), _) => {
-                let (n, m) = PruneNM::parse_pattern(pattern)?;
-                PassConfig::PruneNM(PruneNM {
-                    n,
-                    m,
-                    include: include.clone(),
-                    exclude: exclude.clone(),
-                    recover: self.recover.into(),
-                    order: self.calib_order.map(Into::into),
-                })
-            }
-            (None, amount) if amount.is_some() || self.max_map_drop.is_some() => {
-                PassConfig::PruneMagnitude(PruneMagnitude {
-                    amount: amount.unwrap_or(self.search_limit()),
-                    scope: self.scope.into(),
-                    include: include.clone(),
-                    exclude: exclude.clone(),
-                    recover: self.recover.into(),
-                    order: self.calib_order.map(Into::into),
-                    max_map_drop: None,
-                })
-            }
-            (None, _) => bail!("give --amount, --max-map-drop or --pattern"),
-        }];
+            PassConfig::StoreSparse(_) => {}
+        }
+        let mut passes = vec![pass];
         if self.storage == Storage::Sparse {
-            passes.push(PassConfig::StoreSparse(StoreSparse { include, exclude }));
+            passes.push(PassConfig::StoreSparse(StoreSparse {
+                include: self.include.clone(),
+                exclude: self.exclude.clone(),
+            }));
         }
         for pass in &passes {
             pass.validate()?;
+        }
+        if let Some(searched) = self.searched()? {
+            searched.largest_step(&passes)?;
         }
         let calibrated = passes.iter().any(PassConfig::needs_calibration);
         if calibrated && self.calibration.calib.is_none() {
@@ -352,20 +369,23 @@ impl Args {
         }
     }
 
-    fn channel_pass(&self, amount: f64) -> PruneChannels {
-        PruneChannels {
-            amount,
-            importance: self.importance.map_or(Importance::L1, Into::into),
-            scope: self.scope.into(),
-            round_to: self.round_to,
-            min_channels: self.min_channels,
-            seed: self.seed,
-            include: self.include.clone(),
-            exclude: self.exclude.clone(),
-            recover: self.recover.into(),
-            target_macs: self.target_macs,
-            max_map_drop: None,
-        }
+    /// What `--max-map-drop` searches: the first pass's amount, or with `--search-macs` its MAC
+    /// target, in steps of `--resolution`.
+    fn searched(&self) -> Result<Option<Searched>> {
+        let Some(max_drop) = self.max_map_drop else {
+            return Ok(None);
+        };
+        let budget = Budget::with_resolution(max_drop, self.resolution)
+            .context("--resolution does not fit")?;
+        let axis = match self.search_macs {
+            true => SearchAxis::Macs,
+            false => SearchAxis::Amount,
+        };
+        Ok(Some(Searched {
+            index: 0,
+            axis,
+            budget,
+        }))
     }
 }
 
@@ -444,13 +464,13 @@ pub fn run(args: &Args, ui: &Ui) -> Result<ExitCode> {
             ui.progress().finish();
             (report?, None)
         }
-        Some(max_drop) => {
+        Some(_) => {
             let Found {
                 pruned,
                 passes: resolved,
                 record,
                 ..
-            } = search_budget(args, max_drop, &model, &passes, &options, &mut plan, ui)?;
+            } = search_budget(args, &model, &passes, &options, &mut plan, ui)?;
             if let Some(path) = &args.recipe {
                 let layers = model_stats(
                     pruned
@@ -516,25 +536,17 @@ struct JsonReport<'a> {
     search: Option<&'a SearchRecord>,
 }
 
-/// Searches the amount of the first pass within `max_drop`, validating on `--data` as `val`
-/// does; the validation's files are declared in `plan` as read.
+/// Searches the first pass within `--max-map-drop`, validating on `--data` as `val` does; the
+/// validation's files are declared in `plan` as read.
 fn search_budget(
     args: &Args,
-    max_drop: f64,
     model: &Model,
     passes: &[PassConfig],
     options: &JobOptions,
     plan: &mut OutputPlan,
     ui: &Ui,
 ) -> Result<Found> {
-    let steps = (1.0 / args.resolution).round();
-    let divides = (2.0..=1e6).contains(&steps) && (steps * args.resolution - 1.0).abs() < 1e-9;
-    if !divides {
-        bail!(
-            "--resolution {} must divide 1 into at least two steps (0.01, 0.05, 0.015625 ...)",
-            args.resolution
-        );
-    }
+    let searched = args.searched()?.context("--max-map-drop is not given")?;
     let data = args.data.clone().context("--max-map-drop needs --data")?;
     let nms = NmsConfig {
         conf_thres: args.conf,
@@ -567,11 +579,7 @@ fn search_budget(
         search(
             model,
             passes,
-            0,
-            Budget {
-                max_drop,
-                steps: steps as u32,
-            },
+            searched,
             &validator,
             &dense,
             options,

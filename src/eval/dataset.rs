@@ -190,14 +190,14 @@ impl DataConfig {
         }
         if !root.exists() && val.iter().any(|v| !v.exists()) {
             match &given_root {
-                Some(given) => bail!("--data-root {} does not exist", given.display()),
-                None => bail!(
-                    "{}: the dataset root `path: {}` ({}) does not exist; give the dataset's \
-                     folder with --data-root DIR (in a pipeline's `validate:`, `data_root:`)",
-                    file.display(),
-                    raw_path.as_deref().unwrap_or_default(),
-                    root.display()
-                ),
+                Some(given) => Err(crate::Needs::GivenDataRoot {
+                    given: given.to_path_buf(),
+                })?,
+                None => Err(crate::Needs::DataRoot {
+                    file: file.to_path_buf(),
+                    path: raw_path.clone().unwrap_or_default(),
+                    resolved: root.clone(),
+                })?,
             }
         }
         let is_coco = single_val && val[0].to_string_lossy().ends_with("coco/val2017.txt");
@@ -863,22 +863,20 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_dataset_root_names_data_root() {
+    fn a_missing_dataset_root_is_a_typed_error() {
         let dir = tempfile::tempdir().unwrap();
         let yaml = dir.path().join("d.yaml");
         std::fs::write(&yaml, "path: /no/such/root\nval: images\nnames: [a]\n").unwrap();
         let err = format!("{:#}", DataConfig::load(&yaml, None).unwrap_err());
         assert!(
-            err.contains("`path: /no/such/root`")
-                && err.contains("does not exist")
-                && err.contains("--data-root"),
+            err.contains("`path: /no/such/root`") && err.contains("does not exist"),
             "{err}"
         );
         let missing = dir.path().join("elsewhere");
-        let err = format!("{:#}", DataConfig::load(&yaml, Some(&missing)).unwrap_err());
+        let err = DataConfig::load(&yaml, Some(&missing)).unwrap_err();
         assert!(
-            err.contains(&format!("--data-root {} does not exist", missing.display())),
-            "{err}"
+            matches!(err.downcast_ref(), Some(crate::Needs::GivenDataRoot { given }) if *given == missing),
+            "{err:#}"
         );
         std::fs::create_dir_all(dir.path().join("ds/images")).unwrap();
         let cfg = DataConfig::load(&yaml, Some(&dir.path().join("ds"))).unwrap();

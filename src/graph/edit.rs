@@ -1,9 +1,11 @@
-//! The one way passes change a graph's initializers and value infos, keeping it well formed:
-//! names stay unique, a tensor shared by several readers is copied rather than changed under
+//! The one way passes change a graph's initializers, node attributes and value infos, keeping it
+//! well formed: names stay unique, a tensor shared by several readers is copied rather than changed under
 //! the others, and where the graph lists its initializers as graph inputs too (IR version 3 and
 //! older require it) those listings follow every initializer added, reshaped or removed.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+
+use anyhow::{Context, Result};
 
 use crate::onnx::proto::tensor_shape_proto::{Dimension, dimension};
 use crate::onnx::proto::{
@@ -105,13 +107,53 @@ pub fn put_for_node(
             graph.initializer[index] = t;
             None
         }
-        _ => {
-            let fresh = fresh_name(graph, &format!("{name}_pruned_n{node}"));
-            t.name = Some(fresh.clone());
-            add_initializer(graph, t);
-            graph.node[node].input[slot] = fresh;
-            Some(name)
-        }
+        _ => Some(put_fresh_for_node(graph, node, slot, t)),
+    }
+}
+
+/// Makes node `node` read `t` at input `slot` under a fresh name (`<old>_pruned_n<node>`), read
+/// by this node alone; returns the name it read before, for [`drop_unread`].
+pub fn put_fresh_for_node(
+    graph: &mut GraphProto,
+    node: usize,
+    slot: usize,
+    mut t: TensorProto,
+) -> String {
+    let name = graph.node[node].input[slot].clone();
+    let fresh = fresh_name(graph, &format!("{name}_pruned_n{node}"));
+    t.name = Some(fresh.clone());
+    add_initializer(graph, t);
+    graph.node[node].input[slot] = fresh;
+    name
+}
+
+/// Sets the integer-list attribute `name` of node `node`, which it must have.
+pub fn set_attr_ints(
+    graph: &mut GraphProto,
+    node: usize,
+    name: &str,
+    values: Vec<i64>,
+) -> Result<()> {
+    let n = &mut graph.node[node];
+    let describe = format!("node {:?}", n.name());
+    let a = n
+        .attribute
+        .iter_mut()
+        .find(|a| a.name() == name)
+        .with_context(|| format!("{describe}: no attribute {name:?}"))?;
+    a.ints = values;
+    Ok(())
+}
+
+/// Sets the integer attribute `name` of node `node` when it has one (an absent one keeps its
+/// default).
+pub fn set_attr_int_if_present(graph: &mut GraphProto, node: usize, name: &str, value: i64) {
+    if let Some(a) = graph.node[node]
+        .attribute
+        .iter_mut()
+        .find(|a| a.name() == name)
+    {
+        a.i = Some(value);
     }
 }
 

@@ -4,9 +4,11 @@
 mod check;
 pub mod edit;
 mod shapes;
+mod sparse;
 mod view;
 
 pub use crate::onnx::attr::{attr_f32, attr_int, attr_ints, attr_str};
 pub use check::Consistency;
 pub use shapes::{Shapes, infer_shapes, infer_undeclared_shapes};
+pub use sparse::densify_sparse;
 pub use view::GraphView;

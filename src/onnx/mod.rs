@@ -8,6 +8,7 @@ pub mod build;
 mod external;
 mod load;
 pub mod mapping;
+pub mod metadata;
 pub mod opset;
 mod outputs;
 mod save;

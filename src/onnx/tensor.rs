@@ -1,6 +1,8 @@
 //! Reading and writing tensor values, whichever field of `TensorProto` holds them.
 
-use anyhow::{Context, Result, bail};
+use std::collections::BTreeSet;
+
+use anyhow::{Context, Result, bail, ensure};
 use bytes::Bytes;
 
 use super::mapping;
@@ -251,6 +253,100 @@ fn le_bytes<const N: usize>(values: impl ExactSizeIterator<Item = [u8; N]>) -> B
     Bytes::from(out)
 }
 
+fn element_size(data_type: i32) -> Option<usize> {
+    use DataType as D;
+    Some(match DataType::try_from(data_type).ok()? {
+        D::Uint8 | D::Int8 | D::Bool => 1,
+        D::Float16 | D::Bfloat16 | D::Uint16 | D::Int16 => 2,
+        D::Float | D::Int32 | D::Uint32 => 4,
+        D::Double | D::Int64 | D::Uint64 => 8,
+        _ => return None,
+    })
+}
+
+/// Keeps, of each `outer` block of `n x unit` values, the `unit`-runs at positions `keep`.
+fn gather<T: Clone>(values: &[T], n: usize, unit: usize, keep: &[usize]) -> Vec<T> {
+    let block = n * unit;
+    let mut out = Vec::with_capacity(values.len() / n.max(1) * keep.len());
+    for chunk in values.chunks(block.max(1)) {
+        for &k in keep {
+            out.extend_from_slice(&chunk[k * unit..(k + 1) * unit]);
+        }
+    }
+    out
+}
+
+/// `t` without the positions `removed` along `axis`, in its own element type and storage field.
+pub fn remove_along(
+    t: &TensorProto,
+    axis: usize,
+    removed: &BTreeSet<usize>,
+) -> Result<TensorProto> {
+    let n = *t
+        .dims
+        .get(axis)
+        .with_context(|| format!("has no axis {axis} (dims {:?})", t.dims))? as usize;
+    if let Some(&last) = removed.last() {
+        ensure!(last < n, "position {last} is outside axis {axis} of {n}");
+    }
+    let inner = numel(&t.dims[axis + 1..])?;
+    let total = numel(&t.dims)?;
+    let keep: Vec<usize> = (0..n).filter(|k| !removed.contains(k)).collect();
+    let mut out = t.clone();
+    out.dims[axis] = keep.len() as i64;
+    if let Some(raw) = &t.raw_data {
+        let size = element_size(t.data_type())
+            .with_context(|| format!("cannot slice {} data", type_name(t)))?;
+        ensure!(
+            raw.len() == total * size,
+            "raw_data length does not match dims"
+        );
+        out.raw_data = Some(gather(&raw[..], n, inner * size, &keep).into());
+        return Ok(out);
+    }
+    let check = |len: usize| {
+        ensure!(len == total, "holds {len} values, dims need {total}");
+        Ok(())
+    };
+    if !t.float_data.is_empty() {
+        check(t.float_data.len())?;
+        out.float_data = gather(&t.float_data, n, inner, &keep);
+    } else if !t.int32_data.is_empty() {
+        check(t.int32_data.len())?;
+        out.int32_data = gather(&t.int32_data, n, inner, &keep);
+    } else if !t.int64_data.is_empty() {
+        check(t.int64_data.len())?;
+        out.int64_data = gather(&t.int64_data, n, inner, &keep);
+    } else if !t.double_data.is_empty() {
+        check(t.double_data.len())?;
+        out.double_data = gather(&t.double_data, n, inner, &keep);
+    } else if !t.uint64_data.is_empty() {
+        check(t.uint64_data.len())?;
+        out.uint64_data = gather(&t.uint64_data, n, inner, &keep);
+    } else if total != 0 {
+        bail!("holds no inline data (external data must be loaded first)");
+    }
+    Ok(out)
+}
+
+/// `t` with the positions `zeroed` along `axis` set to 0 (a floating-point tensor).
+pub fn zero_along(t: &TensorProto, axis: usize, zeroed: &BTreeSet<usize>) -> Result<TensorProto> {
+    let n = *t
+        .dims
+        .get(axis)
+        .with_context(|| format!("has no axis {axis} (dims {:?})", t.dims))? as usize;
+    let inner = numel(&t.dims[axis + 1..])?;
+    let mut values = to_f32(t)?;
+    for (i, v) in values.iter_mut().enumerate() {
+        if zeroed.contains(&((i / inner.max(1)) % n.max(1))) {
+            *v = 0.0;
+        }
+    }
+    let mut out = t.clone();
+    set_f32(&mut out, values)?;
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -319,5 +415,41 @@ mod tests {
         assert_eq!(to_f32(&t).unwrap(), [1.0, -2.0]);
         set_f32(&mut t, vec![0.5, 0.0]).unwrap();
         assert_eq!(to_f32(&t).unwrap(), [0.5, 0.0]);
+    }
+
+    #[test]
+    fn remove_along_slices_each_axis() {
+        // [2, 3, 2]: remove position 1 of axis 1.
+        let values: Vec<i64> = (0..12).collect();
+        let t = from_i64("t", &[2, 3, 2], &values);
+        let r = remove_along(&t, 1, &BTreeSet::from([1])).unwrap();
+        assert_eq!(r.dims, [2, 2, 2]);
+        assert_eq!(to_i64(&r).unwrap(), [0, 1, 4, 5, 6, 7, 10, 11]);
+        let r = remove_along(&t, 0, &BTreeSet::from([0])).unwrap();
+        assert_eq!(to_i64(&r).unwrap(), (6..12).collect::<Vec<_>>());
+        let r = remove_along(&t, 2, &BTreeSet::from([0])).unwrap();
+        assert_eq!(to_i64(&r).unwrap(), [1, 3, 5, 7, 9, 11]);
+        assert!(remove_along(&t, 1, &BTreeSet::from([3])).is_err());
+        assert!(remove_along(&t, 3, &BTreeSet::new()).is_err());
+    }
+
+    #[test]
+    fn remove_along_keeps_typed_fields() {
+        let t = TensorProto {
+            dims: vec![3],
+            data_type: Some(DataType::Float as i32),
+            float_data: vec![1.0, 2.0, 3.0],
+            ..Default::default()
+        };
+        let r = remove_along(&t, 0, &BTreeSet::from([0, 2])).unwrap();
+        assert_eq!(r.float_data, [2.0]);
+        assert!(r.raw_data.is_none());
+    }
+
+    #[test]
+    fn zero_along_zeroes_whole_slices() {
+        let t = from_f32("w", &[2, 2], &[1.0, 2.0, 3.0, 4.0]);
+        let z = zero_along(&t, 1, &BTreeSet::from([0])).unwrap();
+        assert_eq!(to_f32(&z).unwrap(), [0.0, 2.0, 0.0, 4.0]);
     }
 }

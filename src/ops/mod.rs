@@ -152,6 +152,20 @@ pub fn of(node: &NodeProto) -> Option<&'static Op> {
         .flatten()
 }
 
+/// The range `[begin, end)` of an axis of `extent` that a step-1 Slice from `start` to `end`
+/// keeps (negative bounds count from the end, both are clamped to the axis): what channel
+/// analysis and channel surgery both read from Slice bounds.
+pub fn slice_range(start: i64, end: i64, extent: i64) -> (usize, usize) {
+    let clamp = |v: i64| {
+        if v < 0 {
+            (v + extent).max(0)
+        } else {
+            v.min(extent)
+        }
+    };
+    (clamp(start) as usize, clamp(end).max(clamp(start)) as usize)
+}
+
 const fn per_channel(op_type: &'static str, shape: ShapeRule, at_zero: AtZero) -> Op {
     Op {
         op_type,

@@ -1,43 +1,146 @@
 //! Passes over a model, one per file. A pass edits the `ModelProto` in place and returns a report;
 //! what it does not touch stays bit-identical.
 //!
-//! [`PassConfig`] is the one description of a pass and its options: the CLI builds it from flags,
-//! pipeline files deserialize it (unknown keys are errors), and outputs record it in their
-//! metadata (`shears.passes`).
+//! Every pass implements [`Pass`]. [`PassConfig`] is the one registry of passes and the one
+//! description of a pass with its options: the CLI builds it (through [`Method`]), pipeline files
+//! deserialize it (unknown keys are errors), and outputs record it in their metadata
+//! (`shears.passes`). A new pass is its own file(s) plus one line in the `registry!` call below.
 
-mod calibration;
-mod channels_obs;
-mod correct_statistics;
-mod densify_sparse;
-pub mod obs;
+mod method;
+mod options;
 mod prune_channels;
 mod prune_magnitude;
 mod prune_n_m;
-mod prune_obs;
-mod reach;
+mod recovery;
 mod selection;
 mod store_sparse;
 
-use anyhow::{Context, Result, bail};
+use std::collections::BTreeSet;
+
+use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-pub use calibration::{
-    CalibOrder, Calibration, ConvSite, InputStats, OutputSamples, Recover, conv_sites,
-};
-pub use correct_statistics::correct_statistics;
-pub use densify_sparse::densify_sparse;
+pub use method::{Method, MethodKind, SearchAxis};
+pub use options::{CalibOrder, Recover};
 pub use prune_channels::{ChannelPlan, Importance, PruneChannels};
 pub use prune_magnitude::{PruneMagnitude, Scope};
 pub use prune_n_m::PruneNM;
+pub use recovery::obs;
 pub use selection::LayerFilter;
 pub use store_sparse::StoreSparse;
 
-use crate::onnx::proto::{ModelProto, StringStringEntryProto};
+use crate::calib::{Calibration, CalibrationSet};
+use crate::onnx::metadata::{self, PASSES_KEY};
+use crate::onnx::proto::ModelProto;
+use crate::progress::Progress;
 
-/// A pass with its options.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
-pub enum PassConfig {
+/// A transformation of a model, with its options.
+pub trait Pass {
+    /// The pass's name in pipeline files, metadata and reports: its [`PassConfig`] key.
+    fn name(&self) -> &'static str;
+
+    /// Checks options that the types alone do not constrain, before any work is done.
+    fn validate(&self) -> Result<()>;
+
+    /// Whether [`Pass::run`] needs [`PassContext::calibration`] (and its images).
+    fn needs_calibration(&self) -> bool {
+        false
+    }
+
+    /// Drops what needs calibration (a pipeline whose images are missing runs without).
+    fn drop_calibration(&mut self) {}
+
+    /// Runs on `model` in place. Errors need not name the pass: the caller adds it.
+    fn run(&self, model: &mut ModelProto, cx: &mut PassContext) -> Result<PassOutput>;
+
+    /// The accuracy budget (`max_map_drop`) within which a pipeline searches this pass, and the
+    /// axis searched; `None` for a pass that asks for no search.
+    fn budget(&self) -> Option<(f64, SearchAxis)> {
+        None
+    }
+
+    /// The largest fraction a budget search may try on `axis`, and whether the search must stay
+    /// below 1; `None` when the pass has no such fraction.
+    fn search_limit(&self, _axis: SearchAxis) -> Option<(f64, bool)> {
+        None
+    }
+
+    /// Sets the fraction `k / steps` on `axis` (one that [`Pass::search_limit`] accepts) and
+    /// clears the budget: the pass a search tries.
+    fn set_search_step(&mut self, _axis: SearchAxis, _k: u32, _steps: u32) {}
+}
+
+/// What a pass may use besides its model.
+pub struct PassContext<'a> {
+    /// Statistics of the calibration images, for a pass that [`Pass::needs_calibration`].
+    pub calibration: Option<&'a mut dyn Calibration>,
+    /// The calibration images themselves, when there are some.
+    pub images: Option<&'a CalibrationSet>,
+    /// Where long work reports.
+    pub progress: &'a dyn Progress,
+    /// Whether the caller wants [`PassOutput::reference`] (to prove the result or to write it).
+    pub wants_reference: bool,
+}
+
+/// What a pass hands back.
+pub struct PassOutput {
+    /// One line saying what changed.
+    pub summary: String,
+    /// A model the result must compute the same as, when the pass has one and it was asked for.
+    pub reference: Option<Reference>,
+}
+
+impl PassOutput {
+    /// A summary with no reference.
+    pub fn summary(summary: String) -> Self {
+        PassOutput {
+            summary,
+            reference: None,
+        }
+    }
+}
+
+/// A model that computes what a pass's result computes, and the tensors to compare: the pass's
+/// proof ([`crate::verify::masked_proof`]).
+pub struct Reference {
+    /// For channel pruning: the input with exactly the removed channels zeroed.
+    pub model: ModelProto,
+    /// The tensors to compare by name (names of the reference, which the result keeps), with
+    /// the channel positions (axis 1) the result no longer has.
+    pub tensors: Vec<(String, BTreeSet<usize>)>,
+    /// Channels the reference has zeroed, for the report when the proof is skipped.
+    pub masked_channels: usize,
+}
+
+/// Declares the registry: `Variant(Options)` per pass, the variant's snake_case name being the
+/// pass's name (checked against [`Pass::name`] by a test).
+macro_rules! registry {
+    ($($(#[doc = $doc:expr])* $variant:ident($options:ty),)+) => {
+        /// A pass with its options.
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case", deny_unknown_fields)]
+        pub enum PassConfig {
+            $($(#[doc = $doc])* $variant($options),)+
+        }
+
+        impl PassConfig {
+            /// The pass these options configure.
+            pub fn pass(&self) -> &dyn Pass {
+                match self {
+                    $(PassConfig::$variant(p) => p,)+
+                }
+            }
+
+            fn pass_mut(&mut self) -> &mut dyn Pass {
+                match self {
+                    $(PassConfig::$variant(p) => p,)+
+                }
+            }
+        }
+    };
+}
+
+registry! {
     /// Zero the smallest-magnitude Conv weights (unstructured).
     PruneMagnitude(PruneMagnitude),
     /// Keep the N largest of every M consecutive Conv weights along the input-channel axis.
@@ -48,13 +151,50 @@ pub enum PassConfig {
     PruneChannels(PruneChannels),
 }
 
-/// The names pipeline files may use, for "did you mean" suggestions.
-pub const PASS_NAMES: &[&str] = &[
-    "prune_magnitude",
-    "prune_n_m",
-    "store_sparse",
-    "prune_channels",
-];
+impl PassConfig {
+    /// The pass's name as pipeline files spell it.
+    pub fn name(&self) -> &'static str {
+        self.pass().name()
+    }
+
+    /// See [`Pass::validate`].
+    pub fn validate(&self) -> Result<()> {
+        self.pass().validate()
+    }
+
+    /// See [`Pass::needs_calibration`].
+    pub fn needs_calibration(&self) -> bool {
+        self.pass().needs_calibration()
+    }
+
+    /// The same pass without what needs calibration ([`Pass::drop_calibration`]).
+    pub fn without_calibration(&self) -> PassConfig {
+        let mut pass = self.clone();
+        pass.pass_mut().drop_calibration();
+        pass
+    }
+
+    /// The same pass at the fraction `k / steps` of `axis`, with no budget left to search; an
+    /// error for a pass without such a fraction.
+    pub fn at_search_step(&self, axis: SearchAxis, k: u32, steps: u32) -> Result<PassConfig> {
+        self.search_limit(axis)?;
+        let mut pass = self.clone();
+        pass.pass_mut().set_search_step(axis, k, steps);
+        Ok(pass)
+    }
+
+    /// See [`Pass::search_limit`]; an error naming the pass when it has no fraction on `axis`.
+    pub fn search_limit(&self, axis: SearchAxis) -> Result<(f64, bool)> {
+        self.pass().search_limit(axis).with_context(|| {
+            format!(
+                "pass {} has no {} to search for an accuracy budget (N:M sparsity is a pattern, \
+                 not an amount); prune_magnitude and prune_channels have one",
+                self.name(),
+                axis.noun()
+            )
+        })
+    }
+}
 
 /// What a pass did, for people and for reports.
 #[derive(Debug, Clone, Serialize)]
@@ -78,154 +218,12 @@ pub struct Proof {
     pub max_rel_diff: Option<f64>,
 }
 
-impl PassConfig {
-    /// The pass's name as pipeline files spell it.
-    pub fn name(&self) -> &'static str {
-        match self {
-            PassConfig::PruneMagnitude(_) => "prune_magnitude",
-            PassConfig::PruneNM(_) => "prune_n_m",
-            PassConfig::StoreSparse(_) => "store_sparse",
-            PassConfig::PruneChannels(_) => "prune_channels",
-        }
-    }
-
-    /// Checks options that the types alone do not constrain, before any work is done.
-    pub fn validate(&self) -> Result<()> {
-        match self {
-            PassConfig::PruneMagnitude(p) => p.validate(),
-            PassConfig::PruneNM(p) => p.validate(),
-            PassConfig::StoreSparse(_) => Ok(()),
-            PassConfig::PruneChannels(p) => p.validate(),
-        }
-    }
-
-    /// Whether the pass needs calibration statistics to run.
-    pub fn needs_calibration(&self) -> bool {
-        match self {
-            PassConfig::PruneMagnitude(p) => !p.recover.is_none(),
-            PassConfig::PruneNM(p) => !p.recover.is_none(),
-            PassConfig::PruneChannels(p) => !p.recover.is_none(),
-            PassConfig::StoreSparse(_) => false,
-        }
-    }
-
-    /// The same pass without accuracy recovery (and without its calibration order).
-    pub fn without_recovery(&self) -> PassConfig {
-        let mut pass = self.clone();
-        match &mut pass {
-            PassConfig::PruneMagnitude(p) => (p.recover, p.order) = (Recover::None, None),
-            PassConfig::PruneNM(p) => (p.recover, p.order) = (Recover::None, None),
-            PassConfig::PruneChannels(p) => p.recover = Recover::None,
-            PassConfig::StoreSparse(_) => {}
-        }
-        pass
-    }
-
-    /// Runs the pass on `model`; `calib` provides the statistics of passes that
-    /// [`PassConfig::needs_calibration`].
-    pub fn run(
-        &self,
-        model: &mut ModelProto,
-        calib: Option<&mut dyn Calibration>,
-    ) -> Result<PassReport> {
-        self.validate()?;
-        let calib = match (self.needs_calibration(), calib) {
-            (true, None) => bail!(
-                "pass {} recovers accuracy from calibration images: give them (--calib DATA, or a \
-                 pipeline's `calibration:` block)",
-                self.name()
-            ),
-            (_, calib) => calib,
-        };
-        let summary = match self {
-            PassConfig::PruneMagnitude(p) => p.run_model(model, calib),
-            PassConfig::PruneNM(p) => p.run_model(model, calib),
-            PassConfig::StoreSparse(p) => p.run_model(model),
-            PassConfig::PruneChannels(p) => p.run_model(model, calib),
-        }
-        .with_context(|| format!("pass {} failed", self.name()))?;
-        Ok(PassReport {
-            pass: self.name().to_string(),
-            summary,
-            proof: None,
-        })
-    }
-}
-
-/// Checks a pass's `max_map_drop`: none, or a drop of 0 or more.
-fn validate_budget(max_map_drop: Option<f64>) -> Result<()> {
-    match max_map_drop {
-        Some(b) if b.is_nan() || b < 0.0 => bail!("max_map_drop {b} must be 0 or more"),
-        _ => Ok(()),
-    }
-}
-
-impl PassConfig {
-    /// The accuracy budget whose largest amount a pipeline searches for this pass, if any.
-    pub fn max_map_drop(&self) -> Option<f64> {
-        match self {
-            PassConfig::PruneMagnitude(p) => p.max_map_drop,
-            PassConfig::PruneChannels(p) => p.max_map_drop,
-            _ => None,
-        }
-    }
-}
-
-fn graph_mut(model: &mut ModelProto) -> Result<&mut crate::onnx::proto::GraphProto> {
-    model.graph.as_mut().context("the model has no graph")
-}
-
-/// Runs a pruning pass with its recovery: `plain` prunes by magnitude, `obs` by OBS; both report
-/// a line. Then every Conv's output statistics are corrected toward the dense model's
-/// ([`correct_statistics`]: pruning a layer shifts what every layer after it sees). After OBS,
-/// which already re-solves each layer's bias, the correction matters as the damage grows
-/// (yolov5n, global: 30% 0.318 without, 0.315 with, 32 calibration images; 50% 0.231 without
-/// (128), 0.251 with (16); 2:4 0.076 without (128), 0.079 with (16)).
-fn with_recovery(
-    model: &mut ModelProto,
-    recover: Recover,
-    calib: Option<&mut dyn Calibration>,
-    plain: impl FnOnce(&mut crate::onnx::proto::GraphProto) -> Result<String>,
-    obs: impl FnOnce(&mut ModelProto, &mut dyn Calibration) -> Result<String>,
-) -> Result<String> {
-    let Some(calib) = calib.filter(|_| !recover.is_none()) else {
-        return plain(graph_mut(model)?);
-    };
-    let dense = model.clone();
-    let mut summary = match recover {
-        Recover::Obs => obs(model, calib)?,
-        _ => plain(graph_mut(model)?)?,
-    };
-    summary += "; ";
-    summary += &correct_statistics(model, &dense, &all_convs(model)?, calib)?;
-    Ok(summary)
-}
-
-/// The names of every named Conv node of `model`.
-pub(crate) fn all_convs(model: &ModelProto) -> Result<Vec<String>> {
-    let graph = model.graph.as_ref().context("the model has no graph")?;
-    Ok(graph
-        .node
-        .iter()
-        .filter(|n| n.op_type() == "Conv" && !n.name().is_empty())
-        .map(|n| n.name().to_string())
-        .collect())
-}
-
-/// The metadata key under which outputs list the passes applied to them (a JSON array).
-pub const PROVENANCE_KEY: &str = "shears.passes";
-
-/// Records in `model.metadata_props` that shears ran `passes` on it: the tool, its version and
-/// each pass with its options, appended to what an earlier run recorded.
+/// Records in the model's metadata ([`PASSES_KEY`]) that shears ran `passes` on it: the tool,
+/// its version and each pass with its options, appended to what an earlier run recorded.
 pub fn record_provenance(model: &mut ModelProto, passes: &[PassConfig]) -> Result<()> {
-    let mut entries: Vec<serde_json::Value> = match model
-        .metadata_props
-        .iter()
-        .find(|p| p.key() == PROVENANCE_KEY)
-    {
-        Some(p) => serde_json::from_str(p.value()).unwrap_or_default(),
-        None => Vec::new(),
-    };
+    let mut entries: Vec<serde_json::Value> = metadata::get(model, PASSES_KEY)
+        .map(|value| serde_json::from_str(value).unwrap_or_default())
+        .unwrap_or_default();
     for pass in passes {
         entries.push(serde_json::json!({
             "tool": "shears",
@@ -234,17 +232,26 @@ pub fn record_provenance(model: &mut ModelProto, passes: &[PassConfig]) -> Resul
             "options": serde_json::to_value(pass)?[pass.name()],
         }));
     }
-    let value = serde_json::to_string(&entries)?;
-    match model
-        .metadata_props
-        .iter_mut()
-        .find(|p| p.key() == PROVENANCE_KEY)
-    {
-        Some(p) => p.value = Some(value),
-        None => model.metadata_props.push(StringStringEntryProto {
-            key: Some(PROVENANCE_KEY.to_string()),
-            value: Some(value),
-        }),
-    }
+    metadata::set(model, PASSES_KEY, &serde_json::to_string(&entries)?);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_pass_is_named_by_its_registry_key() {
+        let passes = [
+            PassConfig::PruneMagnitude(serde_saphyr::from_str("amount: 0.3").unwrap()),
+            PassConfig::PruneNM(serde_saphyr::from_str("{n: 2, m: 4}").unwrap()),
+            PassConfig::StoreSparse(StoreSparse::default()),
+            PassConfig::PruneChannels(PruneChannels::new(0.3)),
+        ];
+        for pass in passes {
+            let json = serde_json::to_value(&pass).unwrap();
+            let key = json.as_object().unwrap().keys().next().unwrap().clone();
+            assert_eq!(key, pass.name());
+        }
+    }
 }

@@ -15,13 +15,14 @@ use anyhow::{Result, bail};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::calibration::{CalibOrder, Calibration, Recover};
-use super::prune_obs::{Target, prune_with_obs};
+use super::options::{CalibOrder, Recover, validate_budget};
+use super::recovery::prune_obs::{Target, prune_with_obs};
+use super::recovery::{calibration, with_recovery};
 use super::selection::{
     LayerFilter, SelectedWeight, read_values, rewrite_weights, round_half_even, selected_weights,
     zero_like,
 };
-use super::{validate_budget, with_recovery};
+use super::{Pass, PassContext, PassOutput, SearchAxis};
 use crate::onnx::proto::{GraphProto, ModelProto};
 
 /// Options of `prune_magnitude`.
@@ -61,8 +62,12 @@ pub enum Scope {
     Global,
 }
 
-impl PruneMagnitude {
-    pub fn validate(&self) -> Result<()> {
+impl Pass for PruneMagnitude {
+    fn name(&self) -> &'static str {
+        "prune_magnitude"
+    }
+
+    fn validate(&self) -> Result<()> {
         if !(0.0..=1.0).contains(&self.amount) {
             bail!("amount {} is outside [0, 1]", self.amount);
         }
@@ -70,12 +75,16 @@ impl PruneMagnitude {
         LayerFilter::new(&self.include, &self.exclude).map(drop)
     }
 
-    /// Runs the pass with its recovery; `calib` is needed unless `recover` is `none`.
-    pub fn run_model(
-        &self,
-        model: &mut ModelProto,
-        calib: Option<&mut dyn Calibration>,
-    ) -> Result<String> {
+    fn needs_calibration(&self) -> bool {
+        !self.recover.is_none()
+    }
+
+    fn drop_calibration(&mut self) {
+        (self.recover, self.order) = (Recover::None, None);
+    }
+
+    /// Prunes with the recovery `recover` asks for.
+    fn run(&self, model: &mut ModelProto, cx: &mut PassContext) -> Result<PassOutput> {
         let filter = LayerFilter::new(&self.include, &self.exclude)?;
         let target = match self.scope {
             Scope::Layer => Target::Layer(self.amount),
@@ -84,8 +93,8 @@ impl PruneMagnitude {
         with_recovery(
             model,
             self.recover,
-            calib,
-            |graph| self.run(graph),
+            calibration(self.recover, cx)?,
+            |graph| self.prune(graph),
             |model, calib| {
                 prune_with_obs(
                     model,
@@ -96,10 +105,26 @@ impl PruneMagnitude {
                 )
             },
         )
+        .map(PassOutput::summary)
     }
 
+    fn budget(&self) -> Option<(f64, SearchAxis)> {
+        self.max_map_drop.map(|drop| (drop, SearchAxis::Amount))
+    }
+
+    fn search_limit(&self, axis: SearchAxis) -> Option<(f64, bool)> {
+        (axis == SearchAxis::Amount).then_some((self.amount, false))
+    }
+
+    fn set_search_step(&mut self, _: SearchAxis, k: u32, steps: u32) {
+        self.amount = f64::from(k) / f64::from(steps);
+        self.max_map_drop = None;
+    }
+}
+
+impl PruneMagnitude {
     /// Prunes by magnitude, with no recovery.
-    pub fn run(&self, graph: &mut GraphProto) -> Result<String> {
+    pub fn prune(&self, graph: &mut GraphProto) -> Result<String> {
         let filter = LayerFilter::new(&self.include, &self.exclude)?;
         let weights = selected_weights(graph, &filter)?;
         let zeroed = match self.scope {
@@ -351,7 +376,7 @@ mod tests {
                 order: None,
                 max_map_drop: None,
             };
-            pass.run(&mut pruned).unwrap();
+            pass.prune(&mut pruned).unwrap();
             let got: Vec<Vec<f32>> = weights
                 .iter()
                 .map(|w| read_values(&pruned, w).unwrap())

@@ -9,10 +9,11 @@
 use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 
-use super::calibration::{CalibOrder, Calibration, Recover};
-use super::prune_obs::{Target, prune_with_obs};
+use super::options::{CalibOrder, Recover};
+use super::recovery::prune_obs::{Target, prune_with_obs};
+use super::recovery::{calibration, with_recovery};
 use super::selection::{LayerFilter, rewrite_weights, selected_weights, zero_like};
-use super::with_recovery;
+use super::{Pass, PassContext, PassOutput};
 use crate::onnx::proto::{GraphProto, ModelProto};
 
 /// Options of `prune_n_m`.
@@ -35,19 +36,12 @@ pub struct PruneNM {
     pub order: Option<CalibOrder>,
 }
 
-impl PruneNM {
-    /// Parses "N:M", e.g. "2:4".
-    pub fn parse_pattern(pattern: &str) -> Result<(usize, usize)> {
-        let parsed = pattern
-            .split_once(':')
-            .and_then(|(n, m)| Some((n.trim().parse().ok()?, m.trim().parse().ok()?)));
-        match parsed {
-            Some(nm) => Ok(nm),
-            None => bail!("pattern {pattern:?} is not of the form N:M (e.g. 2:4)"),
-        }
+impl Pass for PruneNM {
+    fn name(&self) -> &'static str {
+        "prune_n_m"
     }
 
-    pub fn validate(&self) -> Result<()> {
+    fn validate(&self) -> Result<()> {
         if self.m == 0 || self.n > self.m {
             bail!(
                 "N:M pattern {}:{} needs 0 <= N <= M and M > 0",
@@ -58,12 +52,16 @@ impl PruneNM {
         LayerFilter::new(&self.include, &self.exclude).map(drop)
     }
 
-    /// Runs the pass with its recovery; `calib` is needed unless `recover` is `none`.
-    pub fn run_model(
-        &self,
-        model: &mut ModelProto,
-        calib: Option<&mut dyn Calibration>,
-    ) -> Result<String> {
+    fn needs_calibration(&self) -> bool {
+        !self.recover.is_none()
+    }
+
+    fn drop_calibration(&mut self) {
+        (self.recover, self.order) = (Recover::None, None);
+    }
+
+    /// Prunes with the recovery `recover` asks for.
+    fn run(&self, model: &mut ModelProto, cx: &mut PassContext) -> Result<PassOutput> {
         let filter = LayerFilter::new(&self.include, &self.exclude)?;
         let target = Target::Pattern {
             n: self.n,
@@ -73,14 +71,17 @@ impl PruneNM {
         with_recovery(
             model,
             self.recover,
-            calib,
-            |graph| self.run(graph),
+            calibration(self.recover, cx)?,
+            |graph| self.prune(graph),
             |model, calib| prune_with_obs(model, &filter, target, order, calib),
         )
+        .map(PassOutput::summary)
     }
+}
 
+impl PruneNM {
     /// Prunes by magnitude, with no recovery.
-    pub fn run(&self, graph: &mut GraphProto) -> Result<String> {
+    pub fn prune(&self, graph: &mut GraphProto) -> Result<String> {
         let filter = LayerFilter::new(&self.include, &self.exclude)?;
         let (weights, skipped): (Vec<_>, Vec<_>) = selected_weights(graph, &filter)?
             .into_iter()
@@ -152,11 +153,5 @@ mod tests {
         prune_groups(&mut v, 4, 2, 2, 4);
         // Position 0 holds 1, -3, 2, -0.5: keep -3 and 2. Position 1 holds -8, 0.5, 0.25, 4.
         assert_eq!(v, [0.0, -8.0, -3.0, 0.0, 2.0, 0.0, 0.0, 4.0]);
-    }
-
-    #[test]
-    fn parses_patterns() {
-        assert_eq!(PruneNM::parse_pattern("2:4").unwrap(), (2, 4));
-        assert!(PruneNM::parse_pattern("2-4").is_err());
     }
 }

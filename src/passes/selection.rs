@@ -4,8 +4,8 @@ use anyhow::{Context, Result, bail};
 use faer::Mat;
 use regex::Regex;
 
-use super::calibration::ConvSite;
 use crate::analysis::{ConvLayer, conv_layers};
+use crate::calib::ConvSite;
 use crate::graph::GraphView;
 use crate::onnx::proto::tensor_proto::DataType;
 use crate::onnx::proto::{GraphProto, TensorProto};

@@ -15,10 +15,11 @@
 //! import raised to 11 when every node keeps its meaning there ([`opset::raise_default_opset`]),
 //! and the pass fails naming the node otherwise.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::selection::{LayerFilter, read_values, selected_weights};
+use super::{Pass, PassContext, PassOutput};
 use crate::graph::edit;
 use crate::onnx::opset;
 use crate::onnx::proto::attribute_proto::AttributeType;
@@ -42,10 +43,18 @@ const SPARSE_ENTRY_BYTES: usize = 4 + 8;
 /// The first default-domain opset whose `Constant` has `sparse_value`.
 const SPARSE_CONSTANT_OPSET: i64 = 11;
 
-impl StoreSparse {
-    /// [`Self::run`] on the model's graph, raising its opset import to 11 when it stored a
-    /// weight and the model imports an older one.
-    pub fn run_model(&self, model: &mut ModelProto) -> Result<String> {
+impl Pass for StoreSparse {
+    fn name(&self) -> &'static str {
+        "store_sparse"
+    }
+
+    fn validate(&self) -> Result<()> {
+        LayerFilter::new(&self.include, &self.exclude).map(drop)
+    }
+
+    /// [`StoreSparse::store`] on the model's graph, raising its opset import to 11 when it stored
+    /// a weight and the model imports an older one.
+    fn run(&self, model: &mut ModelProto, _: &mut PassContext) -> Result<PassOutput> {
         let old_opset = opset::default_opset(model).filter(|&v| v < SPARSE_CONSTANT_OPSET);
         if old_opset.is_some() {
             // refuse before any work when the raise would be invalid
@@ -56,18 +65,21 @@ impl StoreSparse {
         }
         let graph = model.graph.as_mut().context("the model has no graph")?;
         let nodes = graph.node.len();
-        let summary = self.run(graph)?;
+        let summary = self.store(graph)?;
         let stored = graph.node.len() > nodes;
-        Ok(match old_opset.filter(|_| stored) {
+        Ok(PassOutput::summary(match old_opset.filter(|_| stored) {
             Some(old) => {
                 opset::raise_default_opset(model, SPARSE_CONSTANT_OPSET)?;
                 format!("{summary}; opset import raised from {old} to {SPARSE_CONSTANT_OPSET}")
             }
             None => summary,
-        })
+        }))
     }
+}
 
-    pub fn run(&self, graph: &mut GraphProto) -> Result<String> {
+impl StoreSparse {
+    /// Moves every selected weight that is smaller sparse into a `Constant` node.
+    pub fn store(&self, graph: &mut GraphProto) -> Result<String> {
         let filter = LayerFilter::new(&self.include, &self.exclude)?;
         let weights = selected_weights(graph, &filter)?;
         let mut moved = Vec::new();
@@ -132,46 +144,4 @@ impl StoreSparse {
             )
         })
     }
-}
-
-/// The dense values of a sparse tensor, whose indices are either `[nnz]` (flattened positions)
-/// or `[nnz, rank]` (coordinates).
-pub fn dense_values(s: &SparseTensorProto) -> Result<Vec<f32>> {
-    let (Some(values), Some(indices)) = (&s.values, &s.indices) else {
-        bail!("sparse tensor lacks values or indices");
-    };
-    let name = values.name();
-    let numel = tensor::numel(&s.dims)?;
-    let values = tensor::to_f32(values)?;
-    let indices = tensor::to_i64(indices)?;
-    let flat: Vec<i64> = if indices.len() == values.len() {
-        indices
-    } else if indices.len() == values.len() * s.dims.len() {
-        indices
-            .chunks_exact(s.dims.len())
-            .map(|coords| {
-                coords
-                    .iter()
-                    .zip(&s.dims)
-                    .fold(0, |acc, (c, d)| acc * d + c)
-            })
-            .collect()
-    } else {
-        bail!(
-            "sparse tensor {name:?}: {} indices for {} values",
-            indices.len(),
-            values.len()
-        );
-    };
-    let mut dense = vec![0.0; numel];
-    for (&i, v) in flat.iter().zip(values) {
-        match usize::try_from(i).ok().and_then(|i| dense.get_mut(i)) {
-            Some(slot) => *slot = v,
-            None => bail!(
-                "sparse tensor {name:?}: index {i} is outside dims {:?}",
-                s.dims
-            ),
-        }
-    }
-    Ok(dense)
 }

@@ -18,7 +18,7 @@
 
 use std::path::Path;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 use super::spec::GateMetric;
@@ -28,7 +28,7 @@ use crate::calib::CalibrationSpec;
 use crate::eval::validate::ValReport;
 use crate::job::{self, JobOptions, Pruned};
 use crate::onnx::Model;
-use crate::passes::{PassConfig, PruneChannels, PruneMagnitude};
+use crate::passes::{PassConfig, SearchAxis};
 use crate::progress::{Progress, Silent};
 
 /// Amount steps of pipeline searches: a resolution of 0.01.
@@ -72,58 +72,105 @@ pub struct SearchRecord {
     pub validations: usize,
 }
 
-/// `pass` with the fraction `k / steps` removed (see the module doc) and no budget left to
-/// search; an error for a pass without an amount.
-pub fn at_step(pass: &PassConfig, k: u32, steps: u32) -> Result<PassConfig> {
-    let amount = f64::from(k) / f64::from(steps);
-    Ok(match pass {
-        PassConfig::PruneMagnitude(p) => PassConfig::PruneMagnitude(PruneMagnitude {
-            amount,
-            max_map_drop: None,
-            ..p.clone()
-        }),
-        PassConfig::PruneChannels(p) if p.target_macs.is_some() => {
-            PassConfig::PruneChannels(PruneChannels {
-                target_macs: Some(f64::from(steps - k) / f64::from(steps)),
-                max_map_drop: None,
-                ..p.clone()
-            })
-        }
-        PassConfig::PruneChannels(p) => PassConfig::PruneChannels(PruneChannels {
-            amount,
-            max_map_drop: None,
-            ..p.clone()
-        }),
-        other => bail!(
-            "pass {} has no amount to search for an accuracy budget (N:M sparsity is a pattern, \
-             not an amount); prune_magnitude and prune_channels have one",
-            other.name()
-        ),
-    })
+/// What a search varies: the fraction on `axis` of `passes[index]`, within `budget`.
+#[derive(Debug, Clone, Copy)]
+pub struct Searched {
+    pub index: usize,
+    pub axis: SearchAxis,
+    pub budget: Budget,
 }
 
-/// The largest step the search may try: `amount` (with `target_macs`, `1 - target_macs`, and
-/// below 1) in steps, rounded down.
-fn largest_step(pass: &PassConfig, steps: u32) -> Result<u32> {
-    let (limit, below_one) = match pass {
-        PassConfig::PruneMagnitude(p) => (p.amount, false),
-        PassConfig::PruneChannels(p) => match p.target_macs {
-            Some(target) => (1.0 - target, true),
-            None => (p.amount, false),
-        },
-        other => return at_step(other, 0, steps).map(|_| 0),
-    };
-    let k = (limit * f64::from(steps) + 1e-9)
-        .floor()
-        .clamp(0.0, f64::from(steps)) as u32;
-    let k = if below_one { k.min(steps - 1) } else { k };
-    if k == 0 {
-        bail!(
-            "the search may go up to {limit}, less than one step of {}",
-            1.0 / f64::from(steps)
-        );
+impl Budget {
+    /// A budget of `max_drop` over the amounts that are multiples of `resolution`, which must
+    /// divide 1 into at least two steps.
+    pub fn with_resolution(max_drop: f64, resolution: f64) -> Result<Budget> {
+        let steps = (1.0 / resolution).round();
+        let divides = (2.0..=1e6).contains(&steps) && (steps * resolution - 1.0).abs() < 1e-9;
+        if !divides {
+            bail!(
+                "the resolution {resolution} must divide 1 into at least two steps (0.01, 0.05, \
+                 0.015625 ...)"
+            );
+        }
+        Ok(Budget {
+            max_drop,
+            steps: steps as u32,
+        })
     }
-    Ok(k)
+}
+
+impl Searched {
+    /// The one pass of `passes` whose [`crate::passes::Pass::budget`] asks for a search, at the
+    /// pipelines' resolution (0.01); an error naming the count when several do.
+    pub fn in_pipeline(passes: &[PassConfig]) -> Result<Option<Searched>> {
+        let searched: Vec<(usize, (f64, SearchAxis))> = passes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| Some((i, p.pass().budget()?)))
+            .collect();
+        match searched.as_slice() {
+            [] => Ok(None),
+            &[(index, (max_drop, axis))] => Ok(Some(Searched {
+                index,
+                axis,
+                budget: Budget {
+                    max_drop,
+                    steps: DEFAULT_STEPS,
+                },
+            })),
+            many => bail!(
+                "{} passes have max_map_drop; one pass's amount can be searched",
+                many.len()
+            ),
+        }
+    }
+
+    /// The largest step the search may try: the pass's limit on the axis in steps, rounded
+    /// down (and below 1 where the axis must stay below it). Checks first that the passes at
+    /// that step are valid, so that a search that cannot run fails before any work.
+    pub fn largest_step(&self, passes: &[PassConfig]) -> Result<u32> {
+        if self.budget.steps < 2 {
+            bail!("the search needs at least two amount steps (resolution below 0.5)");
+        }
+        if self.budget.max_drop.is_nan() || self.budget.max_drop < 0.0 {
+            bail!(
+                "the accuracy budget must be 0 or more, not {}",
+                self.budget.max_drop
+            );
+        }
+        let steps = self.budget.steps;
+        let (limit, below_one) = passes[self.index].search_limit(self.axis)?;
+        let k = (limit * f64::from(steps) + 1e-9)
+            .floor()
+            .clamp(0.0, f64::from(steps)) as u32;
+        let k = if below_one { k.min(steps - 1) } else { k };
+        if k == 0 {
+            bail!(
+                "the search may go up to {limit}, less than one step of {}",
+                1.0 / f64::from(steps)
+            );
+        }
+        for pass in self.at_step(passes, k)? {
+            pass.validate()
+                .with_context(|| format!("invalid options for pass {}", pass.name()))?;
+        }
+        Ok(k)
+    }
+
+    /// `passes` with the searched one at step `k`.
+    fn at_step(&self, passes: &[PassConfig], k: u32) -> Result<Vec<PassConfig>> {
+        passes
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                if i == self.index {
+                    p.at_search_step(self.axis, k, self.budget.steps)
+                } else {
+                    Ok(p.clone())
+                }
+            })
+            .collect()
+    }
 }
 
 /// What a search found: the model pruned at the amount found (its metadata recorded, not
@@ -135,49 +182,28 @@ pub struct Found {
     pub record: SearchRecord,
 }
 
-/// Searches the amount of `passes[searched]` within `budget`, up to the pass's own amount (see
-/// the module doc): prunes `model` (as [`job::prune`] with `options`) at each amount tried and
-/// validates it, `dense` being the dense model's validation by the same `validator`. When even
-/// the smallest amount exceeds the budget, a [`crate::GateFailed`] error. `progress` advances
-/// once per validation.
+/// The one budget search (`prune --max-map-drop` and pipelines): searches the fraction
+/// `searched` names, up to the pass's own limit (see the module doc), pruning `model` (as
+/// [`job::prune`] with `options`) at each step tried and validating it, `dense` being the dense
+/// model's validation by the same `validator`. The pass at its largest step is validated before
+/// anything runs. When even the smallest amount exceeds the budget, a [`crate::GateFailed`]
+/// error. `progress` advances once per validation.
 #[allow(clippy::too_many_arguments)]
 pub fn search(
     model: &Model,
     passes: &[PassConfig],
-    searched: usize,
-    budget: Budget,
+    searched: Searched,
     validator: &Validator,
     dense: &ValReport,
     options: &JobOptions,
     output: &Path,
     progress: &dyn Progress,
 ) -> Result<Found> {
-    if budget.steps < 2 {
-        bail!("the search needs at least two amount steps (resolution below 0.5)");
-    }
-    if budget.max_drop.is_nan() || budget.max_drop < 0.0 {
-        bail!(
-            "the accuracy budget must be 0 or more, not {}",
-            budget.max_drop
-        );
-    }
-    let largest = largest_step(&passes[searched], budget.steps)?;
-    let with_step = |k: u32| -> Result<Vec<PassConfig>> {
-        passes
-            .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                if i == searched {
-                    at_step(p, k, budget.steps)
-                } else {
-                    Ok(p.clone())
-                }
-            })
-            .collect()
-    };
+    let budget = searched.budget;
+    let largest = searched.largest_step(passes)?;
     let dense_value = validator.dense_value(dense)?;
     let mut record = SearchRecord {
-        pass: passes[searched].name().to_string(),
+        pass: passes[searched.index].name().to_string(),
         metric: validator.metric,
         max_drop: budget.max_drop,
         resolution: 1.0 / f64::from(budget.steps),
@@ -192,7 +218,7 @@ pub fn search(
     let mut best = None;
     while beyond - within > 1 {
         let k = within + (beyond - within) / 2;
-        let candidate = with_step(k)?;
+        let candidate = searched.at_step(passes, k)?;
         let pruned = job::prune(model.clone(), &candidate, output, options, &Silent)?;
         let amount = f64::from(k) / f64::from(budget.steps);
         let report = validator.run_proto(&format!("amount {amount}"), &pruned.proto, &Silent)?;

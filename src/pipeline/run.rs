@@ -9,16 +9,15 @@ use anyhow::{Context, Result, bail};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::budget::{Budget, DEFAULT_STEPS, SearchRecord, search};
+use super::budget::{SearchRecord, Searched, search};
 use super::spec::{GateMetric, ModelSource, PipelineSpec, resolve};
-use super::summary::{LatencyRatio, latency_ratio, lost_over_half};
 use super::validator::Validator;
 use crate::calib::CalibrationSet;
 use crate::eval::validate::ValReport;
 use crate::job::{
-    self, BuildInputs, JobOptions, JobReport, footprint, metadata, prune_to_file,
-    recorded_build_key, set_metadata,
+    self, BuildInputs, JobOptions, JobReport, footprint, prune_to_file, recorded_build_key,
 };
+use crate::onnx::metadata::{self, VALIDATION_KEY};
 use crate::onnx::{self, Model, OutputPlan};
 use crate::passes::PassConfig;
 use crate::progress::{Progress, Silent};
@@ -207,7 +206,7 @@ struct Shared<'a> {
     /// Redo every model, up to date or not.
     rebuild: bool,
     /// The pass whose amount is searched within its `max_map_drop`.
-    searched: Option<usize>,
+    searched: Option<Searched>,
 }
 
 /// Runs every planned model on a pool of `jobs` threads. A model whose output records the build
@@ -239,12 +238,13 @@ pub fn run_pipeline(
                     "calibration data {} is missing: pruned without recovery (skip_if_missing)",
                     set.data.display()
                 ));
-                passes = passes.iter().map(PassConfig::without_recovery).collect();
+                passes = passes.iter().map(PassConfig::without_calibration).collect();
                 None
             } else {
                 Some(
                     CalibrationSet::resolve(&set)
-                        .with_context(|| format!("{}: calibration", spec_path.display()))?,
+                        .map_err(|err| super::with_yaml_key(err, "calibration"))
+                        .with_context(|| spec_path.display().to_string())?,
                 )
             }
         }
@@ -348,25 +348,19 @@ pub fn run_pipeline(
 
 /// The one pass whose amount a run searches within its `max_map_drop`, if any; an error when
 /// several do, or when there is no validation to search with.
-fn searched_pass(spec: &PipelineSpec, validator: Option<&Validator>) -> Result<Option<usize>> {
-    let searched: Vec<usize> = (0..spec.passes.len())
-        .filter(|&i| spec.passes[i].max_map_drop().is_some())
-        .collect();
-    match (searched.as_slice(), validator) {
-        ([], _) => Ok(None),
-        ([i], Some(_)) => Ok(Some(*i)),
-        ([i], None) if spec.validate.is_some() => bail!(
+fn searched_pass(spec: &PipelineSpec, validator: Option<&Validator>) -> Result<Option<Searched>> {
+    let searched = Searched::in_pipeline(&spec.passes)?;
+    match (searched, validator) {
+        (None, _) => Ok(None),
+        (Some(searched), Some(_)) => Ok(Some(searched)),
+        (Some(searched), None) if spec.validate.is_some() => bail!(
             "pass {} searches its amount within max_map_drop, but the `validate:` dataset is \
              missing",
-            spec.passes[*i].name()
+            spec.passes[searched.index].name()
         ),
-        ([i], None) => bail!(
+        (Some(searched), None) => bail!(
             "pass {} searches its amount within max_map_drop: add a `validate:` block",
-            spec.passes[*i].name()
-        ),
-        (many, _) => bail!(
-            "{} passes have max_map_drop; one pass's amount can be searched",
-            many.len()
+            spec.passes[searched.index].name()
         ),
     }
 }
@@ -426,16 +420,11 @@ fn run_one(
         .file_stem()
         .map_or_else(|| "pruned".into(), |s| s.to_string_lossy().into_owned());
     let (mut pruned, pruned_report, search_record) = match shared.searched {
-        Some(i) => {
-            let budget = Budget {
-                max_drop: shared.passes[i].max_map_drop().unwrap_or_default(),
-                steps: DEFAULT_STEPS,
-            };
+        Some(searched) => {
             let mut found = search(
                 &model,
                 &shared.passes,
-                i,
-                budget,
+                searched,
                 validator,
                 &dense,
                 &options,
@@ -455,7 +444,7 @@ fn run_one(
     let mut validation = Validation::new(validator.metric, dense, pruned_report, budget);
     validation.search = search_record;
     // Recorded so that a later run that finds the output up to date still reports and gates it.
-    set_metadata(
+    metadata::set(
         &mut pruned.proto,
         VALIDATION_KEY,
         &serde_json::to_string(&validation)?,
@@ -464,9 +453,6 @@ fn run_one(
     plan.commit()?;
     Ok(Done::Redone(judge(report, Some(validation))))
 }
-
-/// The metadata key under which pipeline outputs record their [`Validation`] (JSON).
-pub const VALIDATION_KEY: &str = "shears.validation";
 
 /// The outcome of an output already made from `model` with build key `key`, or `None` when it
 /// must be redone: it is missing, unreadable, records another key, or lacks the validation
@@ -485,7 +471,7 @@ fn up_to_date(
     if recorded_build_key(&existing.proto).as_deref() != Some(key) {
         return Ok(None);
     }
-    let validation = match metadata(&existing.proto, VALIDATION_KEY)
+    let validation = match metadata::get(&existing.proto, VALIDATION_KEY)
         .and_then(|v| serde_json::from_str::<Validation>(v).ok())
     {
         Some(mut v) if validated => {
@@ -615,4 +601,63 @@ fn make_path(path: &Path) -> String {
         .replace('$', "$$")
         .replace(' ', "\\ ")
         .replace('#', "\\#")
+}
+
+/// Pruned over dense inference time, image by image: the median ratio and its 10th and 90th
+/// percentiles (nearest rank), so that one noisy image does not move it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
+pub struct LatencyRatio {
+    pub median: f64,
+    pub p10: f64,
+    pub p90: f64,
+}
+
+/// The [`LatencyRatio`] of two runs over the same images in the same order; `None` when they
+/// timed different numbers of images or none.
+pub fn latency_ratio(dense_ms: &[f64], pruned_ms: &[f64]) -> Option<LatencyRatio> {
+    if dense_ms.len() != pruned_ms.len() || dense_ms.is_empty() {
+        return None;
+    }
+    let mut ratios: Vec<f64> = pruned_ms.iter().zip(dense_ms).map(|(p, d)| p / d).collect();
+    ratios.sort_by(f64::total_cmp);
+    let at = |q: f64| ratios[(q * (ratios.len() - 1) as f64).round() as usize];
+    Some(LatencyRatio {
+        median: at(0.5),
+        p10: at(0.1),
+        p90: at(0.9),
+    })
+}
+
+/// Whether the pruned model kept less than half of the dense model's accuracy (or none that can
+/// be measured): flagged in the summary whether or not a gate is set.
+pub fn lost_over_half(dense: f64, pruned: f64) -> bool {
+    dense > 0.0 && (pruned.is_nan() || pruned < dense / 2.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_ratio_pairs_images_and_takes_percentiles() {
+        let dense: Vec<f64> = (1..=11).map(|i| 10.0 * i as f64).collect();
+        let mut pruned: Vec<f64> = dense.iter().map(|d| d / 2.0).collect();
+        pruned[3] = dense[3] * 3.0; // one noisy image
+        let r = latency_ratio(&dense, &pruned).unwrap();
+        assert_eq!((r.median, r.p10, r.p90), (0.5, 0.5, 0.5));
+        pruned[4] = dense[4] * 3.0;
+        pruned[5] = dense[5];
+        let r = latency_ratio(&dense, &pruned).unwrap();
+        assert_eq!((r.median, r.p10, r.p90), (0.5, 0.5, 3.0));
+        assert_eq!(latency_ratio(&dense, &pruned[1..]), None);
+        assert_eq!(latency_ratio(&[], &[]), None);
+    }
+
+    #[test]
+    fn losing_more_than_half_is_flagged() {
+        assert!(lost_over_half(0.3496, 0.0884));
+        assert!(lost_over_half(0.3496, f64::NAN));
+        assert!(!lost_over_half(0.3496, 0.2583));
+        assert!(!lost_over_half(0.0, 0.0));
+    }
 }

@@ -28,6 +28,7 @@ use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::suggest::with_suggestion;
+use crate::eval::nms::NmsConfig;
 use crate::passes::PassConfig;
 
 /// A parsed pipeline file.
@@ -209,13 +210,13 @@ fn default_device() -> String {
     "cpu".into()
 }
 fn default_conf() -> f32 {
-    0.001
+    NmsConfig::default().conf_thres
 }
 fn default_iou() -> f64 {
-    0.6
+    NmsConfig::default().iou_thres
 }
 fn default_max_det() -> usize {
-    300
+    NmsConfig::default().max_det
 }
 
 /// Reads and parses a pipeline file.

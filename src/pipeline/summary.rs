@@ -3,9 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use serde::Serialize;
 
-use super::run::{Outcome, PipelineRun, Validation};
+use super::run::{Outcome, PipelineRun, Validation, lost_over_half};
 use crate::analysis::grouped;
 use crate::job::JobReport;
 use crate::onnx::OutputPlan;
@@ -30,37 +29,6 @@ const VALIDATION_COLUMNS: [&str; 6] = [
     "budget",
     "latency pruned/dense",
 ];
-
-/// Pruned over dense inference time, image by image: the median ratio and its 10th and 90th
-/// percentiles (nearest rank), so that one noisy image does not move it.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
-pub struct LatencyRatio {
-    pub median: f64,
-    pub p10: f64,
-    pub p90: f64,
-}
-
-/// The [`LatencyRatio`] of two runs over the same images in the same order; `None` when they
-/// timed different numbers of images or none.
-pub fn latency_ratio(dense_ms: &[f64], pruned_ms: &[f64]) -> Option<LatencyRatio> {
-    if dense_ms.len() != pruned_ms.len() || dense_ms.is_empty() {
-        return None;
-    }
-    let mut ratios: Vec<f64> = pruned_ms.iter().zip(dense_ms).map(|(p, d)| p / d).collect();
-    ratios.sort_by(f64::total_cmp);
-    let at = |q: f64| ratios[(q * (ratios.len() - 1) as f64).round() as usize];
-    Some(LatencyRatio {
-        median: at(0.5),
-        p10: at(0.1),
-        p90: at(0.9),
-    })
-}
-
-/// Whether the pruned model kept less than half of the dense model's accuracy (or none that can
-/// be measured): flagged in the summary whether or not a gate is set.
-pub fn lost_over_half(dense: f64, pruned: f64) -> bool {
-    dense > 0.0 && (pruned.is_nan() || pruned < dense / 2.0)
-}
 
 /// `x` as Python's `%.3g` writes it, the way val.py prints its metrics: three significant
 /// digits, trailing zeros dropped, an exponent below 1e-4.
@@ -350,28 +318,5 @@ mod tests {
         for (x, want) in cases {
             assert_eq!(significant3(x), want, "{x}");
         }
-    }
-
-    #[test]
-    fn latency_ratio_pairs_images_and_takes_percentiles() {
-        let dense: Vec<f64> = (1..=11).map(|i| 10.0 * i as f64).collect();
-        let mut pruned: Vec<f64> = dense.iter().map(|d| d / 2.0).collect();
-        pruned[3] = dense[3] * 3.0; // one noisy image
-        let r = latency_ratio(&dense, &pruned).unwrap();
-        assert_eq!((r.median, r.p10, r.p90), (0.5, 0.5, 0.5));
-        pruned[4] = dense[4] * 3.0;
-        pruned[5] = dense[5];
-        let r = latency_ratio(&dense, &pruned).unwrap();
-        assert_eq!((r.median, r.p10, r.p90), (0.5, 0.5, 3.0));
-        assert_eq!(latency_ratio(&dense, &pruned[1..]), None);
-        assert_eq!(latency_ratio(&[], &[]), None);
-    }
-
-    #[test]
-    fn losing_more_than_half_is_flagged() {
-        assert!(lost_over_half(0.3496, 0.0884));
-        assert!(lost_over_half(0.3496, f64::NAN));
-        assert!(!lost_over_half(0.3496, 0.2583));
-        assert!(!lost_over_half(0.0, 0.0));
     }
 }

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use rayon::prelude::*;
 
 use super::spec::{GateMetric, ValidateSpec, resolve};
@@ -94,7 +94,7 @@ impl Validator {
             spec.max_pixels,
             progress,
         )
-        .context("validate")
+        .map_err(|err| super::with_yaml_key(err, "validate"))
         .map(Some)
     }
 
@@ -163,24 +163,37 @@ impl Validator {
     }
 
     /// What a validation's figures depend on, for build keys: the settings and the SHA-256 of
-    /// every file [`Validator::files`] lists (the labels as parsed, too).
+    /// every file [`Validator::files`] lists, and the labels as parsed.
     pub fn identity(&self) -> Result<serde_json::Value> {
         let files = self.files()?;
         let hashes: Vec<String> = files
             .par_iter()
             .map(|f| file_sha256(f))
             .collect::<Result<_>>()?;
-        let labels: Vec<String> = self
+        let labels: Vec<Vec<(u32, [f32; 4], bool)>> = self
             .dataset
             .images
             .iter()
-            .map(|i| format!("{:?}", i.labels))
+            .map(|i| {
+                i.labels
+                    .iter()
+                    .map(|l| (l.class, l.xywhn, l.crowd))
+                    .collect()
+            })
             .collect();
+        let nms = &self.nms;
         Ok(serde_json::json!({
             "metric": self.metric,
-            "backend": format!("{:?}", self.backend.engine()),
-            "device": format!("{:?}", self.backend.device()),
-            "nms": format!("{:?}", self.nms),
+            "backend": self.backend.engine().to_string(),
+            "device": self.backend.device().to_string(),
+            "nms": {
+                "conf_thres": nms.conf_thres,
+                "iou_thres": nms.iou_thres,
+                "max_det": nms.max_det,
+                "max_nms": nms.max_nms,
+                "agnostic": nms.agnostic,
+                "multi_label": nms.multi_label,
+            },
             "max_pixels": self.dataset.max_pixels,
             "files_sha256": hashes,
             "labels": labels,

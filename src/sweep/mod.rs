@@ -7,9 +7,7 @@
 mod points;
 pub mod sensitivity;
 
-use std::fmt;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
@@ -19,131 +17,16 @@ use crate::eval::dataset::Dataset;
 use crate::eval::nms::NmsConfig;
 use crate::eval::validate::{DataSource, data_files, ensure_labelled, load_dataset, validate};
 use crate::onnx::Model;
-use crate::passes::{PassConfig, PruneChannels, PruneMagnitude, PruneNM, Recover, Scope};
+use crate::passes::Method;
 use crate::progress::Progress;
 
-pub use points::{PointRecord, PointResult, SweepReport, SweepSpec, TimingSettings, run_sweep};
-
-/// How a sweep prunes: the method and how the remaining weights recover. Written `layer`,
-/// `global`, `N:M` (e.g. `2:4`) or `channel`, with `+obs` or `+stats` for recovery
-/// (`global+obs`, `2:4+obs`, `channel+obs`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MethodSpec {
-    pub method: Method,
-    pub recover: Recover,
-}
-
-/// A pruning method of [`MethodSpec`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Method {
-    /// Magnitude pruning, the amount of every layer (the pruning guide's step).
-    Layer,
-    /// Magnitude pruning with one threshold over all layers.
-    Global,
-    /// N:M semi-structured sparsity (the amount does not apply).
-    NM { n: usize, m: usize },
-    /// Whole output channels removed, the amount of every channel group (L1 importance).
-    Channel,
-}
-
-impl FromStr for MethodSpec {
-    type Err = anyhow::Error;
-
-    fn from_str(text: &str) -> Result<Self> {
-        let (name, recover) = match text.split_once('+') {
-            Some((name, "obs")) => (name, Recover::Obs),
-            Some((name, "stats")) => (name, Recover::Stats),
-            Some((_, other)) => {
-                bail!("method {text:?}: unknown recovery {other:?} (use +obs or +stats)")
-            }
-            None => (text, Recover::None),
-        };
-        let method = match name {
-            "layer" => Method::Layer,
-            "global" => Method::Global,
-            "channel" => Method::Channel,
-            nm if nm.contains(':') => {
-                let (n, m) = PruneNM::parse_pattern(nm)?;
-                Method::NM { n, m }
-            }
-            other => bail!(
-                "unknown method {other:?} in {text:?}: use layer, global, N:M (e.g. 2:4) or \
-                 channel, optionally with +obs or +stats"
-            ),
-        };
-        Ok(MethodSpec { method, recover })
-    }
-}
-
-impl fmt::Display for MethodSpec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.method {
-            Method::Layer => f.write_str("layer")?,
-            Method::Global => f.write_str("global")?,
-            Method::NM { n, m } => write!(f, "{n}:{m}")?,
-            Method::Channel => f.write_str("channel")?,
-        }
-        match self.recover {
-            Recover::None => Ok(()),
-            Recover::Stats => f.write_str("+stats"),
-            Recover::Obs => f.write_str("+obs"),
-        }
-    }
-}
-
-impl MethodSpec {
-    /// Whether the method takes an amount (N:M does not: one point).
-    pub fn takes_amount(&self) -> bool {
-        !matches!(self.method, Method::NM { .. })
-    }
-
-    /// Whether the method removes channels (its x axis is the MAC ratio, not zeros).
-    pub fn is_structured(&self) -> bool {
-        matches!(self.method, Method::Channel)
-    }
-
-    /// The one pass `shears prune` runs for this method at `amount` with these layer filters,
-    /// with `prune`'s defaults for everything else; checked with [`PassConfig::validate`].
-    pub fn pass(&self, amount: f64, include: &[String], exclude: &[String]) -> Result<PassConfig> {
-        let (include, exclude) = (include.to_vec(), exclude.to_vec());
-        let magnitude = |scope| {
-            PassConfig::PruneMagnitude(PruneMagnitude {
-                amount,
-                scope,
-                include: include.clone(),
-                exclude: exclude.clone(),
-                recover: self.recover,
-                order: None,
-                max_map_drop: None,
-            })
-        };
-        let pass = match self.method {
-            Method::Layer => magnitude(Scope::Layer),
-            Method::Global => magnitude(Scope::Global),
-            Method::NM { n, m } => PassConfig::PruneNM(PruneNM {
-                n,
-                m,
-                include,
-                exclude,
-                recover: self.recover,
-                order: None,
-            }),
-            Method::Channel => PassConfig::PruneChannels(PruneChannels {
-                include,
-                exclude,
-                recover: self.recover,
-                ..PruneChannels::new(amount)
-            }),
-        };
-        pass.validate()
-            .with_context(|| format!("method {self} at amount {amount}"))?;
-        Ok(pass)
-    }
-}
+pub use points::{
+    PointMethod, PointRecord, PointResult, SweepReport, SweepSpec, TimingSettings, run_sweep,
+};
 
 /// Parses a comma-separated list of methods (`layer,global+obs,2:4`).
-pub fn parse_methods(text: &str) -> Result<Vec<MethodSpec>> {
-    let methods: Vec<MethodSpec> = text
+pub fn parse_methods(text: &str) -> Result<Vec<Method>> {
+    let methods: Vec<Method> = text
         .split(',')
         .map(|m| m.trim().parse())
         .collect::<Result<_>>()?;
@@ -325,15 +208,6 @@ impl Progress for Prefixed<'_> {
     }
 }
 
-/// SHA-256 of bytes, hex.
-fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 /// A CSV field, quoted when it holds a comma, quote or line break.
 fn csv_field(text: &str) -> String {
     if text.contains([',', '"', '\n']) {
@@ -358,25 +232,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn methods_parse_and_print_back() {
-        for text in [
-            "layer",
-            "global+obs",
-            "2:4",
-            "2:4+obs",
-            "channel+obs",
-            "layer+stats",
-        ] {
-            let m: MethodSpec = text.parse().unwrap();
-            assert_eq!(m.to_string(), text);
-        }
-        assert_eq!(
-            "1:8".parse::<MethodSpec>().unwrap().method,
-            Method::NM { n: 1, m: 8 }
-        );
-        for bad in ["lyer", "global+ob", "2-4", ""] {
-            assert!(bad.parse::<MethodSpec>().is_err(), "{bad}");
-        }
+    fn method_lists_name_each_method_once() {
         assert!(parse_methods("layer,global,layer").is_err());
         assert_eq!(parse_methods("layer, 2:4").unwrap().len(), 2);
     }

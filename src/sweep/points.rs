@@ -16,16 +16,15 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
-use super::{
-    Accuracy, MethodSpec, Prefixed, ValSettings, Validator, csv_field, md_cell, relative_to,
-    sha256_hex,
-};
+use super::{Accuracy, Prefixed, ValSettings, Validator, csv_field, md_cell, relative_to};
 use crate::analysis::model_stats;
 use crate::backend::bench::{Contender, Timing, random_input, time_in_turns};
 use crate::backend::{self, BackendSpec, runnable_bytes};
 use crate::calib::{CalibrationSet, CalibrationSpec};
+use crate::digest::sha256_hex;
 use crate::job::{JobOptions, prune_to_file};
 use crate::onnx::{self, Model, OutputPlan};
+use crate::passes::Method;
 use crate::plot::{LineChart, Rendered, Series};
 use crate::progress::Progress;
 
@@ -33,7 +32,7 @@ use crate::progress::Progress;
 #[derive(Debug, Clone)]
 pub struct SweepSpec {
     pub model: PathBuf,
-    pub methods: Vec<MethodSpec>,
+    pub methods: Vec<Method>,
     pub amounts: Vec<f64>,
     /// Layer filters of every pass (regular expressions on Conv node names).
     pub include: Vec<String>,
@@ -63,7 +62,7 @@ pub struct PointRecord {
     /// `dense`, or the method and amount (`global-obs-0.3`): names its files.
     pub id: String,
     /// `dense`, or the method as `--methods` spells it.
-    pub method: String,
+    pub method: PointMethod,
     pub amount: Option<f64>,
     /// The model validated: the input for `dense`, else `models/<id>.onnx` under the sweep's
     /// folder.
@@ -79,6 +78,42 @@ pub struct PointRecord {
     /// What each pass did and how it was verified (empty for `dense`).
     pub passes: Vec<String>,
     pub accuracy: Accuracy,
+}
+
+/// What a point is: the dense model, or a method's pruned model. Written `dense` or as
+/// `--methods` spells the method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PointMethod {
+    Dense,
+    Pruned(Method),
+}
+
+impl std::fmt::Display for PointMethod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PointMethod::Dense => f.write_str("dense"),
+            PointMethod::Pruned(method) => method.fmt(f),
+        }
+    }
+}
+
+impl Serialize for PointMethod {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for PointMethod {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        match text.as_str() {
+            "dense" => Ok(PointMethod::Dense),
+            _ => text
+                .parse()
+                .map(PointMethod::Pruned)
+                .map_err(|e: anyhow::Error| serde::de::Error::custom(format!("{e:#}"))),
+        }
+    }
 }
 
 /// A point of the report: its record, its timing, and how it compares with the dense model.
@@ -141,7 +176,7 @@ pub fn run_sweep(spec: &SweepSpec, progress: &dyn Progress) -> Result<SweepRepor
     if spec.methods.is_empty() {
         bail!("no methods to sweep");
     }
-    if spec.amounts.is_empty() && spec.methods.iter().any(MethodSpec::takes_amount) {
+    if spec.amounts.is_empty() && spec.methods.iter().any(Method::takes_amount) {
         bail!("no amounts to sweep");
     }
     let model = onnx::load(&spec.model)?;
@@ -153,12 +188,15 @@ pub fn run_sweep(spec: &SweepSpec, progress: &dyn Progress) -> Result<SweepRepor
         &spec.calibration,
     ) {
         (true, Some(calib)) => Some(CalibrationSet::resolve(calib)?),
-        (true, None) => bail!(
-            "methods with +obs or +stats need calibration images: give --calib DATA (never the \
-             validation images)"
-        ),
+        (true, None) => Err(crate::Needs::CalibrationImages).context(
+            "methods with +obs or +stats recover from calibration images (never the validation \
+             images)",
+        )?,
         (false, Some(_)) => {
-            warnings.push("no method recovers (+obs, +stats): --calib is not used".to_string());
+            warnings.push(
+                "no method recovers (+obs, +stats): the calibration images are not used"
+                    .to_string(),
+            );
             None
         }
         (false, None) => None,
@@ -224,10 +262,16 @@ pub fn run_sweep(spec: &SweepSpec, progress: &dyn Progress) -> Result<SweepRepor
             }
             None => {
                 let accuracy = validator.validate_dense(&model, &label)?;
-                (
-                    record_of("dense", "dense", None, key, &model, &[], accuracy)?,
-                    false,
-                )
+                let record = record_of(
+                    "dense",
+                    PointMethod::Dense,
+                    None,
+                    key,
+                    &model,
+                    &[],
+                    accuracy,
+                )?;
+                (record, false)
             }
         }
     };
@@ -293,7 +337,7 @@ pub fn run_sweep(spec: &SweepSpec, progress: &dyn Progress) -> Result<SweepRepor
             .collect();
         let record = record_of(
             &job.id,
-            &job.method.to_string(),
+            PointMethod::Pruned(job.method),
             job.amount,
             key,
             &pruned,
@@ -323,7 +367,7 @@ pub fn run_sweep(spec: &SweepSpec, progress: &dyn Progress) -> Result<SweepRepor
 /// One point to compute: its method, amount and pass.
 struct Job {
     id: String,
-    method: MethodSpec,
+    method: Method,
     amount: Option<f64>,
     pass: crate::passes::PassConfig,
 }
@@ -352,6 +396,11 @@ fn jobs(spec: &SweepSpec) -> Result<Vec<Job>> {
             vec![None]
         };
         for amount in amounts {
+            let pass = method.pass(amount.unwrap_or(0.0), &spec.include, &spec.exclude);
+            pass.validate().with_context(|| match amount {
+                Some(amount) => format!("method {method} at amount {amount}"),
+                None => format!("method {method}"),
+            })?;
             jobs.push(Job {
                 id: match amount {
                     Some(a) => format!("{slug}-{a}"),
@@ -359,7 +408,7 @@ fn jobs(spec: &SweepSpec) -> Result<Vec<Job>> {
                 },
                 method,
                 amount,
-                pass: method.pass(amount.unwrap_or(0.0), &spec.include, &spec.exclude)?,
+                pass,
             });
         }
     }
@@ -408,7 +457,7 @@ fn reuse(
 
 fn record_of(
     id: &str,
-    method: &str,
+    method: PointMethod,
     amount: Option<f64>,
     key: serde_json::Value,
     model: &Model,
@@ -429,7 +478,7 @@ fn record_of(
     Ok(PointRecord {
         key,
         id: id.to_string(),
-        method: method.to_string(),
+        method,
         amount,
         model: model.path.clone(),
         model_sha256: sha256_hex(&model.bytes),
@@ -573,20 +622,14 @@ impl SweepReport {
     }
 
     /// Methods in the order of their first point.
-    fn methods(&self) -> Vec<&str> {
-        let mut methods: Vec<&str> = Vec::new();
+    fn methods(&self) -> Vec<PointMethod> {
+        let mut methods: Vec<PointMethod> = Vec::new();
         for p in &self.points {
-            if !methods.contains(&p.record.method.as_str()) {
-                methods.push(&p.record.method);
+            if !methods.contains(&p.record.method) {
+                methods.push(p.record.method);
             }
         }
         methods
-    }
-
-    fn is_structured(method: &str) -> bool {
-        method
-            .parse::<MethodSpec>()
-            .is_ok_and(|m| m.is_structured())
     }
 
     /// The metric against the share of weights (or MACs, for channels) removed, one line per
@@ -597,7 +640,7 @@ impl SweepReport {
             .methods()
             .into_iter()
             .map(|method| {
-                let structured = Self::is_structured(method);
+                let structured = matches!(method, PointMethod::Pruned(m) if m.is_structured());
                 let mut points: Vec<(f64, f64)> = self
                     .points
                     .iter()
@@ -690,7 +733,7 @@ impl SweepReport {
         for p in self.rows() {
             let r = &p.record;
             let fields = [
-                csv_field(&r.method),
+                csv_field(&r.method.to_string()),
                 opt(r.amount),
                 r.sparsity.to_string(),
                 p.mac_ratio.to_string(),
@@ -733,7 +776,7 @@ impl SweepReport {
             };
             out += &format!(
                 "| {} | {} | {:.3} | {:.3} | {} ({}) | {:.4} | {:.4} | {:.4} | {latency} |\n",
-                md_cell(&r.method),
+                md_cell(&r.method.to_string()),
                 r.amount.map_or("-".to_string(), |a| a.to_string()),
                 r.sparsity,
                 p.mac_ratio,

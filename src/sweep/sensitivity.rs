@@ -18,7 +18,7 @@ use crate::analysis::{channel_groups, conv_layers};
 use crate::graph::GraphView;
 use crate::job::{JobOptions, prune_to_file};
 use crate::onnx::{self, OutputPlan};
-use crate::passes::{LayerFilter, PassConfig, PruneChannels, PruneMagnitude, Recover, Scope};
+use crate::passes::{LayerFilter, Method, MethodKind, PassConfig, Recover};
 use crate::plot::{Heatmap, Rendered};
 use crate::progress::Progress;
 
@@ -206,22 +206,15 @@ pub fn sensitivity(spec: &SensitivitySpec, progress: &dyn Progress) -> Result<Se
 impl SensitivitySpec {
     /// The pass pruning only the unit whose Conv names match `pattern`, with `prune`'s defaults.
     fn pass(&self, amount: f64, pattern: &str) -> PassConfig {
-        let include = vec![pattern.to_string()];
-        match self.method {
-            SensitivityMethod::Magnitude => PassConfig::PruneMagnitude(PruneMagnitude {
-                amount,
-                scope: Scope::Layer,
-                include,
-                exclude: Vec::new(),
-                recover: Recover::None,
-                order: None,
-                max_map_drop: None,
-            }),
-            SensitivityMethod::Channel => PassConfig::PruneChannels(PruneChannels {
-                include,
-                ..PruneChannels::new(amount)
-            }),
-        }
+        let kind = match self.method {
+            SensitivityMethod::Magnitude => MethodKind::Layer,
+            SensitivityMethod::Channel => MethodKind::Channel,
+        };
+        let method = Method {
+            kind,
+            recover: Recover::None,
+        };
+        method.pass(amount, &[pattern.to_string()], &[])
     }
 }
 

@@ -57,11 +57,7 @@ pub fn run_key(
     }
     hasher.update(crate::onnx::encode(student));
     hasher.update(crate::onnx::encode(teacher));
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(crate::digest::hex(&hasher.finalize()))
 }
 
 impl Checkpoint {

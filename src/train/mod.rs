@@ -351,17 +351,13 @@ pub fn head_outputs(model: &ModelProto, image: Tensor<f32>) -> Result<Vec<Tensor
     Ok(net.forward(&params, image, false).0)
 }
 
-/// The metadata key under which a fine-tuned model records how it was trained (a JSON object:
-/// the teacher, the settings, the images' SHA-256 and the losses).
-pub const FINETUNE_KEY: &str = "shears.finetune";
-
 /// The SHA-256 of every image a fine-tuned model records it was trained or held out on.
 pub fn recorded_training_hashes(model: &ModelProto) -> Option<Vec<String>> {
-    let entry = model
-        .metadata_props
-        .iter()
-        .find(|p| p.key() == FINETUNE_KEY)?;
-    let value: serde_json::Value = serde_json::from_str(entry.value()).ok()?;
+    let value: serde_json::Value = serde_json::from_str(crate::onnx::metadata::get(
+        model,
+        crate::onnx::metadata::FINETUNE_KEY,
+    )?)
+    .ok()?;
     let hashes = value.get("image_sha256")?.as_array()?;
     Some(
         hashes
@@ -372,7 +368,7 @@ pub fn recorded_training_hashes(model: &ModelProto) -> Option<Vec<String>> {
 }
 
 impl FineTuneReport {
-    /// What the output records under [`FINETUNE_KEY`]; `teacher` names the teacher's file.
+    /// What the output records under [`crate::onnx::metadata::FINETUNE_KEY`]; `teacher` names the teacher's file.
     pub fn provenance(&self, teacher: &Path) -> serde_json::Value {
         serde_json::json!({
             "tool": "shears",

@@ -208,7 +208,7 @@ fn a_pipeline_pass_searches_its_amount_within_max_map_drop() {
     // The output records the pass with the amount found, and no budget.
     let written = shears::onnx::load(&d.join("out/yolov5n_op12.onnx")).unwrap();
     let passes: serde_json::Value = serde_json::from_str(
-        shears::job::metadata(&written.proto, shears::passes::PROVENANCE_KEY).unwrap(),
+        shears::onnx::metadata::get(&written.proto, shears::onnx::metadata::PASSES_KEY).unwrap(),
     )
     .unwrap();
     assert_eq!(

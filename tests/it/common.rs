@@ -5,6 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use anyhow::Context;
+use shears::onnx::proto::ModelProto;
+
 /// The fixture folder: `SHEARS_FIXTURES`, else `../shared/fixtures` from the repository root.
 pub fn fixtures() -> PathBuf {
     match std::env::var_os("SHEARS_FIXTURES") {
@@ -111,4 +114,60 @@ pub fn small_dataset(dir: &Path, n: usize) -> Option<PathBuf> {
     )
     .unwrap();
     Some(yaml)
+}
+
+/// Largest difference between the outputs of two models, and the largest |output| of the first.
+#[derive(Debug, Clone, Copy)]
+pub struct OutputDiff {
+    pub max_abs_diff: f64,
+    pub max_abs: f64,
+}
+
+/// Runs `reference` and `candidate` with tract on batch-1 inputs uniform in [0, 1) from each of
+/// `seeds`, comparing every output; a non-finite difference counts as infinite.
+pub fn compare_outputs(
+    reference: &ModelProto,
+    candidate: &ModelProto,
+    seeds: &[u64],
+) -> anyhow::Result<OutputDiff> {
+    let bytes =
+        |m: &ModelProto| shears::backend::encode_runnable(m, shears::backend::Engine::Tract);
+    let spec = shears::backend::BackendSpec::default();
+    let mut a = shears::backend::open(&spec, &bytes(reference)?).context("reference model")?;
+    let mut b = shears::backend::open(&spec, &bytes(candidate)?).context("candidate model")?;
+    if a.input_shape() != b.input_shape() {
+        anyhow::bail!(
+            "input shapes differ: {:?} and {:?}",
+            a.input_shape(),
+            b.input_shape()
+        );
+    }
+    let mut diff = OutputDiff {
+        max_abs_diff: 0.0,
+        max_abs: 0.0,
+    };
+    for &seed in seeds {
+        let x = shears::backend::bench::random_input(a.input_shape(), seed);
+        let (ya, yb) = (a.run_all(x.view())?, b.run_all(x.view())?);
+        if ya.len() != yb.len() {
+            anyhow::bail!("{} outputs against {}", ya.len(), yb.len());
+        }
+        for (i, (p, q)) in ya.iter().zip(&yb).enumerate() {
+            if p.shape() != q.shape() {
+                anyhow::bail!(
+                    "output {i} has shape {:?} against {:?}",
+                    q.shape(),
+                    p.shape()
+                );
+            }
+            for (u, v) in p.iter().zip(q) {
+                let d = f64::from((u - v).abs());
+                diff.max_abs_diff =
+                    diff.max_abs_diff
+                        .max(if d.is_nan() { f64::INFINITY } else { d });
+                diff.max_abs = diff.max_abs.max(f64::from(u.abs()));
+            }
+        }
+    }
+    Ok(diff)
 }

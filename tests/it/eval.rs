@@ -110,12 +110,20 @@ fn coco128_yaml_loads_like_yolov5() {
             .images,
         ds.images
     );
-    // without it, the error names the missing root and the option that replaces it
-    let err = format!("{:#}", DataConfig::load(&orig, None).unwrap_err());
+    // without it, the library's error names the missing root and says it is what is needed;
+    // the command line adds the option that gives it, a pipeline its key
+    let err = DataConfig::load(&orig, None).unwrap_err();
     assert!(
-        err.contains("/ABSOLUTE/PATH/TO/fixtures/coco/coco128) does not exist")
-            && err.contains("--data-root"),
-        "{err}"
+        format!("{err:#}").contains("/ABSOLUTE/PATH/TO/fixtures/coco/coco128) does not exist")
+            && matches!(err.downcast_ref(), Some(shears::Needs::DataRoot { .. })),
+        "{err:#}"
+    );
+    let model = fixture("models/yolov5n_op12.onnx").unwrap();
+    let mut val = shears();
+    val.arg("val").arg(&model).arg("--data").arg(&orig);
+    error_exit(
+        &mut val,
+        "does not exist; give the dataset's folder with --data-root DIR",
     );
 }
 

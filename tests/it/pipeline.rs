@@ -192,6 +192,30 @@ fn the_demo_generates_its_model_when_the_fixtures_are_absent() {
 }
 
 #[test]
+fn a_missing_dataset_root_names_the_pipeline_key_not_the_flag() {
+    let Some(model) = fixture("models/yolov5n_op12.onnx") else {
+        return;
+    };
+    let dir = scratch();
+    // coco128.yaml's `path:` is a placeholder: without `data_root:` its root does not exist
+    let pipeline = write(
+        dir.path(),
+        "no_root.yaml",
+        &format!(
+            "models: ['{}']\npasses:\n  - prune_magnitude: {{amount: 0.3}}\noutput: out/{{stem}}.onnx\n\
+             validate:\n  data: '{}'\n",
+            model.display(),
+            fixtures().join("coco/coco128.yaml").display(),
+        ),
+    );
+    let stderr = error_exit(
+        &mut run_pipeline(&pipeline, &[]),
+        "does not exist; give the dataset's folder as `data_root:`",
+    );
+    assert!(!stderr.contains("--data-root"), "{stderr}");
+}
+
+#[test]
 fn a_validation_gate_fails_with_exit_code_1_when_the_drop_exceeds_the_budget() {
     let Some(model) = fixture("models/yolov5n_op12.onnx") else {
         return;
@@ -431,7 +455,7 @@ fn a_recovering_pass_calibrates_on_the_pipelines_calibration_block() {
         .proto
         .metadata_props
         .iter()
-        .find(|p| p.key() == shears::calib::CALIBRATION_KEY)
+        .find(|p| p.key() == shears::onnx::metadata::CALIBRATION_KEY)
         .expect("the calibration set is recorded");
     let record: serde_json::Value = serde_json::from_str(record.value()).unwrap();
     assert_eq!(record["images"], 2);

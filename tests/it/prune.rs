@@ -248,7 +248,7 @@ fn sparse_storage_shrinks_the_file_and_keeps_outputs() {
     );
 
     let mut densified = loaded.proto.clone();
-    shears::passes::densify_sparse(&mut densified).unwrap();
+    shears::graph::densify_sparse(&mut densified).unwrap();
     let reference = onnx::load(&zeros).unwrap();
     let values = |m: &shears::onnx::proto::ModelProto| -> HashMap<String, Vec<f32>> {
         m.graph

@@ -9,15 +9,17 @@ use std::path::{Path, PathBuf};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use shears::analysis::{ChannelAnalysis, GroupStatus, UseKind, channel_groups, model_stats};
-use shears::job::{Check, JobOptions, compare_outputs, prune_to_file};
+use shears::job::{Check, JobOptions, prune_to_file};
 use shears::onnx::build::{int_attr, ints_attr, node, string_attr};
 use shears::onnx::proto::{GraphProto, ModelProto, NodeProto, OperatorSetIdProto, ValueInfoProto};
 use shears::onnx::tensor::{from_f32, from_i64, value_info_f32};
 use shears::onnx::{self, OutputPlan, SaveOptions};
-use shears::passes::{ChannelPlan, PassConfig, PruneChannels};
+use shears::passes::{PassConfig, PruneChannels, Reference};
 use shears::synth::{Export, SynthSpec, Upsample, Variant, build};
 
-use crate::common::{error_exit, fixture, oracle_python, run_python, scratch, shears, succeed};
+use crate::common::{
+    compare_outputs, error_exit, fixture, oracle_python, run_python, scratch, shears, succeed,
+};
 use shears::verify::{Probe, masked_proof};
 
 /// Runs `shears prune MODEL -o OUT --method channel ARGS --emit-masked MASKED` (verify on) and
@@ -721,28 +723,29 @@ fn locked_reasons(analysis: &ChannelAnalysis, producer: &str) -> Vec<String> {
 
 /// Plans, masks and prunes `model` (whose node `act` is a Relu, so the analysis allows it) and
 /// then turns `act` into a Sigmoid in both the masked and the pruned model: what an analysis
-/// that let a Sigmoid through would produce. Returns (masked, pruned, plan).
-fn sigmoid_let_through(model: &ModelProto) -> (ModelProto, ModelProto, ChannelPlan) {
+/// that let a Sigmoid through would produce. Returns the proof's reference (the masked model)
+/// and the pruned model.
+fn sigmoid_let_through(model: &ModelProto) -> (Reference, ModelProto) {
     let options: PruneChannels = serde_saphyr::from_str("amount: 0.5").unwrap();
     let plan = options.plan(model.graph.as_ref().unwrap()).unwrap();
     assert!(plan.removed_channels() > 0);
     let (mut masked, mut pruned) = (model.clone(), model.clone());
     plan.mask(masked.graph.as_mut().unwrap()).unwrap();
     plan.prune(pruned.graph.as_mut().unwrap()).unwrap();
-    let probe = Probe::default();
-    masked_proof(&masked, &pruned, &plan, &probe).expect("Relu(0) = 0: the proof holds");
-    for m in [&mut masked, &mut pruned] {
+    let mut reference = plan.reference(masked);
+    masked_proof(&reference, &pruned, &Probe::default()).expect("Relu(0) = 0: the proof holds");
+    for m in [&mut reference.model, &mut pruned] {
         let graph = m.graph.as_mut().unwrap();
         let act = graph.node.iter_mut().find(|n| n.name() == "act").unwrap();
         act.op_type = Some("Sigmoid".into());
     }
-    (masked, pruned, plan)
+    (reference, pruned)
 }
 
 #[test]
 fn the_masked_proof_refuses_a_pruned_model_that_differs_from_its_masked_model() {
-    let (masked, pruned, plan) = sigmoid_let_through(&activation_model("Relu"));
-    let err = masked_proof(&masked, &pruned, &plan, &Probe::default())
+    let (reference, pruned) = sigmoid_let_through(&activation_model("Relu"));
+    let err = masked_proof(&reference, &pruned, &Probe::default())
         .unwrap_err()
         .to_string();
     assert!(err.contains("differ from the masked model"), "{err}");
@@ -920,12 +923,12 @@ fn saturating_model(head_bias: f32, activation: &str) -> ModelProto {
 #[test]
 fn verification_compares_pre_activations_when_the_output_saturates() {
     // A Sigmoid let through: masked channels still reach the head, removed ones do not.
-    let (masked, pruned, plan) = sigmoid_let_through(&saturating_model(-12.0, "Relu"));
+    let (reference, pruned) = sigmoid_let_through(&saturating_model(-12.0, "Relu"));
     // The final outputs alone cannot tell: they differ by far less than the old absolute floor.
-    let diff = compare_outputs(&masked, &pruned, &[0, 1]).unwrap();
+    let diff = compare_outputs(&reference.model, &pruned, &[0, 1]).unwrap();
     assert!(diff.max_abs_diff < 1e-4, "{diff:?}");
     // The head's pre-activation output carries the difference: the proof refuses.
-    let err = masked_proof(&masked, &pruned, &plan, &Probe::default())
+    let err = masked_proof(&reference, &pruned, &Probe::default())
         .unwrap_err()
         .to_string();
     assert!(err.contains("differ from the masked model"), "{err}");

@@ -8,8 +8,9 @@ use faer::Mat;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use shears::analysis::model_stats;
-use shears::calib::{CALIBRATION_KEY, CalibrationSet, CalibrationSpec, load_inputs};
+use shears::calib::{CalibrationSet, CalibrationSpec, load_inputs};
 use shears::eval::preprocess::{DEFAULT_MAX_PIXELS, preprocess_file};
+use shears::onnx::metadata::CALIBRATION_KEY;
 use shears::onnx::{self, tensor};
 use shears::passes::obs::{StructuredLayer, damped_inverse};
 

@@ -13,10 +13,10 @@
 use anyhow::{Context, Result};
 use faer::Mat;
 
-use super::calibration::{Calibration, conv_sites};
-use super::selection::LayerMatrix;
+use crate::calib::{Calibration, conv_sites};
 use crate::graph::GraphView;
 use crate::onnx::proto::ModelProto;
+use crate::passes::selection::LayerMatrix;
 
 /// Images on which [`reach`] runs the model (8 gave the same allocations' COCO AP within 0.002).
 const IMAGES: usize = 4;

@@ -25,8 +25,8 @@ use std::collections::HashMap;
 
 use anyhow::{Context, Result, bail};
 
-use super::calibration::{Calibration, ConvSite, OutputSamples, conv_sites};
-use super::selection::LayerMatrix;
+use crate::calib::{Calibration, ConvSite, OutputSamples, conv_sites};
+use crate::passes::selection::LayerMatrix;
 
 use crate::graph::GraphView;
 use crate::onnx::proto::{GraphProto, ModelProto};

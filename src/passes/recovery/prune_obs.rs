@@ -30,13 +30,14 @@ use anyhow::{Context, Result};
 use faer::Mat;
 use rayon::prelude::*;
 
-use super::calibration::{CalibOrder, Calibration, ConvSite, InputStats, conv_sites};
 use super::obs::{Rule, damped_inverse, output_energy, output_error, sparsify};
 use super::reach::{Probe, reach};
-use super::selection::{LayerFilter, LayerMatrix, round_half_even, selected_weights};
+use crate::calib::{Calibration, ConvSite, InputStats, conv_sites};
 use crate::graph::edit;
 use crate::onnx::proto::{GraphProto, ModelProto};
 use crate::onnx::tensor;
+use crate::passes::CalibOrder;
+use crate::passes::selection::{LayerFilter, LayerMatrix, round_half_even, selected_weights};
 
 /// Relative damping of the Gram matrices (of the mean diagonal), as SparseGPT uses: for N:M and
 /// for channel pruning.

@@ -8,9 +8,10 @@
 //!
 //! - Order within a group: greedily, the channel whose removal adds the least loss, summed over
 //!   every consumer of the group as a fraction of that consumer's output energy `|W X|^2` weighed
-//!   by how much of the consumer's error reaches the model's outputs ([`super::reach`], probed
-//!   with [`PROBE_SHARE`] of its input channels removed by structured OBS), is removed next (and
-//!   the consumers updated) until [`MAX_FRACTION`] of the group is gone.
+//!   by how much of the consumer's error reaches the model's outputs
+//!   ([`crate::passes::recovery::reach`], probed with [`PROBE_SHARE`] of its input channels
+//!   removed by structured OBS), is removed next (and the consumers updated) until
+//!   [`MAX_FRACTION`] of the group is gone.
 //! - Allocation: with a MAC target, `round_to` channels at a time go from the group whose next
 //!   step costs the least loss per MAC saved, until the model has at most the target's MACs,
 //!   each group losing at most the smallest of [`GROUP_SHARES`] that reaches the target;
@@ -25,14 +26,14 @@ use anyhow::{Context, Result, bail};
 use faer::Mat;
 use rayon::prelude::*;
 
-use super::calibration::{Calibration, ConvSite, conv_sites};
-use super::obs::{StructuredLayer, damped_inverse, output_energy, output_error};
-use super::prune_obs::DAMPING;
-use super::reach::{Probe, reach};
-use super::selection::LayerMatrix;
 use crate::analysis::{ChannelGroup, UseKind, conv_layers, model_stats};
+use crate::calib::{Calibration, ConvSite, conv_sites};
 use crate::graph::GraphView;
 use crate::onnx::proto::{GraphProto, ModelProto};
+use crate::passes::recovery::obs::{StructuredLayer, damped_inverse, output_energy, output_error};
+use crate::passes::recovery::prune_obs::DAMPING;
+use crate::passes::recovery::reach::{Probe, reach};
+use crate::passes::selection::LayerMatrix;
 
 /// The deepest a group's greedy order goes, so the most a group can lose.
 pub const MAX_FRACTION: f64 = 0.75;

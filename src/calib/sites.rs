@@ -1,10 +1,9 @@
 //! What recovering passes need to know about real inputs, and the interface through which they
-//! ask for it. The passes stay pure functions of a model and these statistics; `crate::calib`
-//! implements [`Calibration`] by running a backend on calibration images.
+//! ask for it. The passes stay pure functions of a model and these statistics;
+//! [`super::Calibrator`] implements [`Calibration`] by running a backend on calibration images.
 
 use anyhow::{Context, Result, bail};
 use faer::Mat;
-use serde::{Deserialize, Serialize};
 
 use crate::graph::{GraphView, attr_ints, attr_str, infer_shapes};
 use crate::onnx::proto::ModelProto;
@@ -147,36 +146,4 @@ pub fn conv_sites(model: &ModelProto, names: &[String]) -> Result<Vec<ConvSite>>
             })
         })
         .collect()
-}
-
-/// How a pruning pass compensates for what it removes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Recover {
-    /// Nothing: the remaining weights keep their values.
-    #[default]
-    None,
-    /// Magnitude pruning, then every Conv's output channels are mapped toward the dense model's
-    /// on the calibration images ([`super::correct_statistics`]).
-    Stats,
-    /// What goes and the new values of the rest are solved by OBS from calibration statistics,
-    /// then the statistics are corrected as with `stats`.
-    Obs,
-}
-
-impl Recover {
-    pub fn is_none(&self) -> bool {
-        *self == Recover::None
-    }
-}
-
-/// Which inputs a layer's re-solve sees.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CalibOrder {
-    /// Every layer from the dense model's inputs.
-    #[default]
-    Independent,
-    /// Layers in stages of graph order, each from the inputs of the model pruned so far.
-    Sequential,
 }

@@ -3,7 +3,7 @@
 //!
 //! A layer is `W` (rows x (n + 1)): the flattened Conv weight with the bias as last column, so
 //! that it acts on im2col columns `x` with a 1 appended. Its inputs are summarised by
-//! `H = sum x xT` ([`super::calibration::InputStats`]). Removing weight `q` of a row `w` and
+//! `H = sum x xT` ([`crate::calib::InputStats`]). Removing weight `q` of a row `w` and
 //! updating the rest optimally costs `w_q^2 / (2 [H^-1]_qq)` and moves the row by
 //! `-w_q / [H^-1]_qq * H^-1[q, :]` (Hassibi & Stork's OBS).
 //!
