@@ -294,11 +294,16 @@ pub fn prune(
             .context("the model has no graph")?,
     );
     let mut references = 0;
+    let input_model = passes
+        .iter()
+        .any(|p| p.pass().needs_input_model())
+        .then(|| model.proto.clone());
     for pass in passes {
         let not_written = || format!("{} not written", output.display());
         let mut cx = PassContext {
             calibration: calibrator.as_mut().map(|c| c as &mut dyn Calibration),
             images: options.calibration.as_ref(),
+            input_model: input_model.as_ref(),
             progress,
             wants_reference: options.verify || options.emit_masked.is_some(),
         };

@@ -152,7 +152,9 @@ pub fn run(args: &Args, ui: &Ui) -> Result<ExitCode> {
     metadata::set(
         &mut tuned,
         FINETUNE_KEY,
-        &report.provenance(&args.teacher).to_string(),
+        &report
+            .provenance(&args.teacher.display().to_string())
+            .to_string(),
     );
     plan.stage_model(&tuned, &args.output, &save)?;
     if let Some(path) = &args.json {

@@ -334,7 +334,7 @@ impl Args {
                 p.seed = self.seed;
                 p.target_macs = self.target_macs;
             }
-            PassConfig::StoreSparse(_) => {}
+            PassConfig::StoreSparse(_) | PassConfig::Finetune(_) => {}
         }
         let mut passes = vec![pass];
         if self.storage == Storage::Sparse {

@@ -6,6 +6,7 @@
 //! deserialize it (unknown keys are errors), and outputs record it in their metadata
 //! (`shears.passes`). A new pass is its own file(s) plus one line in the `registry!` call below.
 
+mod finetune;
 mod method;
 mod options;
 mod prune_channels;
@@ -20,6 +21,7 @@ use std::collections::BTreeSet;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+pub use finetune::Finetune;
 pub use method::{Method, MethodKind, SearchAxis};
 pub use options::{CalibOrder, Recover};
 pub use prune_channels::{ChannelPlan, Importance, PruneChannels};
@@ -50,6 +52,11 @@ pub trait Pass {
     /// Drops what needs calibration (a pipeline whose images are missing runs without).
     fn drop_calibration(&mut self) {}
 
+    /// Whether [`Pass::run`] needs [`PassContext::input_model`].
+    fn needs_input_model(&self) -> bool {
+        false
+    }
+
     /// Runs on `model` in place. Errors need not name the pass: the caller adds it.
     fn run(&self, model: &mut ModelProto, cx: &mut PassContext) -> Result<PassOutput>;
 
@@ -76,6 +83,9 @@ pub struct PassContext<'a> {
     pub calibration: Option<&'a mut dyn Calibration>,
     /// The calibration images themselves, when there are some.
     pub images: Option<&'a CalibrationSet>,
+    /// The job's input model, before any pass, for a pass that [`Pass::needs_input_model`]
+    /// (fine-tuning's teacher).
+    pub input_model: Option<&'a ModelProto>,
     /// Where long work reports.
     pub progress: &'a dyn Progress,
     /// Whether the caller wants [`PassOutput::reference`] (to prove the result or to write it).
@@ -149,6 +159,8 @@ registry! {
     StoreSparse(StoreSparse),
     /// Remove whole Conv output channels (structured pruning with graph surgery).
     PruneChannels(PruneChannels),
+    /// Train the pruned model's Conv values by distillation from the job's input model.
+    Finetune(Finetune),
 }
 
 impl PassConfig {

@@ -369,11 +369,11 @@ pub fn recorded_training_hashes(model: &ModelProto) -> Option<Vec<String>> {
 
 impl FineTuneReport {
     /// What the output records under [`crate::onnx::metadata::FINETUNE_KEY`]; `teacher` names the teacher's file.
-    pub fn provenance(&self, teacher: &Path) -> serde_json::Value {
+    pub fn provenance(&self, teacher: &str) -> serde_json::Value {
         serde_json::json!({
             "tool": "shears",
             "version": env!("CARGO_PKG_VERSION"),
-            "teacher": teacher.display().to_string(),
+            "teacher": teacher,
             "settings": self.settings,
             "train_images": self.train_images,
             "holdout_images": self.holdout_images,

@@ -295,3 +295,46 @@ fn an_interrupted_run_resumes_to_the_same_model() {
         "the checkpoint outlived a finished run"
     );
 }
+
+#[test]
+fn a_pipeline_fine_tunes_after_pruning_with_its_input_as_the_teacher() {
+    let dir = scratch();
+    let d = dir.path();
+    let Some((dense, pruned, images)) = small_setup(d) else {
+        return;
+    };
+    let pipeline = d.join("p.yaml");
+    std::fs::write(
+        &pipeline,
+        format!(
+            "models: ['{}']\npasses:\n  - prune_magnitude: {{amount: 0.5, scope: global}}\n  \
+             - finetune: {{epochs: 1, imgsz: 64, batch: 2, lr: 0.01}}\noutput: out.onnx\n\
+             calibration:\n  data: '{}'\n  images: 1000\n",
+            dense.display(),
+            images.display()
+        ),
+    )
+    .unwrap();
+    let out = succeed(shears().arg("run").arg(&pipeline));
+    assert!(out.contains("finetune"), "{out}");
+    let tuned = d.join("out.onnx");
+    // the prune alone is the CLI's: the same zeros, other Conv values
+    let (before, rest_before) = split_convs(&pruned);
+    let (after, rest_after) = split_convs(&tuned);
+    assert_eq!(rest_before, rest_after);
+    let mut changed = 0;
+    for ((name, b), (_, a)) in before.iter().zip(&after) {
+        for (x, y) in b.iter().zip(a) {
+            assert_eq!(*x == 0.0, *y == 0.0, "{name}: the pattern of zeros changed");
+            changed += usize::from(x != y);
+        }
+    }
+    assert!(changed > 1000, "only {changed} values changed");
+    let model = shears::onnx::load(&tuned).unwrap().proto;
+    let passes = shears::onnx::metadata::get(&model, "shears.passes").unwrap();
+    assert!(passes.contains("\"finetune\""), "{passes}");
+    assert!(shears::onnx::metadata::get(&model, "shears.finetune").is_some());
+    // a second run finds it up to date
+    let again = succeed(shears().arg("run").arg(&pipeline));
+    assert!(again.contains("up to date"), "{again}");
+}
