@@ -13,8 +13,14 @@
 //! - boxes, the squared difference of the sigmoids that the decoded box is made of:
 //!   `l = (p - q)^2`, `dl/ds = 2 (p - q) p (1 - p)`.
 //!
-//! Each kind is averaged over its elements in all levels and the batch, then weighted:
-//! `L = w_box * mean(l_box) + w_obj * mean(l_obj) + w_cls * mean(l_cls)`.
+//! Objectness is averaged over every position (anchor and cell) of every level and image. The
+//! box and class terms only matter where there is an object: at each position their sums over
+//! the 4 box and the nc class channels are weighted by the teacher's objectness `q_obj` there,
+//! and divided by the total of `q_obj` (so that thousands of background cells do not drown the
+//! few objects; with every term averaged over all elements, distillation lowered the
+//! held-out loss while class scores on objects got worse and COCO AP fell, 0.106 to 0.043 for
+//! an OBS 2:4 yolov5n). Then
+//! `L = w_box * l_box + w_obj * l_obj + w_cls * l_cls`.
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -89,30 +95,47 @@ pub fn distill<T: Real>(
     weights: &LossWeights,
     want_grad: bool,
 ) -> (LossParts, Vec<Tensor<T>>) {
-    // element counts of each kind, over all levels
-    let mut counts = [0usize; 3];
-    for s in student {
-        let per_anchor = s.shape[1] / ANCHORS;
-        let positions = s.shape[0] * s.plane() * ANCHORS;
-        counts[0] += positions * 4;
-        counts[1] += positions;
-        counts[2] += positions * (per_anchor - 5);
-    }
+    // The teacher's objectness probability at every position (anchor x cell) of every head,
+    // and their total: the weight and the normaliser of the box and class terms.
+    let objectness: Vec<Vec<T>> = teacher
+        .iter()
+        .map(|t| {
+            let per_anchor = t.shape[1] / ANCHORS;
+            let plane = t.plane();
+            (0..t.shape[0] * ANCHORS)
+                .flat_map(|ba| {
+                    let (b, a) = (ba / ANCHORS, ba % ANCHORS);
+                    let at = (b * t.shape[1] + a * per_anchor + 4) * plane;
+                    t.data[at..at + plane].iter().map(|&v| logistic(v).0)
+                })
+                .collect()
+        })
+        .collect();
+    let q_total: f64 = objectness
+        .iter()
+        .flatten()
+        .map(|q| q.as_f64())
+        .sum::<f64>()
+        .max(1e-12);
+    let positions: usize = objectness.iter().map(Vec::len).sum();
     let scale = [
-        weights.boxes / counts[0] as f64,
-        weights.obj / counts[1] as f64,
-        weights.cls / counts[2] as f64,
+        weights.boxes / q_total,
+        weights.obj / positions as f64,
+        weights.cls / q_total,
     ];
     let mut sums = [0f64; 3];
     let mut grads = Vec::new();
-    for (s, t) in student.iter().zip(teacher) {
+    for ((s, t), obj) in student.iter().zip(teacher).zip(&objectness) {
         let plane = s.plane();
         let channels = s.shape[1];
         let per_anchor = channels / ANCHORS;
         // one plane (a channel of one image) at a time: its sum, of one kind, and its gradient
         let work = |i: usize, sp: &[T], tp: &[T], mut g: Option<&mut [T]>| -> (Kind, f64) {
-            let k = kind(i % channels, per_anchor);
+            let (b, c) = (i / channels, i % channels);
+            let k = kind(c, per_anchor);
             let w = T::from(scale[k as usize]).expect("a finite weight");
+            let at = (b * ANCHORS + c / per_anchor) * plane;
+            let q_obj = &obj[at..at + plane];
             // a plane's sum in T (a few thousand terms), the planes' in f64
             let mut sum = T::zero();
             for (j, (&sv, &tv)) in sp.iter().zip(tp).enumerate() {
@@ -121,9 +144,16 @@ pub fn distill<T: Real>(
                 let (value, slope) = match k {
                     Kind::Box => {
                         let d = p - q;
-                        (d * d, T::of(2.0) * d * p * (T::one() - p))
+                        (
+                            q_obj[j] * d * d,
+                            q_obj[j] * T::of(2.0) * d * p * (T::one() - p),
+                        )
                     }
-                    _ => (q * (ps.1 - pt.1) + (T::one() - q) * (ps.0 - pt.0), p - q),
+                    Kind::Obj => (q * (ps.1 - pt.1) + (T::one() - q) * (ps.0 - pt.0), p - q),
+                    Kind::Cls => (
+                        q_obj[j] * (q * (ps.1 - pt.1) + (T::one() - q) * (ps.0 - pt.0)),
+                        q_obj[j] * (p - q),
+                    ),
                 };
                 sum += value;
                 if let Some(g) = g.as_deref_mut() {
@@ -155,9 +185,9 @@ pub fn distill<T: Real>(
         }
     }
     let means = [
-        sums[0] / counts[0] as f64,
-        sums[1] / counts[1] as f64,
-        sums[2] / counts[2] as f64,
+        sums[0] / q_total,
+        sums[1] / positions as f64,
+        sums[2] / q_total,
     ];
     let parts = LossParts {
         total: weights.boxes * means[0] + weights.obj * means[1] + weights.cls * means[2],
