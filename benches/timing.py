@@ -13,11 +13,11 @@ FIXTURES = Path(os.environ.get("SHEARS_FIXTURES", ROOT.parent / "shared" / "fixt
 SHEARS = Path(os.environ.get("SHEARS_BIN", ROOT / "target" / "release" / "shears"))
 
 
-def run(cmd):
-    """Runs cmd with its output discarded; returns (seconds, peak RSS in bytes). Exits with the
-    command's stderr if it fails."""
+def run(cmd, env=None):
+    """Runs cmd (in `env`, default this process's) with its output discarded; returns (seconds,
+    peak RSS in bytes). Exits with the command's stderr if it fails."""
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     stderr = proc.stderr.read()
     _, status, usage = os.wait4(proc.pid, 0)
     elapsed = time.perf_counter() - start

@@ -44,7 +44,7 @@ pub struct Args {
     /// Images per training step.
     #[arg(long)]
     pub batch: Option<usize>,
-    /// Adam's initial learning rate (cosine decay to 1% of it).
+    /// Adam's initial learning rate (cosine decay to 1% of it) [default: 0.0001].
     #[arg(long)]
     pub lr: Option<f32>,
     /// Seed of the held-out draw, the order and the augmentations.
@@ -236,7 +236,14 @@ fn print_report(out: &mut impl Write, r: &FineTuneReport, output: &Path) -> Resu
             e.epoch, e.train.total, e.lr, e.seconds
         )?;
     }
-    writeln!(out, "kept epoch {}", r.kept_epoch)?;
+    if r.kept_epoch == 0 {
+        writeln!(
+            out,
+            "kept epoch 0: no epoch lowered the held-out loss, the student is written unchanged"
+        )?;
+    } else {
+        writeln!(out, "kept epoch {}", r.kept_epoch)?;
+    }
     writeln!(out, "wrote {}", output.display())?;
     Ok(())
 }

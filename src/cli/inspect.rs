@@ -150,8 +150,8 @@ fn print_finetune(out: &mut impl Write, r: &serde_json::Value) -> Result<()> {
     let s = &r["settings"];
     let last = r["epochs"]
         .as_array()
-        .and_then(|e| e.get(r["kept_epoch"].as_u64()? as usize - 1))
-        .map(|e| e["holdout"].clone());
+        .and_then(|e| e.get((r["kept_epoch"].as_u64()? as usize).checked_sub(1)?))
+        .map_or_else(|| r["holdout_before"].clone(), |e| e["holdout"].clone());
     writeln!(
         out,
         "fine-tuned ({FINETUNE_KEY}, shears {}) from teacher {}: {} images ({} held out), {} \
@@ -166,7 +166,7 @@ fn print_finetune(out: &mut impl Write, r: &serde_json::Value) -> Result<()> {
         s["lr"],
         r["kept_epoch"],
         r["holdout_before"],
-        last.unwrap_or_default()
+        last
     )?;
     Ok(())
 }

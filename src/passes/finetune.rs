@@ -53,10 +53,13 @@ impl Pass for Finetune {
             &report.provenance("the job's input model").to_string(),
         );
         let held_out = |loss: Option<f64>| loss.map_or("-".to_string(), |l| format!("{l:.5}"));
-        let kept = report
-            .epochs
-            .get(report.kept_epoch.saturating_sub(1))
-            .and_then(|e| e.holdout.map(|h| h.total));
+        let kept = match report.kept_epoch.checked_sub(1) {
+            Some(i) => report
+                .epochs
+                .get(i)
+                .and_then(|e| e.holdout.map(|h| h.total)),
+            None => report.holdout_before.map(|l| l.total),
+        };
         Ok(PassOutput::summary(format!(
             "{} images ({} held out), {} epochs at {}px: held-out loss {} -> {} (epoch {} kept)",
             report.train_images,

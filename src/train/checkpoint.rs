@@ -25,7 +25,8 @@ pub struct Checkpoint {
     pub key: String,
     pub epochs: Vec<EpochRecord>,
     pub holdout_before: Option<LossParts>,
-    /// The epoch (from 0) with the lowest held-out loss so far, that loss, and its parameters.
+    /// The epoch (0: before training) with the lowest held-out loss so far, that loss, and its
+    /// parameters.
     pub best: Option<(usize, LossParts, Vec<ConvParams<f32>>)>,
     pub params: Vec<ConvParams<f32>>,
     pub adam: Adam,

@@ -8,7 +8,8 @@
 //! - [`fine_tune`] runs the epochs: a seeded share of the images is held out and never trained
 //!   on, its loss is measured after every epoch, and the weights of the epoch with the lowest
 //!   held-out loss are the result (the only schedule choice made, and made on held-out training
-//!   images). Every epoch ends with a checkpoint from which an interrupted run resumes.
+//!   images); when no epoch beats the student as it came, it is written unchanged. Every epoch
+//!   ends with a checkpoint from which an interrupted run resumes.
 //!
 //! Only the values of Conv weights and biases change: the result has the student's nodes,
 //! names, shapes, zeros and other tensors.
@@ -64,7 +65,7 @@ impl Default for FineTuneSettings {
             epochs: 10,
             imgsz: 320,
             batch: 8,
-            lr: 1e-3,
+            lr: 1e-4,
             seed: 0,
             holdout: 0.1,
             images_limit: None,
@@ -128,7 +129,8 @@ pub struct FineTuneReport {
     /// warnings.
     pub image_sha256: Vec<String>,
     pub epochs: Vec<EpochRecord>,
-    /// The epoch whose weights were kept (lowest held-out loss, else the last).
+    /// The epoch whose weights were kept: the lowest held-out loss (0: no epoch lowered it and
+    /// the student is written unchanged), or the last when nothing is held out.
     pub kept_epoch: usize,
     /// The held-out loss of the student before training, when images are held out.
     pub holdout_before: Option<LossParts>,
@@ -208,6 +210,8 @@ pub fn fine_tune(
         progress.start("held-out loss before training", None);
         state.holdout_before = held_out(&params);
         progress.finish();
+        // the student as it came is the one to beat
+        state.best = state.holdout_before.map(|h| (0, h, params.clone()));
     }
     for epoch in state.epochs.len()..settings.epochs {
         let started = Instant::now();
@@ -248,7 +252,7 @@ pub fn fine_tune(
             _ => true,
         };
         if better {
-            state.best = Some((epoch, holdout.unwrap_or(train_loss), params.clone()));
+            state.best = Some((epoch + 1, holdout.unwrap_or(train_loss), params.clone()));
         }
         state.epochs.push(EpochRecord {
             epoch: epoch + 1,
@@ -282,7 +286,7 @@ pub fn fine_tune(
             kept_epoch: if holdout_ids.is_empty() {
                 settings.epochs
             } else {
-                kept_epoch + 1
+                kept_epoch
             },
             holdout_before: state.holdout_before,
         },
