@@ -4,8 +4,8 @@
 //!
 //! The images come from a dataset YAML (its `train` split, else `val`) or a folder; `count` of
 //! them are drawn with a fixed seed. Each set is identified by the SHA-256 of its files' bytes,
-//! recorded in the outputs ([`CALIBRATION_KEY`]) so that `shears val` can warn when it
-//! validates on images a model was calibrated on.
+//! recorded in the outputs ([`crate::onnx::metadata::CALIBRATION_KEY`]) so that `shears val`
+//! can warn when it validates on images a model was calibrated on.
 //!
 //! Statistics are gathered from a copy of the model whose graph outputs are the tensors wanted
 //! (Conv inputs or outputs), so the backend computes only what leads to them.
@@ -33,7 +33,6 @@ use crate::backend::{self, BackendSpec};
 use crate::digest::sha256_hex;
 use crate::eval::dataset::{DataConfig, Split, list_images};
 use crate::eval::preprocess::{DEFAULT_MAX_PIXELS, preprocess_file};
-use crate::onnx::metadata::{self, CALIBRATION_KEY};
 use crate::onnx::proto::{ModelProto, TypeProto, ValueInfoProto, type_proto};
 use crate::progress::Progress;
 
@@ -126,7 +125,7 @@ impl CalibrationSet {
         sha256_hex(sorted.join("\n").as_bytes())
     }
 
-    /// What outputs record under [`CALIBRATION_KEY`].
+    /// What outputs record under [`crate::onnx::metadata::CALIBRATION_KEY`].
     pub fn record(&self) -> serde_json::Value {
         serde_json::json!({
             "source": self.source.display().to_string(),
@@ -149,19 +148,6 @@ pub fn load_inputs(set: &CalibrationSet, size: u32) -> Result<Vec<Array4<f32>>> 
 pub fn file_sha256(path: &Path) -> Result<String> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     Ok(sha256_hex(&bytes))
-}
-
-/// The image hashes a model records under [`CALIBRATION_KEY`], if it records any.
-pub fn recorded_image_hashes(model: &ModelProto) -> Option<Vec<String>> {
-    let value: serde_json::Value =
-        serde_json::from_str(metadata::get(model, CALIBRATION_KEY)?).ok()?;
-    let hashes = value.get("image_sha256")?.as_array()?;
-    Some(
-        hashes
-            .iter()
-            .filter_map(|h| h.as_str().map(String::from))
-            .collect(),
-    )
 }
 
 /// [`Calibration`] by running a backend on a [`CalibrationSet`].

@@ -13,14 +13,13 @@ use serde::Serialize;
 use super::common::{BackendArgs, load_model};
 use super::ui::Ui;
 use shears::backend::runnable_bytes;
-use shears::calib::{file_sha256, recorded_image_hashes};
+use shears::calib::file_sha256;
 use shears::eval::coco::results_json;
 use shears::eval::dataset::{Dataset, ScanReport};
 use shears::eval::nms::NmsConfig;
 use shears::eval::preprocess::DEFAULT_MAX_PIXELS;
 use shears::eval::validate::{DataSource, ValReport, data_files, load_dataset, validate};
-use shears::onnx::OutputPlan;
-use shears::train::recorded_training_hashes;
+use shears::onnx::{OutputPlan, metadata};
 
 /// The SHA-256 of every image file of `dataset`.
 fn dataset_hashes(dataset: &Dataset) -> Result<Vec<String>> {
@@ -203,8 +202,14 @@ pub fn run(args: &Args, ui: &Ui) -> Result<ExitCode> {
             }
             Ok(Some(shared))
         };
-        let calibration_overlap = overlap(recorded_image_hashes(&model.proto), "calibrate")?;
-        let finetune_overlap = overlap(recorded_training_hashes(&model.proto), "fine-tune")?;
+        let calibration_overlap = overlap(
+            metadata::image_hashes(&model.proto, metadata::CALIBRATION_KEY),
+            "calibrate",
+        )?;
+        let finetune_overlap = overlap(
+            metadata::image_hashes(&model.proto, metadata::FINETUNE_KEY),
+            "fine-tune",
+        )?;
         let bytes = runnable_bytes(&model, spec.engine())?;
         let (mut report, results) = validate(
             &stem(path),

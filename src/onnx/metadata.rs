@@ -30,6 +30,19 @@ pub fn get<'m>(model: &'m ModelProto, key: &str) -> Option<&'m str> {
         .map(|p| p.value())
 }
 
+/// The `image_sha256` list of the JSON object recorded under `key` (the calibration or the
+/// fine-tuning images), when the model records one.
+pub fn image_hashes(model: &ModelProto, key: &str) -> Option<Vec<String>> {
+    let value: serde_json::Value = serde_json::from_str(get(model, key)?).ok()?;
+    let hashes = value.get("image_sha256")?.as_array()?;
+    Some(
+        hashes
+            .iter()
+            .filter_map(|h| h.as_str().map(String::from))
+            .collect(),
+    )
+}
+
 /// Sets entry `key` to `value`, replacing an earlier one in place.
 pub fn set(model: &mut ModelProto, key: &str, value: &str) {
     match model.metadata_props.iter_mut().find(|p| p.key() == key) {

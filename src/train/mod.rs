@@ -355,22 +355,6 @@ pub fn head_outputs(model: &ModelProto, image: Tensor<f32>) -> Result<Vec<Tensor
     Ok(net.forward(&params, image, false).0)
 }
 
-/// The SHA-256 of every image a fine-tuned model records it was trained or held out on.
-pub fn recorded_training_hashes(model: &ModelProto) -> Option<Vec<String>> {
-    let value: serde_json::Value = serde_json::from_str(crate::onnx::metadata::get(
-        model,
-        crate::onnx::metadata::FINETUNE_KEY,
-    )?)
-    .ok()?;
-    let hashes = value.get("image_sha256")?.as_array()?;
-    Some(
-        hashes
-            .iter()
-            .filter_map(|h| h.as_str().map(String::from))
-            .collect(),
-    )
-}
-
 impl FineTuneReport {
     /// What the output records under [`crate::onnx::metadata::FINETUNE_KEY`]; `teacher` names the teacher's file.
     pub fn provenance(&self, teacher: &str) -> serde_json::Value {
