@@ -46,6 +46,57 @@ fn refused(dir: &Path, args: &[&str], needle: &str) {
     assert!(written.is_empty(), "{args:?} wrote {written:?}");
 }
 
+/// The commands that compare against the dense model's validation on `ds.yaml`: a budget
+/// search, a sweep and a sensitivity run (their outputs named `out*`).
+const SEARCH: &[&str] = &[
+    "prune",
+    "model.onnx",
+    "-o",
+    "out.onnx",
+    "--max-map-drop",
+    "0.01",
+    "--data",
+    "ds.yaml",
+];
+const SWEEP: &[&str] = &[
+    "sweep",
+    "model.onnx",
+    "--data",
+    "ds.yaml",
+    "--methods",
+    "layer",
+    "--amounts",
+    "0.3",
+    "-o",
+    "out-sweep",
+];
+const SENSITIVITY: &[&str] = &[
+    "sensitivity",
+    "model.onnx",
+    "--data",
+    "ds.yaml",
+    "-o",
+    "out-sensitivity",
+];
+
+/// `command` followed by `extra`.
+fn with<'a>(command: &[&'a str], extra: &[&'a str]) -> Vec<&'a str> {
+    command.iter().chain(extra).copied().collect()
+}
+
+/// Writes `dir/gate.yaml`: a pipeline gating a 30% prune of `model.onnx` on `ds.yaml`, with
+/// `validate` lines added to its `validate:` block.
+fn write_gate(dir: &Path, validate: &str) {
+    std::fs::write(
+        dir.join("gate.yaml"),
+        format!(
+            "models: [model.onnx]\npasses:\n  - prune_magnitude: {{amount: 0.3}}\n\
+             output: out.onnx\nvalidate:\n  data: ds.yaml\n{validate}"
+        ),
+    )
+    .unwrap();
+}
+
 #[test]
 fn data_without_labels_fails_every_gate_search_sweep_and_sensitivity() {
     let dir = scratch();
@@ -55,55 +106,11 @@ fn data_without_labels_fails_every_gate_search_sweep_and_sensitivity() {
         return;
     }
     let needle = "the validation data measures nothing: no labels found";
-    // this search once wrote a 99%-pruned model with exit code 0 (dense 0.000, drop 0)
-    refused(
-        d,
-        &[
-            "prune",
-            "model.onnx",
-            "-o",
-            "out.onnx",
-            "--max-map-drop",
-            "0.01",
-            "--data",
-            "ds.yaml",
-        ],
-        needle,
-    );
-    refused(
-        d,
-        &[
-            "sweep",
-            "model.onnx",
-            "--data",
-            "ds.yaml",
-            "--methods",
-            "layer",
-            "--amounts",
-            "0.3",
-            "-o",
-            "out-sweep",
-        ],
-        needle,
-    );
-    refused(
-        d,
-        &[
-            "sensitivity",
-            "model.onnx",
-            "--data",
-            "ds.yaml",
-            "-o",
-            "out-sensitivity",
-        ],
-        needle,
-    );
-    std::fs::write(
-        d.join("gate.yaml"),
-        "models: [model.onnx]\npasses:\n  - prune_magnitude: {amount: 0.3}\n\
-         output: out.onnx\nvalidate:\n  data: ds.yaml\n  max_map_drop: 0.01\n",
-    )
-    .unwrap();
+    // the search once wrote a 99%-pruned model with exit code 0 (dense 0.000, drop 0)
+    for command in [SEARCH, SWEEP, SENSITIVITY] {
+        refused(d, command, needle);
+    }
+    write_gate(d, "  max_map_drop: 0.01\n");
     refused(d, &["run", "gate.yaml"], needle);
 }
 
@@ -116,49 +123,17 @@ fn a_dense_model_that_scores_zero_fails_the_search_and_the_gate() {
         return;
     }
     // conf 1: no score exceeds it, so every model scores 0 on labelled data
+    let conf = ["--conf", "1"];
+    refused(d, &with(SEARCH, &conf), "the dense model's map50_95 is 0");
     refused(
         d,
-        &[
-            "prune",
-            "model.onnx",
-            "-o",
-            "out.onnx",
-            "--max-map-drop",
-            "0.01",
-            "--data",
-            "ds.yaml",
-            "--conf",
-            "1",
-        ],
-        "the dense model's map50_95 is 0",
+        &with(SWEEP, &conf),
+        "measures nothing to compare against",
     );
-    std::fs::write(
-        d.join("gate.yaml"),
-        "models: [model.onnx]\npasses:\n  - prune_magnitude: {amount: 0.3}\n\
-         output: out.onnx\nvalidate:\n  data: ds.yaml\n  conf: 1.0\n  max_map_drop: 0.01\n",
-    )
-    .unwrap();
+    write_gate(d, "  conf: 1.0\n  max_map_drop: 0.01\n");
     refused(
         d,
         &["run", "gate.yaml"],
-        "measures nothing to compare against",
-    );
-    refused(
-        d,
-        &[
-            "sweep",
-            "model.onnx",
-            "--data",
-            "ds.yaml",
-            "--conf",
-            "1",
-            "--methods",
-            "layer",
-            "--amounts",
-            "0.3",
-            "-o",
-            "out-sweep",
-        ],
         "measures nothing to compare against",
     );
 }
@@ -182,68 +157,21 @@ fn nms_settings_outside_their_range_are_refused_everywhere() {
     ];
     for (flag, value, needle) in bad {
         let setting = format!("{flag}={value}");
+        let extra = [setting.as_str()];
         refused(
             d,
-            &["val", "model.onnx", "--data", "ds.yaml", &setting],
+            &with(&["val", "model.onnx", "--data", "ds.yaml"], &extra),
             needle,
         );
-        refused(
-            d,
-            &[
-                "sweep",
-                "model.onnx",
-                "--data",
-                "ds.yaml",
-                &setting,
-                "--methods",
-                "layer",
-                "--amounts",
-                "0.3",
-                "-o",
-                "out-sweep",
-            ],
-            needle,
-        );
-        refused(
-            d,
-            &[
-                "sensitivity",
-                "model.onnx",
-                "--data",
-                "ds.yaml",
-                &setting,
-                "-o",
-                "out-sensitivity",
-            ],
-            needle,
-        );
+        refused(d, &with(SWEEP, &extra), needle);
+        refused(d, &with(SENSITIVITY, &extra), needle);
+        // the budget search takes no --max-det
         if flag != "--max-det" {
-            refused(
-                d,
-                &[
-                    "prune",
-                    "model.onnx",
-                    "-o",
-                    "out.onnx",
-                    "--max-map-drop",
-                    "0.01",
-                    "--data",
-                    "ds.yaml",
-                    &setting,
-                ],
-                needle,
-            );
+            refused(d, &with(SEARCH, &extra), needle);
         }
         let key = flag.trim_start_matches("--").replace('-', "_");
-        std::fs::write(
-            d.join("gate.yaml"),
-            format!(
-                "models: [model.onnx]\npasses:\n  - prune_magnitude: {{amount: 0.3}}\n\
-                 output: out.onnx\nvalidate:\n  data: ds.yaml\n  {key}: {}\n",
-                if value == "NaN" { ".nan" } else { value }
-            ),
-        )
-        .unwrap();
+        let value = if value == "NaN" { ".nan" } else { value };
+        write_gate(d, &format!("  {key}: {value}\n"));
         refused(d, &["run", "gate.yaml"], needle);
     }
 }
