@@ -13,6 +13,7 @@ use shears::job::ensure_lossless_rewrite;
 use shears::onnx::metadata::{self, FINETUNE_KEY};
 use shears::onnx::{OutputPlan, SaveOptions};
 use shears::plot::{LineChart, Series};
+use shears::train::loss::LossWeights;
 use shears::train::{FineTuneReport, FineTuneSettings, data::training_images, fine_tune};
 
 /// Fine-tune a pruned model by distillation from its dense model (no labels needed).
@@ -47,6 +48,10 @@ pub struct Args {
     /// Adam's initial learning rate (cosine decay to 1% of it) [default: 0.0001].
     #[arg(long)]
     pub lr: Option<f32>,
+    /// Weight of the feature term of the loss: every convolution block's activation against
+    /// the teacher's (0: the head outputs only).
+    #[arg(long, value_name = "W")]
+    pub feature_weight: Option<f64>,
     /// Seed of the held-out draw, the order and the augmentations.
     #[arg(long)]
     pub seed: Option<u64>,
@@ -84,6 +89,10 @@ impl Args {
             seed: self.seed.unwrap_or(d.seed),
             holdout: self.holdout.unwrap_or(d.holdout),
             images_limit: self.images_limit,
+            loss: LossWeights {
+                feat: self.feature_weight.unwrap_or(d.loss.feat),
+                ..d.loss
+            },
             ..d
         }
     }

@@ -21,6 +21,7 @@ pub mod loss;
 pub mod network;
 pub mod optim;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -33,7 +34,7 @@ use serde::{Deserialize, Serialize};
 use self::checkpoint::Checkpoint;
 use self::data::{Augment, Images};
 use self::kernels::Tensor;
-use self::loss::{LossParts, LossWeights, check_head, distill};
+use self::loss::{LossParts, LossWeights, check_head, distill, feature_distill};
 use self::network::{ConvParams, Network};
 use self::optim::{Adam, AdamSettings, Mask, cosine_lr};
 use crate::onnx::proto::ModelProto;
@@ -96,7 +97,7 @@ impl FineTuneSettings {
             bail!("images_limit 0 leaves no image to train on");
         }
         let w = &self.loss;
-        if [w.boxes, w.obj, w.cls]
+        if [w.boxes, w.obj, w.cls, w.feat]
             .iter()
             .any(|v| !(*v >= 0.0 && v.is_finite()))
         {
@@ -180,13 +181,30 @@ pub fn fine_tune(
     let steps_per_epoch = train_ids.len().div_ceil(settings.batch) as u64;
     let total_steps = steps_per_epoch * settings.epochs as u64;
     let key = checkpoint::run_key(student, teacher, &image_sha256, settings)?;
+    let (student_features, teacher_features) = if settings.loss.feat > 0.0 {
+        shared_features(&net, &teacher_net, [size, size])?
+    } else {
+        Default::default()
+    };
+    // the loss of `params` on a batch and, when `want_grad`, its gradient
+    let evaluate = |params: &[ConvParams<f32>], x: Tensor<f32>, want_grad: bool| {
+        let (t, tf, _) =
+            teacher_net.forward_with(&teacher_params, x.clone(), &teacher_features, false);
+        let (s, sf, kept) = net.forward_with(params, x, &student_features, want_grad);
+        let (mut parts, dheads) = distill(&s, &t, &settings.loss, want_grad);
+        let (feat, dfeatures) = feature_distill(&sf, &tf, settings.loss.feat, want_grad);
+        parts.feat = feat;
+        parts.total += settings.loss.feat * feat;
+        let grads = kept.map(|kept| {
+            let dfeatures = student_features.iter().copied().zip(dfeatures).collect();
+            net.backward_with(params, kept, dheads, dfeatures)
+        });
+        (parts, grads)
+    };
     let held_out = |params: &[ConvParams<f32>]| -> Option<LossParts> {
         (!holdout_ids.is_empty()).then(|| {
             mean_loss(&holdout_ids, settings.batch, |ids| {
-                let x = loaded.batch(ids, &Augment::none(), 0);
-                let (t, _) = teacher_net.forward(&teacher_params, x.clone(), false);
-                let (s, _) = net.forward(params, x, false);
-                distill(&s, &t, &settings.loss, false).0
+                evaluate(params, loaded.batch(ids, &Augment::none(), 0), false).0
             })
         })
     };
@@ -227,10 +245,8 @@ pub fn fine_tune(
         let mut lr = settings.lr;
         let train_loss = mean_loss(&order, settings.batch, |ids| {
             let x = loaded.batch(ids, &settings.augment, epoch_seed(settings.seed, epoch));
-            let (t, _) = teacher_net.forward(&teacher_params, x.clone(), false);
-            let (s, kept) = net.forward(&params, x, true);
-            let (parts, dheads) = distill(&s, &t, &settings.loss, true);
-            let grads = net.backward(&params, kept.expect("kept"), dheads);
+            let (parts, grads) = evaluate(&params, x, true);
+            let grads = grads.expect("gradients asked for");
             lr = cosine_lr(settings.lr, 0.01, adam.step, total_steps);
             adam.update(&mut params, &grads, &masks, lr);
             progress.advance(ids.len() as u64);
@@ -293,6 +309,26 @@ pub fn fine_tune(
     ))
 }
 
+/// The features (see [`Network::features`]) the student and the teacher share: the same node
+/// with the same shape at `hw`, as the student's and the teacher's value indices.
+fn shared_features(
+    student: &Network,
+    teacher: &Network,
+    hw: [usize; 2],
+) -> Result<(Vec<usize>, Vec<usize>)> {
+    let student_shapes = student.value_shapes(1, hw)?;
+    let teacher_shapes = teacher.value_shapes(1, hw)?;
+    let teacher_features: HashMap<&str, usize> = teacher.features().into_iter().collect();
+    Ok(student
+        .features()
+        .into_iter()
+        .filter_map(|(name, s)| {
+            let t = *teacher_features.get(name)?;
+            (student_shapes[s] == teacher_shapes[t]).then_some((s, t))
+        })
+        .unzip())
+}
+
 /// The generator seed of one epoch's order and augmentations.
 fn epoch_seed(seed: u64, epoch: usize) -> u64 {
     seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ (epoch as u64 + 1)
@@ -331,20 +367,9 @@ fn split_images(
 fn mean_loss(ids: &[usize], batch: usize, mut f: impl FnMut(&[usize]) -> LossParts) -> LossParts {
     let mut sum = LossParts::default();
     for chunk in ids.chunks(batch) {
-        let l = f(chunk);
-        let w = chunk.len() as f64;
-        sum.total += w * l.total;
-        sum.boxes += w * l.boxes;
-        sum.obj += w * l.obj;
-        sum.cls += w * l.cls;
+        sum = sum.add_scaled(chunk.len() as f64, &f(chunk));
     }
-    let n = ids.len().max(1) as f64;
-    LossParts {
-        total: sum.total / n,
-        boxes: sum.boxes / n,
-        obj: sum.obj / n,
-        cls: sum.cls / n,
-    }
+    LossParts::default().add_scaled(1.0 / ids.len().max(1) as f64, &sum)
 }
 
 /// The head outputs of `model`'s network on one batch, for tests and checks.

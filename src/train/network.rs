@@ -231,6 +231,23 @@ impl Network {
     /// The head outputs' shapes for a batch of `n` images of `hw`, after checking that every
     /// node fits that size (errors name the node).
     pub fn head_shapes(&self, n: usize, hw: [usize; 2]) -> Result<Vec<[usize; 4]>> {
+        let shapes = self.value_shapes(n, hw)?;
+        Ok(self.heads.iter().map(|&h| shapes[h]).collect())
+    }
+
+    /// The network's features: the output of every convolution block's activation (SiLU),
+    /// by node name and value index, in graph order.
+    pub fn features(&self) -> Vec<(&str, usize)> {
+        self.nodes
+            .iter()
+            .filter(|n| matches!(n.op, Op::Silu))
+            .map(|n| (n.name.as_str(), n.output))
+            .collect()
+    }
+
+    /// Every value's shape for a batch of `n` images of `hw` (errors name the node that does
+    /// not fit that size).
+    pub fn value_shapes(&self, n: usize, hw: [usize; 2]) -> Result<Vec<[usize; 4]>> {
         let mut shape: Vec<Option<[usize; 4]>> = vec![None; self.values];
         shape[0] = Some([n, self.channels, hw[0], hw[1]]);
         for node in &self.nodes {
@@ -284,7 +301,10 @@ impl Network {
             };
             shape[node.output] = Some(out);
         }
-        Ok(self.heads.iter().map(|&h| shape[h].unwrap()).collect())
+        Ok(shape
+            .into_iter()
+            .map(|s| s.expect("every value computed"))
+            .collect())
     }
 
     /// Runs the network on `image` (`[n, channels, h, w]`; [`Network::head_shapes`] must have
@@ -296,8 +316,24 @@ impl Network {
         image: Tensor<T>,
         keep: bool,
     ) -> (Vec<Tensor<T>>, Option<Activations<T>>) {
+        let (heads, _, kept) = self.forward_with(params, image, &[], keep);
+        (heads, kept)
+    }
+
+    /// [`Network::forward`] that also returns the values `extra` (indices as in
+    /// [`Network::features`]).
+    pub fn forward_with<T: Real>(
+        &self,
+        params: &[ConvParams<T>],
+        image: Tensor<T>,
+        extra: &[usize],
+        keep: bool,
+    ) -> (Vec<Tensor<T>>, Vec<Tensor<T>>, Option<Activations<T>>) {
         let mut values: Vec<Option<Tensor<T>>> = vec![None; self.values];
         let mut unread = self.readers.clone();
+        for &v in extra {
+            unread[v] += 1;
+        }
         values[0] = Some(image);
         for node in &self.nodes {
             let out = {
@@ -329,12 +365,14 @@ impl Network {
                 }
             }
         }
-        let heads = self
-            .heads
-            .iter()
-            .map(|&h| values[h].clone().expect("computed"))
-            .collect();
-        (heads, keep.then_some(Activations { values }))
+        let take = |wanted: &[usize]| -> Vec<Tensor<T>> {
+            wanted
+                .iter()
+                .map(|&v| values[v].clone().expect("computed"))
+                .collect()
+        };
+        let (heads, extras) = (take(&self.heads), take(extra));
+        (heads, extras, keep.then_some(Activations { values }))
     }
 
     /// The gradients of every Conv's parameters given the gradients of the head outputs
@@ -345,11 +383,24 @@ impl Network {
         activations: Activations<T>,
         dheads: Vec<Tensor<T>>,
     ) -> Vec<ConvParams<T>> {
+        self.backward_with(params, activations, dheads, Vec::new())
+    }
+
+    /// [`Network::backward`] with the gradients of other values too: `dextra` pairs a value
+    /// (as in [`Network::features`]) with the gradient of the loss with respect to it.
+    pub fn backward_with<T: Real>(
+        &self,
+        params: &[ConvParams<T>],
+        activations: Activations<T>,
+        dheads: Vec<Tensor<T>>,
+        dextra: Vec<(usize, Tensor<T>)>,
+    ) -> Vec<ConvParams<T>> {
         let mut values = activations.values;
         let mut grads: Vec<ConvParams<T>> = params.iter().map(ConvParams::zeros_like).collect();
         let mut dvalues: Vec<Option<Tensor<T>>> = vec![None; self.values];
-        for (&h, d) in self.heads.iter().zip(dheads) {
-            accumulate(&mut dvalues[h], d);
+        let dheads = self.heads.iter().copied().zip(dheads);
+        for (v, d) in dheads.chain(dextra) {
+            accumulate(&mut dvalues[v], d);
         }
         for node in self.nodes.iter().rev() {
             let Some(dy) = dvalues[node.output].take() else {
@@ -642,7 +693,7 @@ fn upsample_scale(
 mod tests {
     use super::*;
     use crate::synth::{SynthSpec, Variant, build};
-    use crate::train::loss::{LossWeights, distill};
+    use crate::train::loss::{LossWeights, distill, feature_distill};
     use rand::{Rng, SeedableRng};
 
     /// A generated yolov5n with 2 classes at 64x64, its network and parameters in f64.
@@ -657,7 +708,7 @@ mod tests {
     }
 
     #[test]
-    fn gradients_equal_central_differences_in_f64() {
+    fn gradients_with_the_feature_term_equal_central_differences_in_f64() {
         let (_, net, params) = small();
         assert_eq!(net.head_shapes(2, [64, 64]).unwrap().len(), 3);
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
@@ -675,15 +726,25 @@ mod tests {
                 bias: p.bias.iter().map(|b| b - 0.05).collect(),
             })
             .collect();
-        let (targets, _) = net.forward(&teacher, image.clone(), false);
-        let weights = LossWeights::default();
-        let loss = |p: &[ConvParams<f64>]| {
-            let (heads, _) = net.forward(p, image.clone(), false);
-            distill(&heads, &targets, &weights, false).0.total
+        // the loss with its feature term, on every block's activation
+        let features: Vec<usize> = net.features().iter().map(|f| f.1).collect();
+        assert!(features.len() > 20, "{} features", features.len());
+        let (targets, target_features, _) =
+            net.forward_with(&teacher, image.clone(), &features, false);
+        let weights = LossWeights {
+            feat: 0.5,
+            ..LossWeights::default()
         };
-        let (heads, kept) = net.forward(&params, image.clone(), true);
+        let loss = |p: &[ConvParams<f64>]| {
+            let (heads, f, _) = net.forward_with(p, image.clone(), &features, false);
+            distill(&heads, &targets, &weights, false).0.total
+                + weights.feat * feature_distill(&f, &target_features, weights.feat, false).0
+        };
+        let (heads, f, kept) = net.forward_with(&params, image.clone(), &features, true);
         let (_, dheads) = distill(&heads, &targets, &weights, true);
-        let grads = net.backward(&params, kept.unwrap(), dheads);
+        let (_, dfeatures) = feature_distill(&f, &target_features, weights.feat, true);
+        let dfeatures = features.iter().copied().zip(dfeatures).collect();
+        let grads = net.backward_with(&params, kept.unwrap(), dheads, dfeatures);
         // the stem, a C3 bottleneck, the SPPF's output conv, a neck conv after an upsample and
         // concat, and a head conv; for each its largest-gradient weight, one other, and a bias
         let picked = [0, 5, 23, 30, net.convs.len() - 1];
