@@ -188,14 +188,13 @@ pub fn fine_tune(
     };
     // the loss of `params` on a batch and, when `want_grad`, its gradient
     let evaluate = |params: &[ConvParams<f32>], x: Tensor<f32>, want_grad: bool| {
-        let (t, tf, _) =
-            teacher_net.forward_with(&teacher_params, x.clone(), &teacher_features, false);
-        let (s, sf, kept) = net.forward_with(params, x, &student_features, want_grad);
-        let (mut parts, dheads) = distill(&s, &t, &settings.loss, want_grad);
-        let (feat, dfeatures) = feature_distill(&sf, &tf, settings.loss.feat, want_grad);
+        let t = teacher_net.forward_with(&teacher_params, x.clone(), &teacher_features, false);
+        let s = net.forward_with(params, x, &student_features, want_grad);
+        let (mut parts, dheads) = distill(&s.heads, &t.heads, &settings.loss, want_grad);
+        let (feat, dfeatures) = feature_distill(&s.extra, &t.extra, settings.loss.feat, want_grad);
         parts.feat = feat;
         parts.total += settings.loss.feat * feat;
-        let grads = kept.map(|kept| {
+        let grads = s.kept.map(|kept| {
             let dfeatures = student_features.iter().copied().zip(dfeatures).collect();
             net.backward_with(params, kept, dheads, dfeatures)
         });

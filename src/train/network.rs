@@ -98,6 +98,14 @@ pub struct Network {
     pub channels: usize,
 }
 
+/// What [`Network::forward_with`] returns: the head outputs, the extra values asked for, and
+/// what the backward pass needs when asked to keep it.
+pub struct Outputs<T> {
+    pub heads: Vec<Tensor<T>>,
+    pub extra: Vec<Tensor<T>>,
+    pub kept: Option<Activations<T>>,
+}
+
 /// What a forward pass kept for the backward pass.
 pub struct Activations<T> {
     values: Vec<Option<Tensor<T>>>,
@@ -316,8 +324,8 @@ impl Network {
         image: Tensor<T>,
         keep: bool,
     ) -> (Vec<Tensor<T>>, Option<Activations<T>>) {
-        let (heads, _, kept) = self.forward_with(params, image, &[], keep);
-        (heads, kept)
+        let out = self.forward_with(params, image, &[], keep);
+        (out.heads, out.kept)
     }
 
     /// [`Network::forward`] that also returns the values `extra` (indices as in
@@ -328,7 +336,7 @@ impl Network {
         image: Tensor<T>,
         extra: &[usize],
         keep: bool,
-    ) -> (Vec<Tensor<T>>, Vec<Tensor<T>>, Option<Activations<T>>) {
+    ) -> Outputs<T> {
         let mut values: Vec<Option<Tensor<T>>> = vec![None; self.values];
         let mut unread = self.readers.clone();
         for &v in extra {
@@ -371,8 +379,11 @@ impl Network {
                 .map(|&v| values[v].clone().expect("computed"))
                 .collect()
         };
-        let (heads, extras) = (take(&self.heads), take(extra));
-        (heads, extras, keep.then_some(Activations { values }))
+        Outputs {
+            heads: take(&self.heads),
+            extra: take(extra),
+            kept: keep.then_some(Activations { values }),
+        }
     }
 
     /// The gradients of every Conv's parameters given the gradients of the head outputs
@@ -729,22 +740,23 @@ mod tests {
         // the loss with its feature term, on every block's activation
         let features: Vec<usize> = net.features().iter().map(|f| f.1).collect();
         assert!(features.len() > 20, "{} features", features.len());
-        let (targets, target_features, _) =
-            net.forward_with(&teacher, image.clone(), &features, false);
+        let target = net.forward_with(&teacher, image.clone(), &features, false);
+        let (targets, target_features) = (target.heads, target.extra);
         let weights = LossWeights {
             feat: 0.5,
             ..LossWeights::default()
         };
         let loss = |p: &[ConvParams<f64>]| {
-            let (heads, f, _) = net.forward_with(p, image.clone(), &features, false);
-            distill(&heads, &targets, &weights, false).0.total
-                + weights.feat * feature_distill(&f, &target_features, weights.feat, false).0
+            let out = net.forward_with(p, image.clone(), &features, false);
+            distill(&out.heads, &targets, &weights, false).0.total
+                + weights.feat
+                    * feature_distill(&out.extra, &target_features, weights.feat, false).0
         };
-        let (heads, f, kept) = net.forward_with(&params, image.clone(), &features, true);
-        let (_, dheads) = distill(&heads, &targets, &weights, true);
-        let (_, dfeatures) = feature_distill(&f, &target_features, weights.feat, true);
+        let out = net.forward_with(&params, image.clone(), &features, true);
+        let (_, dheads) = distill(&out.heads, &targets, &weights, true);
+        let (_, dfeatures) = feature_distill(&out.extra, &target_features, weights.feat, true);
         let dfeatures = features.iter().copied().zip(dfeatures).collect();
-        let grads = net.backward_with(&params, kept.unwrap(), dheads, dfeatures);
+        let grads = net.backward_with(&params, out.kept.unwrap(), dheads, dfeatures);
         // the stem, a C3 bottleneck, the SPPF's output conv, a neck conv after an upsample and
         // concat, and a head conv; for each its largest-gradient weight, one other, and a bias
         let picked = [0, 5, 23, 30, net.convs.len() - 1];
