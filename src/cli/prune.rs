@@ -284,6 +284,7 @@ impl Args {
         Ok(Method {
             kind,
             recover: self.recover.into(),
+            finetune: false,
         })
     }
 

@@ -24,7 +24,9 @@ pub struct Args {
     pub amounts: String,
     /// Comma-separated methods: `layer` (magnitude, each layer), `global` (magnitude, one
     /// threshold), `N:M` (e.g. `2:4`; the amount does not apply: one point), `channel` (whole
-    /// channels, L1); append `+obs` or `+stats` for recovery (needs --calib), e.g. `global+obs`.
+    /// channels, L1); append `+obs` or `+stats` for recovery (needs --calib), e.g. `global+obs`,
+    /// and then `+ft` to fine-tune each point from the dense model on the --calib images
+    /// (`shears finetune`'s default schedule), e.g. `channel+obs+ft`.
     #[arg(long, default_value = "layer,global,2:4,channel")]
     pub methods: String,
     /// Only prune layers whose node name matches this regular expression (repeatable).

@@ -3,8 +3,9 @@
 //!
 //! Grammar: a method name, then `+` suffixes that add to it, each at most once:
 //! `NAME(+SUFFIX)*` with NAME one of `layer`, `global`, `N:M` (e.g. `2:4`) or `channel`, and
-//! SUFFIX `obs` or `stats` (how the remaining weights recover). A step that runs after pruning
-//! (fine-tuning) is one more suffix.
+//! SUFFIX `obs` or `stats` (how the remaining weights recover) and, last, `ft` (the pruned
+//! model is then fine-tuned by distillation from the dense one, with the default schedule, on
+//! the calibration images): `channel+obs+ft`.
 
 use std::fmt;
 use std::str::FromStr;
@@ -13,13 +14,14 @@ use anyhow::{Result, bail};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::options::Recover;
-use super::{PassConfig, PruneChannels, PruneMagnitude, PruneNM, Scope};
+use super::{Finetune, PassConfig, PruneChannels, PruneMagnitude, PruneNM, Scope};
 
-/// A pruning method and how the remaining weights recover.
+/// A pruning method, how the remaining weights recover, and whether fine-tuning follows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Method {
     pub kind: MethodKind,
     pub recover: Recover,
+    pub finetune: bool,
 }
 
 /// What a [`Method`] removes.
@@ -86,14 +88,22 @@ impl FromStr for Method {
         let mut method = Method {
             kind,
             recover: Recover::None,
+            finetune: false,
         };
         for suffix in parts {
+            if method.finetune {
+                bail!("method {text:?}: +ft comes last (fine-tuning runs after the rest)");
+            }
             let recover = match suffix {
+                "ft" => {
+                    method.finetune = true;
+                    continue;
+                }
                 "obs" => Recover::Obs,
                 "stats" => Recover::Stats,
-                other => {
-                    bail!("method {text:?}: unknown recovery {other:?} (use +obs or +stats)")
-                }
+                other => bail!(
+                    "method {text:?}: unknown suffix {other:?} (use +obs or +stats, then +ft)"
+                ),
             };
             if !method.recover.is_none() {
                 bail!("method {text:?} names its recovery twice");
@@ -113,10 +123,14 @@ impl fmt::Display for Method {
             MethodKind::Channel => f.write_str("channel")?,
         }
         match self.recover {
-            Recover::None => Ok(()),
-            Recover::Stats => f.write_str("+stats"),
-            Recover::Obs => f.write_str("+obs"),
+            Recover::None => {}
+            Recover::Stats => f.write_str("+stats")?,
+            Recover::Obs => f.write_str("+obs")?,
         }
+        if self.finetune {
+            f.write_str("+ft")?;
+        }
+        Ok(())
     }
 }
 
@@ -146,9 +160,20 @@ impl Method {
         matches!(self.kind, MethodKind::Channel)
     }
 
-    /// The pass of this method at `amount` on the layers `include` and `exclude` select, with
-    /// the defaults of `prune` and of pipeline files for every other option (callers with more
-    /// options set them on the result). Not validated: [`PassConfig::validate`].
+    /// The passes of this method at `amount` on the layers `include` and `exclude` select:
+    /// [`Method::pass`], then fine-tuning with its default schedule when `+ft`.
+    pub fn passes(&self, amount: f64, include: &[String], exclude: &[String]) -> Vec<PassConfig> {
+        let prune = self.pass(amount, include, exclude);
+        let finetune = self
+            .finetune
+            .then(|| PassConfig::Finetune(Finetune::default()));
+        std::iter::once(prune).chain(finetune).collect()
+    }
+
+    /// The pruning pass of this method at `amount` on the layers `include` and `exclude`
+    /// select, with the defaults of `prune` and of pipeline files for every other option
+    /// (callers with more options set them on the result). Not validated:
+    /// [`PassConfig::validate`].
     pub fn pass(&self, amount: f64, include: &[String], exclude: &[String]) -> PassConfig {
         let (include, exclude) = (include.to_vec(), exclude.to_vec());
         let magnitude = |scope| {
@@ -196,6 +221,8 @@ mod tests {
             "2:4+obs",
             "channel+obs",
             "layer+stats",
+            "channel+obs+ft",
+            "2:4+ft",
         ] {
             let m: Method = text.parse().unwrap();
             assert_eq!(m.to_string(), text);
@@ -204,7 +231,16 @@ mod tests {
             "1:8".parse::<Method>().unwrap().kind,
             MethodKind::NM { n: 1, m: 8 }
         );
-        for bad in ["lyer", "global+ob", "2-4", "", "global+obs+stats", "layer+"] {
+        for bad in [
+            "lyer",
+            "global+ob",
+            "2-4",
+            "",
+            "global+obs+stats",
+            "layer+",
+            "channel+ft+obs",
+            "global+ft+ft",
+        ] {
             assert!(bad.parse::<Method>().is_err(), "{bad}");
         }
     }
@@ -230,5 +266,12 @@ mod tests {
         assert_eq!(names("global+stats"), ("prune_magnitude", true));
         assert_eq!(names("2:4+obs"), ("prune_n_m", true));
         assert_eq!(names("channel"), ("prune_channels", false));
+        let method: Method = "channel+obs+ft".parse().unwrap();
+        let passes: Vec<&str> = method
+            .passes(0.3, &[], &[])
+            .iter()
+            .map(|p| p.name())
+            .collect();
+        assert_eq!(passes, ["prune_channels", "finetune"]);
     }
 }

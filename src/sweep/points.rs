@@ -184,7 +184,9 @@ pub fn run_sweep(spec: &SweepSpec, progress: &dyn Progress) -> Result<SweepRepor
     let mut warnings = Vec::new();
     let jobs = jobs(spec)?;
     let calibration = match (
-        jobs.iter().any(|j| j.pass.needs_calibration()),
+        jobs.iter()
+            .flat_map(|j| &j.passes)
+            .any(|p| p.needs_calibration()),
         &spec.calibration,
     ) {
         (true, Some(calib)) => Some(CalibrationSet::resolve(calib)?),
@@ -248,7 +250,7 @@ pub fn run_sweep(spec: &SweepSpec, progress: &dyn Progress) -> Result<SweepRepor
     });
     let total = jobs.len() + 1;
     let dense = {
-        let key = point_key(&base_key, None, None);
+        let key = point_key(&base_key, &[], None);
         let label = Prefixed {
             prefix: format!("[1/{total}] dense:"),
             inner: progress,
@@ -289,7 +291,7 @@ pub fn run_sweep(spec: &SweepSpec, progress: &dyn Progress) -> Result<SweepRepor
             prefix: format!("[{}/{total}] {}:", index + 2, job.name()),
             inner: progress,
         };
-        let key = point_key(&base_key, Some(&job.pass), calibration.as_ref());
+        let key = point_key(&base_key, &job.passes, calibration.as_ref());
         let record_path = points_dir.join(format!("{}.json", job.id));
         let model_path = models_dir.join(format!("{}.onnx", job.id));
         if let Some(mut record) = reuse(&record_path, &key, Some(&model_path))? {
@@ -310,7 +312,7 @@ pub fn run_sweep(spec: &SweepSpec, progress: &dyn Progress) -> Result<SweepRepor
         label.start("pruning", None);
         let report = prune_to_file(
             model.clone(),
-            std::slice::from_ref(&job.pass),
+            &job.passes,
             &model_path,
             &options,
             &label,
@@ -369,7 +371,7 @@ struct Job {
     id: String,
     method: Method,
     amount: Option<f64>,
-    pass: crate::passes::PassConfig,
+    passes: Vec<crate::passes::PassConfig>,
 }
 
 impl Job {
@@ -396,11 +398,13 @@ fn jobs(spec: &SweepSpec) -> Result<Vec<Job>> {
             vec![None]
         };
         for amount in amounts {
-            let pass = method.pass(amount.unwrap_or(0.0), &spec.include, &spec.exclude);
-            pass.validate().with_context(|| match amount {
-                Some(amount) => format!("method {method} at amount {amount}"),
-                None => format!("method {method}"),
-            })?;
+            let passes = method.passes(amount.unwrap_or(0.0), &spec.include, &spec.exclude);
+            for pass in &passes {
+                pass.validate().with_context(|| match amount {
+                    Some(amount) => format!("method {method} at amount {amount}"),
+                    None => format!("method {method}"),
+                })?;
+            }
             jobs.push(Job {
                 id: match amount {
                     Some(a) => format!("{slug}-{a}"),
@@ -408,23 +412,24 @@ fn jobs(spec: &SweepSpec) -> Result<Vec<Job>> {
                 },
                 method,
                 amount,
-                pass,
+                passes,
             });
         }
     }
     Ok(jobs)
 }
 
-/// The key of one point: the sweep's, plus its pass and calibration set.
+/// The key of one point: the sweep's, plus its passes (none for the dense model) and the
+/// calibration set when they use it.
 fn point_key(
     base: &serde_json::Value,
-    pass: Option<&crate::passes::PassConfig>,
+    passes: &[crate::passes::PassConfig],
     calibration: Option<&CalibrationSet>,
 ) -> serde_json::Value {
     let mut key = base.clone();
-    key["pass"] = serde_json::to_value(pass).unwrap_or_default();
-    key["calibration"] = match (pass, calibration) {
-        (Some(pass), Some(set)) if pass.needs_calibration() => set.set_sha256().into(),
+    key["passes"] = serde_json::to_value(passes).unwrap_or_default();
+    key["calibration"] = match calibration {
+        Some(set) if passes.iter().any(|p| p.needs_calibration()) => set.set_sha256().into(),
         _ => serde_json::Value::Null,
     };
     key

@@ -213,6 +213,7 @@ impl SensitivitySpec {
         let method = Method {
             kind,
             recover: Recover::None,
+            finetune: false,
         };
         method.pass(amount, &[pattern.to_string()], &[])
     }

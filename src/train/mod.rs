@@ -333,13 +333,14 @@ fn epoch_seed(seed: u64, epoch: usize) -> u64 {
     seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ (epoch as u64 + 1)
 }
 
-/// The images split into training and held-out ones (a seeded draw; at least one of each
-/// when a share is held out), after `images_limit`.
+/// The images split into training and held-out ones (a seeded draw, whatever order they come
+/// in; at least one of each when a share is held out), after `images_limit`.
 fn split_images(
     images: &[PathBuf],
     settings: &FineTuneSettings,
 ) -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
     let mut all = images.to_vec();
+    all.sort();
     all.shuffle(&mut ChaCha8Rng::seed_from_u64(settings.seed));
     if let Some(limit) = settings.images_limit {
         all.truncate(limit);

@@ -343,3 +343,67 @@ fn a_pipeline_fine_tunes_after_pruning_with_its_input_as_the_teacher() {
     let again = succeed(shears().arg("run").arg(&pipeline));
     assert!(again.contains("up to date"), "{again}");
 }
+
+#[test]
+fn a_sweep_point_with_ft_is_prune_then_finetune_on_the_calibration_images() {
+    let Some(dense) = fixture("models/yolov5n_op12.onnx") else {
+        return;
+    };
+    let dir = scratch();
+    let d = dir.path();
+    let data = crate::sweep::small_coco128(d, 4).expect("coco128 fixture");
+    let source = fixture("coco/coco_extra_train/images/train2017").expect("training images");
+    let calib = d.join("calib");
+    std::fs::create_dir_all(&calib).unwrap();
+    let mut names: Vec<_> = std::fs::read_dir(&source)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    names.sort();
+    for name in &names[..3] {
+        std::fs::copy(source.join(name), calib.join(name)).unwrap();
+    }
+    let out = d.join("sweep");
+    succeed(
+        shears()
+            .arg("sweep")
+            .arg(&dense)
+            .arg("--data")
+            .arg(&data)
+            .args(["--methods", "global+ft", "--amounts", "0.3", "--runs", "0"])
+            .arg("--calib")
+            .arg(&calib)
+            .args(["--calib-images", "3", "-o"])
+            .arg(&out),
+    );
+    // the same two steps by hand, with the same defaults
+    let pruned = d.join("pruned.onnx");
+    succeed(
+        shears()
+            .arg("prune")
+            .arg(&dense)
+            .args(["--amount", "0.3", "--scope", "global", "--no-zstd", "-o"])
+            .arg(&pruned),
+    );
+    let tuned = d.join("tuned.onnx");
+    succeed(
+        shears()
+            .arg("finetune")
+            .arg(&pruned)
+            .arg("--teacher")
+            .arg(&dense)
+            .arg("--images")
+            .arg(&calib)
+            .arg("-o")
+            .arg(&tuned),
+    );
+    let point = out.join("models/global-ft-0.3.onnx");
+    let (by_hand, rest_by_hand) = split_convs(&tuned);
+    let (in_sweep, rest_in_sweep) = split_convs(&point);
+    assert_eq!(rest_by_hand, rest_in_sweep);
+    assert!(by_hand == in_sweep, "the sweep point's Conv values differ");
+    let (pruned_values, _) = split_convs(&pruned);
+    assert!(by_hand != pruned_values, "fine-tuning changed nothing");
+    let model = shears::onnx::load(&point).unwrap().proto;
+    assert!(shears::onnx::metadata::get(&model, "shears.finetune").is_some());
+}
