@@ -49,7 +49,7 @@ pub struct Args {
     #[arg(long)]
     pub lr: Option<f32>,
     /// Weight of the feature term of the loss: every convolution block's activation against
-    /// the teacher's (0: the head outputs only).
+    /// the teacher's (0: the head outputs only) [default: 1].
     #[arg(long, value_name = "W")]
     pub feature_weight: Option<f64>,
     /// Seed of the held-out draw, the order and the augmentations.

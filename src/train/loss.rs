@@ -28,11 +28,16 @@
 //! that every layer counts alike whatever its scale), and the layers are averaged:
 //! `l_feat = 1/K sum_k mean((s_k - t_k)^2) / mean(t_k^2)`. It gives every layer of a pruned
 //! model a target of its own instead of only what reaches the head.
+//!
+//! The default weight 1 was chosen on training images only: an OBS 2:4 yolov5n fine-tuned on
+//! 227 of `coco_extra_train` and `unlabeled_pool` (40 labelled ones kept aside) reached COCO AP
+//! 0.192 on those 40 with it, 0.184 without (0.124 before fine-tuning), and a lower held-out
+//! head loss (1.028 against 1.055).
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::kernels::{Real, Tensor, zip_map};
+use super::kernels::{Real, Tensor, sigmoid, zip_map};
 
 /// Anchors per level of a YOLOv5 Detect head.
 pub const ANCHORS: usize = 3;
@@ -55,7 +60,7 @@ impl Default for LossWeights {
             boxes: 5.0,
             obj: 1.0,
             cls: 1.0,
-            feat: 0.0,
+            feat: 1.0,
         }
     }
 }
@@ -154,56 +159,51 @@ pub fn distill<T: Real>(
         let channels = s.shape[1];
         let per_anchor = channels / ANCHORS;
         // one plane (a channel of one image) at a time: its sum, of one kind, and its gradient
-        let work = |i: usize, sp: &[T], tp: &[T], mut g: Option<&mut [T]>| -> (Kind, f64) {
+        let work = |i: usize, sp: &[T], tp: &[T], g: &mut [T]| -> (Kind, f64) {
             let (b, c) = (i / channels, i % channels);
             let k = kind(c, per_anchor);
             let w = T::from(scale[k as usize]).expect("a finite weight");
             let at = (b * ANCHORS + c / per_anchor) * plane;
             let q_obj = &obj[at..at + plane];
-            // a plane's sum in T (a few thousand terms), the planes' in f64
-            let mut sum = T::zero();
-            for (j, (&sv, &tv)) in sp.iter().zip(tp).enumerate() {
-                let (p, ps) = logistic(sv);
-                let (q, pt) = logistic(tv);
-                let (value, slope) = match k {
-                    Kind::Box => {
+            let mut values = vec![T::zero(); plane];
+            let terms = sp.iter().zip(tp).zip(g.iter_mut()).zip(&mut values);
+            match k {
+                Kind::Box => {
+                    for ((((&sv, &tv), g), v), &o) in terms.zip(q_obj) {
+                        let (p, q) = (sigmoid(sv), sigmoid(tv));
                         let d = p - q;
-                        (
-                            q_obj[j] * d * d,
-                            q_obj[j] * T::of(2.0) * d * p * (T::one() - p),
-                        )
+                        *v = o * d * d;
+                        *g = w * o * T::of(2.0) * d * p * (T::one() - p);
                     }
-                    Kind::Obj => (q * (ps.1 - pt.1) + (T::one() - q) * (ps.0 - pt.0), p - q),
-                    Kind::Cls => (
-                        q_obj[j] * (q * (ps.1 - pt.1) + (T::one() - q) * (ps.0 - pt.0)),
-                        q_obj[j] * (p - q),
-                    ),
-                };
-                sum += value;
-                if let Some(g) = g.as_deref_mut() {
-                    g[j] = w * slope;
+                }
+                Kind::Obj => {
+                    for (((&sv, &tv), g), v) in terms {
+                        let (kl, slope) = bernoulli_kl(sv, tv);
+                        *v = kl;
+                        *g = w * slope;
+                    }
+                }
+                Kind::Cls => {
+                    for ((((&sv, &tv), g), v), &o) in terms.zip(q_obj) {
+                        let (kl, slope) = bernoulli_kl(sv, tv);
+                        *v = o * kl;
+                        *g = w * o * slope;
+                    }
                 }
             }
-            (k, sum.as_f64())
+            (k, lane_sum(&values))
         };
-        let pairs = s.data.par_chunks(plane).zip(t.data.par_chunks(plane));
-        let plane_sums: Vec<(Kind, f64)> = if want_grad {
-            let mut grad = Tensor::zeros(s.shape);
-            let sums = grad
-                .data
-                .par_chunks_mut(plane)
-                .zip(pairs)
-                .enumerate()
-                .map(|(i, (g, (sp, tp)))| work(i, sp, tp, Some(g)))
-                .collect();
+        let mut grad = Tensor::zeros(s.shape);
+        let plane_sums: Vec<(Kind, f64)> = grad
+            .data
+            .par_chunks_mut(plane)
+            .zip(s.data.par_chunks(plane).zip(t.data.par_chunks(plane)))
+            .enumerate()
+            .map(|(i, (g, (sp, tp)))| work(i, sp, tp, g))
+            .collect();
+        if want_grad {
             grads.push(grad);
-            sums
-        } else {
-            pairs
-                .enumerate()
-                .map(|(i, (sp, tp))| work(i, sp, tp, None))
-                .collect()
-        };
+        }
         for (k, sum) in plane_sums {
             sums[k as usize] += sum;
         }
@@ -264,13 +264,31 @@ pub fn feature_distill<T: Real>(
 /// max(±x, 0) + ln(1 + e)`.
 fn logistic<T: Real>(x: T) -> (T, (T, T)) {
     let e = (-x.abs()).exp_vec();
-    let p = if x >= T::zero() {
-        T::one() / (T::one() + e)
-    } else {
-        e / (T::one() + e)
-    };
+    let p = T::one() / (T::one() + e);
+    let p = if x >= T::zero() { p } else { e * p };
     let l = e.ln_1p_unit();
     (p, (x.max(T::zero()) + l, (-x).max(T::zero()) + l))
+}
+
+/// The KL divergence of Bernoulli(σ(t)) from Bernoulli(σ(s)) and its derivative in `s`,
+/// `σ(s) - σ(t)`.
+fn bernoulli_kl<T: Real>(s: T, t: T) -> (T, T) {
+    let (p, ps) = logistic(s);
+    let (q, pt) = logistic(t);
+    (q * (ps.1 - pt.1) + (T::one() - q) * (ps.0 - pt.0), p - q)
+}
+
+/// The sum of `values` in f64, over eight lanes first so that the loop vectorises.
+fn lane_sum<T: Real>(values: &[T]) -> f64 {
+    let mut lanes = [T::zero(); 8];
+    let chunks = values.chunks_exact(8);
+    let rest = chunks.remainder();
+    for chunk in chunks {
+        for (lane, &v) in lanes.iter_mut().zip(chunk) {
+            *lane += v;
+        }
+    }
+    lanes.iter().chain(rest).map(|v| v.as_f64()).sum()
 }
 
 #[cfg(test)]
