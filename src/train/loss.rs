@@ -262,6 +262,7 @@ pub fn feature_distill<T: Real>(
 /// `(σ(x), (softplus(x), softplus(-x)))` from one exponential and one logarithm: with
 /// `e = exp(-|x|)`, `σ(x)` is `1 / (1 + e)` or `e / (1 + e)`, and `softplus(±x) =
 /// max(±x, 0) + ln(1 + e)`.
+#[inline(always)]
 fn logistic<T: Real>(x: T) -> (T, (T, T)) {
     let e = (-x.abs()).exp_vec();
     let p = T::one() / (T::one() + e);
@@ -272,6 +273,7 @@ fn logistic<T: Real>(x: T) -> (T, (T, T)) {
 
 /// The KL divergence of Bernoulli(σ(t)) from Bernoulli(σ(s)) and its derivative in `s`,
 /// `σ(s) - σ(t)`.
+#[inline(always)]
 fn bernoulli_kl<T: Real>(s: T, t: T) -> (T, T) {
     let (p, ps) = logistic(s);
     let (q, pt) = logistic(t);
