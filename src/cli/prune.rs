@@ -413,6 +413,9 @@ pub fn run(args: &Args, ui: &Ui) -> Result<ExitCode> {
         .as_ref()
         .map(CalibrationSet::resolve)
         .transpose()?;
+    for message in calibration.iter().flat_map(|set| &set.messages) {
+        ui.warn(message);
+    }
     let save = SaveOptions {
         external_data: args.external_data.clone(),
     };
