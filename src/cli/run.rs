@@ -77,7 +77,7 @@ pub fn run(args: &Args, ui: &Ui) -> Result<ExitCode> {
             std::fs::create_dir_all(folder)
                 .with_context(|| format!("cannot create {}", folder.display()))?;
         }
-        plan.stage_bytes(path, run.depfile().as_bytes())?;
+        plan.stage_bytes(path, run.depfile()?.as_bytes())?;
     }
     plan.commit()?;
     let mut out = std::io::stdout().lock();
