@@ -126,8 +126,7 @@ impl DataConfig {
     pub fn load(file: &Path, root: Option<&Path>) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(file)
             .with_context(|| format!("cannot read data YAML {}", file.display()))?;
-        let raw: RawDataYaml = serde_saphyr::from_str(&text)
-            .with_context(|| format!("invalid data YAML {}", file.display()))?;
+        let raw: RawDataYaml = crate::yaml::parse(&text, file).context("invalid data YAML")?;
         let names = match raw.names {
             Names::List(v) => v,
             Names::Map(m) => {

@@ -460,3 +460,39 @@ fn a_recovering_pass_calibrates_on_the_pipelines_calibration_block() {
     let record: serde_json::Value = serde_json::from_str(record.value()).unwrap();
     assert_eq!(record["images"], 2);
 }
+
+#[test]
+fn a_yaml_error_says_what_is_wrong_once_in_the_authors_words() {
+    let dir = scratch();
+    let d = dir.path();
+    let path = write(
+        d,
+        "dup.yaml",
+        "models: [a.onnx]\nmodels: [b.onnx]\npasses: []\noutput: x\n",
+    );
+    let stderr = error_exit(
+        &mut run_pipeline(&path, &[]),
+        "dup.yaml: line 2 column 1: duplicate mapping key `models`",
+    );
+    assert_eq!(
+        stderr.matches("duplicate mapping key").count(),
+        1,
+        "{stderr}"
+    );
+    assert!(!stderr.contains("Policy"), "{stderr}");
+    assert!(stderr.contains("2 | models: [b.onnx]"), "{stderr}");
+    // A data YAML too.
+    succeed(
+        shears()
+            .current_dir(d)
+            .args(["synth", "yolov5n", "--imgsz", "64", "-o", "n.onnx"]),
+    );
+    write(d, "data.yaml", "val: [\n");
+    let stderr = error_exit(
+        shears()
+            .current_dir(d)
+            .args(["val", "n.onnx", "--data", "data.yaml"]),
+        "data.yaml: line 1 column 6: unclosed bracket",
+    );
+    assert_eq!(stderr.matches("unclosed bracket").count(), 1, "{stderr}");
+}
