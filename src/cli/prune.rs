@@ -518,7 +518,10 @@ pub fn run(args: &Args, ui: &Ui) -> Result<ExitCode> {
     if let Some(path) = &args.recipe {
         writeln!(out, "wrote the recipe {}", path.display())?;
     }
-    if let Some(PassConfig::PruneChannels(p)) = passes.first() {
+    // A channel prune that removed nothing changed nothing to warn about.
+    if let Some(PassConfig::PruneChannels(p)) = passes.first()
+        && report.after.params < report.before.params
+    {
         ui.warn(if p.recover.is_none() {
             "channel pruning changes what the model detects, and without `--recover obs` nothing \
              compensates: validate the result (`shears val`) before using it"
