@@ -98,7 +98,10 @@ pub fn run(args: &Args, ui: &Ui) -> Result<ExitCode> {
             )?;
         }
     }
-    write!(out, "{}", summary_table(&run))?;
+    let width = console::Term::stdout()
+        .size_checked()
+        .map(|(_, columns)| usize::from(columns));
+    write!(out, "{}", summary_table(&run, width))?;
     writeln!(
         out,
         "summary written to {}.json, .md and .html",
