@@ -367,6 +367,10 @@ impl Calibration for Calibrator<'_> {
     fn describe(&self) -> serde_json::Value {
         self.set.record()
     }
+
+    fn progress(&self) -> &dyn Progress {
+        self.progress
+    }
 }
 
 /// Per channel, the values of a Conv output `[1, C, H, W]` of calibration image `image` at

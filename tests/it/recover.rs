@@ -438,3 +438,53 @@ fn calibration_images_are_read_as_val_reads_them() {
     let record: serde_json::Value = serde_json::from_str(record).unwrap();
     assert_eq!(record["images"], 2);
 }
+
+#[test]
+fn every_phase_of_a_recovering_prune_is_named() {
+    let Some(images) = fixture("coco/coco_extra_train/images/train2017") else {
+        return;
+    };
+    let dir = scratch();
+    let d = dir.path();
+    std::fs::create_dir(d.join("calib")).unwrap();
+    for name in ["000000000790.jpg", "000000008193.jpg"] {
+        std::os::unix::fs::symlink(images.join(name), d.join("calib").join(name)).unwrap();
+    }
+    succeed(
+        shears()
+            .current_dir(d)
+            .args(["synth", "yolov5n", "--imgsz", "64", "-o", "n.onnx"]),
+    );
+    let phases = |method: &[&str]| {
+        let out = shears()
+            .current_dir(d)
+            .args(["prune", "n.onnx", "-o", "out.onnx"])
+            .args(method)
+            .args(["--amount", "0.3", "--recover", "obs", "--calib", "calib"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stderr}");
+        stderr
+    };
+    // Off a terminal each phase is one line.
+    let stderr = phases(&["--scope", "global"]);
+    for phase in [
+        "calibrating...",
+        "measuring each layer's error by sparsity...",
+        "measuring how far each layer's error reaches...",
+        "solving layers (OBS)...",
+        "correcting output statistics...",
+    ] {
+        assert!(stderr.contains(phase), "{phase:?} in:\n{stderr}");
+    }
+    let stderr = phases(&["--method", "channel"]);
+    for phase in [
+        "measuring each consumer's channel losses...",
+        "measuring how far each layer's error reaches...",
+        "ordering each group's channels...",
+        "correcting output statistics...",
+    ] {
+        assert!(stderr.contains(phase), "{phase:?} in:\n{stderr}");
+    }
+}
