@@ -21,6 +21,7 @@ pub mod sweep;
 pub mod synth;
 pub mod train;
 pub mod verify;
+pub mod yaml;
 
 /// What the caller must give or allow, said without naming how: the binary adds its flag
 /// (`cli::hint`), a pipeline its YAML key.

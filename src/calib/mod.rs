@@ -31,7 +31,7 @@ pub use sites::{Calibration, ConvSite, InputStats, OutputSamples, conv_sites};
 
 use crate::backend::{self, BackendSpec};
 use crate::digest::sha256_hex;
-use crate::eval::dataset::{DataConfig, Split, list_images};
+use crate::eval::dataset::{DataConfig, ImageListing, Skip, Split, check_image};
 use crate::eval::preprocess::{DEFAULT_MAX_PIXELS, preprocess_file};
 use crate::onnx::proto::{ModelProto, TypeProto, ValueInfoProto, type_proto};
 use crate::progress::Progress;
@@ -71,20 +71,27 @@ pub struct CalibrationSet {
     pub source: PathBuf,
     /// The files besides the images that were read to list them: the YAML and its image lists.
     pub listed_by: Vec<PathBuf>,
+    /// The folders walked to list them: a file added there can change the set.
+    pub folders: Vec<PathBuf>,
     pub images: Vec<PathBuf>,
     /// SHA-256 of each image file, hex, in the order of `images`.
     pub image_sha256: Vec<String>,
+    /// What the user should be told: images skipped (with `val`'s message), duplicates, fewer
+    /// images than asked for.
+    pub messages: Vec<String>,
 }
 
 impl CalibrationSet {
     /// Lists the images of `spec` and draws `spec.images` of them (seed 0), in path order.
+    /// Images are drawn as `val` reads them: an image `val` skips is skipped with its message
+    /// and another drawn, and a file whose content was drawn already counts once.
     pub fn resolve(spec: &CalibrationSpec) -> Result<Self> {
         if spec.images == 0 {
             bail!("calibration needs at least one image (images: 0)");
         }
         let data = &spec.data;
-        let (mut images, listed_by) = if data.is_dir() {
-            (list_images(std::slice::from_ref(data))?, Vec::new())
+        let (listing, listed_by) = if data.is_dir() {
+            (ImageListing::of(std::slice::from_ref(data))?, Vec::new())
         } else {
             let config = DataConfig::load(data, spec.data_root.as_deref())?;
             let split = if config.train.is_empty() {
@@ -92,24 +99,63 @@ impl CalibrationSet {
             } else {
                 Split::Train
             };
-            let images = list_images(config.split(split)?)
+            let listing = ImageListing::of(config.split(split)?)
                 .with_context(|| format!("calibration images of {}", data.display()))?;
-            (images, config.files_read(split)?)
+            (listing, config.files_read(split)?)
         };
-        if images.len() > spec.images {
-            images.shuffle(&mut ChaCha8Rng::seed_from_u64(0));
-            images.truncate(spec.images);
-            images.sort();
+        let mut candidates = listing.images;
+        candidates.shuffle(&mut ChaCha8Rng::seed_from_u64(0));
+        let mut drawn: Vec<(PathBuf, String)> = Vec::new();
+        let mut messages = Vec::new();
+        let mut first_of: HashMap<String, PathBuf> = HashMap::new();
+        let mut next = 0;
+        while drawn.len() < spec.images && next < candidates.len() {
+            let batch = &candidates[next..(next + spec.images - drawn.len()).min(candidates.len())];
+            next += batch.len();
+            let checked: Vec<Result<String, Skip>> = batch
+                .par_iter()
+                .map(|p| {
+                    check_image(p, DEFAULT_MAX_PIXELS)?;
+                    file_sha256(p).map_err(|e| Skip::corrupt(p, format!("{e:#}")))
+                })
+                .collect();
+            for (path, checked) in batch.iter().zip(checked) {
+                match checked {
+                    Err(skip) => messages.push(skip.message().to_string()),
+                    Ok(sha) => match first_of.get(&sha) {
+                        Some(first) => messages.push(format!(
+                            "{}: the same image as {}, counted once",
+                            path.display(),
+                            first.display()
+                        )),
+                        None => {
+                            first_of.insert(sha.clone(), path.clone());
+                            drawn.push((path.clone(), sha));
+                        }
+                    },
+                }
+            }
         }
-        let image_sha256 = images
-            .par_iter()
-            .map(|p| file_sha256(p))
-            .collect::<Result<_>>()?;
+        if drawn.is_empty() {
+            bail!("no usable calibration images in {}", data.display());
+        }
+        if drawn.len() < spec.images {
+            messages.push(format!(
+                "{} has {} usable calibration images, fewer than the {} asked for: all are used",
+                data.display(),
+                drawn.len(),
+                spec.images
+            ));
+        }
+        drawn.sort();
+        let (images, image_sha256) = drawn.into_iter().unzip();
         Ok(Self {
             source: data.clone(),
             listed_by,
+            folders: listing.folders,
             images,
             image_sha256,
+            messages,
         })
     }
 
@@ -320,6 +366,10 @@ impl Calibration for Calibrator<'_> {
 
     fn describe(&self) -> serde_json::Value {
         self.set.record()
+    }
+
+    fn progress(&self) -> &dyn Progress {
+        self.progress
     }
 }
 

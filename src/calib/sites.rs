@@ -7,6 +7,7 @@ use faer::Mat;
 
 use crate::graph::{GraphView, attr_ints, attr_str, infer_shapes};
 use crate::onnx::proto::ModelProto;
+use crate::progress::{Progress, Silent};
 
 /// A Conv node as calibration sees it: the tensors it reads and writes and the geometry of its
 /// im2col columns.
@@ -77,6 +78,11 @@ pub trait Calibration {
 
     /// What the calibration set is, for provenance: a JSON object.
     fn describe(&self) -> serde_json::Value;
+
+    /// Where the work these statistics serve reports its phases (solves, allocation).
+    fn progress(&self) -> &dyn Progress {
+        &Silent
+    }
 }
 
 /// The [`ConvSite`]s of the Conv nodes named `names` (in that order). Errors name the node when

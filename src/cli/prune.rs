@@ -414,6 +414,9 @@ pub fn run(args: &Args, ui: &Ui) -> Result<ExitCode> {
         .as_ref()
         .map(CalibrationSet::resolve)
         .transpose()?;
+    for message in calibration.iter().flat_map(|set| &set.messages) {
+        ui.warn(message);
+    }
     let save = SaveOptions {
         external_data: args.external_data.clone(),
     };
@@ -516,7 +519,10 @@ pub fn run(args: &Args, ui: &Ui) -> Result<ExitCode> {
     if let Some(path) = &args.recipe {
         writeln!(out, "wrote the recipe {}", path.display())?;
     }
-    if let Some(PassConfig::PruneChannels(p)) = passes.first() {
+    // A channel prune that removed nothing changed nothing to warn about.
+    if let Some(PassConfig::PruneChannels(p)) = passes.first()
+        && report.after.params < report.before.params
+    {
         ui.warn(if p.recover.is_none() {
             "channel pruning changes what the model detects, and without `--recover obs` nothing \
              compensates: validate the result (`shears val`) before using it"

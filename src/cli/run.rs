@@ -77,7 +77,7 @@ pub fn run(args: &Args, ui: &Ui) -> Result<ExitCode> {
             std::fs::create_dir_all(folder)
                 .with_context(|| format!("cannot create {}", folder.display()))?;
         }
-        plan.stage_bytes(path, run.depfile().as_bytes())?;
+        plan.stage_bytes(path, run.depfile()?.as_bytes())?;
     }
     plan.commit()?;
     let mut out = std::io::stdout().lock();
@@ -98,7 +98,10 @@ pub fn run(args: &Args, ui: &Ui) -> Result<ExitCode> {
             )?;
         }
     }
-    write!(out, "{}", summary_table(&run))?;
+    let width = console::Term::stdout()
+        .size_checked()
+        .map(|(_, columns)| usize::from(columns));
+    write!(out, "{}", summary_table(&run, width))?;
     writeln!(
         out,
         "summary written to {}.json, .md and .html",

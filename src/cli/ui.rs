@@ -92,7 +92,14 @@ impl Progress for TerminalProgress {
                     .expect("valid template")
                     .progress_chars("=> "),
             ),
-            None => ProgressBar::new_spinner(),
+            None => {
+                let spinner = ProgressBar::new_spinner().with_style(
+                    ProgressStyle::with_template("{spinner} {msg} {elapsed}")
+                        .expect("valid template"),
+                );
+                spinner.enable_steady_tick(std::time::Duration::from_millis(200));
+                spinner
+            }
         };
         bar.set_message(label.to_string());
         *self.label.lock().expect("progress lock") = label.to_string();

@@ -126,8 +126,7 @@ impl DataConfig {
     pub fn load(file: &Path, root: Option<&Path>) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(file)
             .with_context(|| format!("cannot read data YAML {}", file.display()))?;
-        let raw: RawDataYaml = serde_saphyr::from_str(&text)
-            .with_context(|| format!("invalid data YAML {}", file.display()))?;
+        let raw: RawDataYaml = crate::yaml::parse(&text, file).context("invalid data YAML")?;
         let names = match raw.names {
             Names::List(v) => v,
             Names::Map(m) => {
@@ -594,63 +593,99 @@ struct CocoCat {
 
 /// The image files of a split, in YOLOv5's order (sorted, de-duplicated).
 pub fn list_images(sources: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
-    let mut files: Vec<String> = Vec::new();
-    for src in sources {
-        if src.is_dir() {
-            walk(src, &mut files)
-                .with_context(|| format!("cannot list images in {}", src.display()))?;
-        } else if src.is_file() {
-            let text = std::fs::read_to_string(src)
-                .with_context(|| format!("cannot read image list {}", src.display()))?;
-            let parent = format!("{}/", src.parent().unwrap_or(Path::new("")).display());
-            for line in text.trim().lines() {
-                let line = line.trim_end_matches('\r');
-                if let Some(rest) = line.strip_prefix("./") {
-                    files.push(format!("{parent}{rest}"));
-                } else if !line.is_empty() {
-                    files.push(line.to_string());
-                }
-            }
-        } else {
-            bail!("{} does not exist", src.display());
-        }
-    }
-    files.retain(|f| {
-        f.rsplit('.')
-            .next()
-            .is_some_and(|e| IMG_FORMATS.contains(&e.to_ascii_lowercase().as_str()))
-    });
-    files.sort();
-    files.dedup();
-    if files.is_empty() {
-        bail!(
-            "no images found in {}",
-            sources
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-    }
-    Ok(files.into_iter().map(PathBuf::from).collect())
+    Ok(ImageListing::of(sources)?.images)
 }
 
-/// Files below `dir` whose name contains a dot (`glob('**/*.*')`, hidden entries skipped).
-fn walk(dir: &Path, out: &mut Vec<String>) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') {
-            continue;
+/// The images of some sources (folders and image-list files) and the folders walked to find
+/// them: a file added to one of those folders can change the images.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ImageListing {
+    /// In YOLOv5's order: sorted, de-duplicated.
+    pub images: Vec<PathBuf>,
+    /// Every folder walked, each once, in walking order.
+    pub folders: Vec<PathBuf>,
+}
+
+impl ImageListing {
+    /// Lists `sources`: a folder gives every image below it (a folder reached twice, through a
+    /// symbolic link or a loop of them, is walked once), a list file the images it names.
+    pub fn of(sources: &[PathBuf]) -> anyhow::Result<Self> {
+        let mut files: Vec<String> = Vec::new();
+        let mut walk = Walk::default();
+        for src in sources {
+            if src.is_dir() {
+                walk.folder(src, &mut files)
+                    .with_context(|| format!("cannot list images in {}", src.display()))?;
+            } else if src.is_file() {
+                let text = std::fs::read_to_string(src)
+                    .with_context(|| format!("cannot read image list {}", src.display()))?;
+                let parent = format!("{}/", src.parent().unwrap_or(Path::new("")).display());
+                for line in text.trim().lines() {
+                    let line = line.trim_end_matches('\r');
+                    if let Some(rest) = line.strip_prefix("./") {
+                        files.push(format!("{parent}{rest}"));
+                    } else if !line.is_empty() {
+                        files.push(line.to_string());
+                    }
+                }
+            } else {
+                bail!("{} does not exist", src.display());
+            }
         }
-        let path = entry.path();
-        if path.is_dir() {
-            walk(&path, out)?;
-        } else if name.contains('.') {
-            out.push(path.to_string_lossy().into_owned());
+        files.retain(|f| {
+            f.rsplit('.')
+                .next()
+                .is_some_and(|e| IMG_FORMATS.contains(&e.to_ascii_lowercase().as_str()))
+        });
+        files.sort();
+        files.dedup();
+        if files.is_empty() {
+            bail!(
+                "no images found in {}",
+                sources
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
         }
+        Ok(ImageListing {
+            images: files.into_iter().map(PathBuf::from).collect(),
+            folders: walk.folders,
+        })
     }
-    Ok(())
+}
+
+/// The folders walked so far, by path and by what they resolve to.
+#[derive(Default)]
+struct Walk {
+    folders: Vec<PathBuf>,
+    seen: std::collections::HashSet<PathBuf>,
+}
+
+impl Walk {
+    /// Adds the files below `dir` whose name contains a dot (`glob('**/*.*')`, hidden entries
+    /// skipped) to `out`, unless `dir` resolves to a folder already walked.
+    fn folder(&mut self, dir: &Path, out: &mut Vec<String>) -> std::io::Result<()> {
+        if !self.seen.insert(dir.canonicalize()?) {
+            return Ok(());
+        }
+        self.folders.push(dir.to_path_buf());
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') {
+                continue;
+            }
+            let path = entry.path();
+            if path.is_dir() {
+                self.folder(&path, out)?;
+            } else if name.contains('.') {
+                out.push(path.to_string_lossy().into_owned());
+            }
+        }
+        Ok(())
+    }
 }
 
 /// YOLOv5 `img2label_paths` for one image.
@@ -670,10 +705,29 @@ pub fn label_path(image: &Path) -> PathBuf {
 /// A scanned image with its label state and an optional warning, or why it is skipped.
 type Scanned = Result<(ImageRecord, LabelState, Option<String>), Skip>;
 
-/// Why a scanned image is skipped, with its message.
-enum Skip {
+/// Why an image is skipped, with the message that says so.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Skip {
+    /// The image or its labels cannot be used.
     Corrupt(String),
+    /// Its header claims more pixels than the limit.
     TooLarge(String),
+}
+
+impl Skip {
+    /// YOLOv5's message for an unusable image or label file.
+    pub fn corrupt(path: &Path, why: impl fmt::Display) -> Self {
+        Skip::Corrupt(format!(
+            "{}: ignoring corrupt image/label: {why}",
+            path.display()
+        ))
+    }
+
+    pub fn message(&self) -> &str {
+        match self {
+            Skip::Corrupt(m) | Skip::TooLarge(m) => m,
+        }
+    }
 }
 
 enum LabelState {
@@ -699,15 +753,11 @@ fn image_size(path: &Path) -> anyhow::Result<(u32, u32)> {
     Ok(if swap { (h, w) } else { (w, h) })
 }
 
-/// `verify_image_label` for one image: the record, or the reason it is skipped.
-fn scan_yolo_image(path: &Path, nc: usize, max_pixels: u64) -> Scanned {
-    let corrupt = |why: String| {
-        Skip::Corrupt(format!(
-            "{}: ignoring corrupt image/label: {why}",
-            path.display()
-        ))
-    };
-    let (width, height) = image_size(path).map_err(|e| corrupt(format!("{e:#}")))?;
+/// The size of an image (after EXIF orientation) from its header, or why validation skips it:
+/// unreadable, smaller than 10 pixels a side, or over `max_pixels` pixels. Calibration skips
+/// the same images with the same message.
+pub fn check_image(path: &Path, max_pixels: u64) -> Result<(u32, u32), Skip> {
+    let (width, height) = image_size(path).map_err(|e| Skip::corrupt(path, format!("{e:#}")))?;
     let pixels = u64::from(width) * u64::from(height);
     if pixels > max_pixels {
         return Err(Skip::TooLarge(format!(
@@ -717,8 +767,18 @@ fn scan_yolo_image(path: &Path, nc: usize, max_pixels: u64) -> Scanned {
         )));
     }
     if width < 10 || height < 10 {
-        return Err(corrupt(format!("image size {width}x{height} < 10 pixels")));
+        return Err(Skip::corrupt(
+            path,
+            format!("image size {width}x{height} < 10 pixels"),
+        ));
     }
+    Ok((width, height))
+}
+
+/// `verify_image_label` for one image: the record, or the reason it is skipped.
+fn scan_yolo_image(path: &Path, nc: usize, max_pixels: u64) -> Scanned {
+    let corrupt = |why: String| Skip::corrupt(path, why);
+    let (width, height) = check_image(path, max_pixels)?;
     let lp = label_path(path);
     let (labels, state, msg) = if lp.is_file() {
         let text =

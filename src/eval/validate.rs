@@ -232,6 +232,33 @@ pub fn data_files(
     Ok(files)
 }
 
+/// The folders whose contents decide a validation's images and labels on `source`, for
+/// depfiles (a file added there changes the dataset): the folders of its `val` split walked to
+/// list the images, and the label folder of each image of `dataset` that exists; sorted, without
+/// repeats. A COCO JSON names its images itself: none.
+pub fn data_folders(source: &DataSource, dataset: &Dataset) -> Result<Vec<std::path::PathBuf>> {
+    let DataSource::Yaml { data, root } = source else {
+        return Ok(Vec::new());
+    };
+    let config = super::dataset::DataConfig::load(data, root.as_deref())?;
+    let mut folders =
+        super::dataset::ImageListing::of(config.split(super::dataset::Split::Val)?)?.folders;
+    folders.extend(
+        dataset
+            .images
+            .iter()
+            .filter_map(|i| {
+                super::dataset::label_path(&i.path)
+                    .parent()
+                    .map(Path::to_path_buf)
+            })
+            .filter(|folder| folder.is_dir()),
+    );
+    folders.sort();
+    folders.dedup();
+    Ok(folders)
+}
+
 /// Refuses a dataset on which no accuracy can be measured: without a single label every mAP
 /// is 0, so a drop measured on it (a gate, a budget search, a sweep) would prove nothing.
 pub fn ensure_labelled(dataset: &Dataset) -> Result<()> {

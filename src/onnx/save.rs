@@ -54,12 +54,17 @@ pub struct Staged {
 }
 
 impl Staged {
-    /// An empty temporary file in `destination`'s folder, which must exist. It gets the
-    /// permissions of a newly created file (0666 less the umask), not tempfile's 0600.
+    /// An empty temporary file in `destination`'s folder, which must exist, named
+    /// [`TempName`]. It gets the permissions of a newly created file (0666 less the umask), not
+    /// tempfile's 0600. The temporary files a killed process left for the same destination are
+    /// removed first.
     pub fn create(destination: &Path) -> Result<Self> {
         let folder = target_folder(destination)?;
+        let name = TempName::of(destination)?;
+        name.remove_stale(folder);
+        let prefix = name.prefix(std::process::id());
         let mut builder = tempfile::Builder::new();
-        builder.prefix(".shears-");
+        builder.prefix(&prefix).rand_bytes(TEMP_RANDOM);
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -98,6 +103,79 @@ impl Staged {
             .persist(&destination)
             .with_context(|| format!("cannot write {}", destination.display()))?;
         Ok(())
+    }
+}
+
+/// Random characters that end a temporary file's name.
+const TEMP_RANDOM: usize = 6;
+
+/// The name of the temporary files written for one destination:
+/// `.shears-PID-NAME-RANDOM`, where PID is the writing process and NAME the destination's file
+/// name (its first 200 bytes: the whole name stays within file systems' limits). A file of this
+/// form whose process is no longer running was left by a killed run: nothing will rename it.
+struct TempName(String);
+
+impl TempName {
+    fn of(destination: &Path) -> Result<Self> {
+        let name = destination
+            .file_name()
+            .with_context(|| format!("cannot write {}: no file name", destination.display()))?
+            .to_string_lossy();
+        let mut end = name.len().min(200);
+        while !name.is_char_boundary(end) {
+            end -= 1;
+        }
+        Ok(TempName(name[..end].to_string()))
+    }
+
+    fn prefix(&self, pid: u32) -> String {
+        format!(".shears-{pid}-{}-", self.0)
+    }
+
+    /// The process that wrote `file`, when it is a temporary file of this destination.
+    fn writer(&self, file: &str) -> Option<u32> {
+        let rest = file.strip_prefix(".shears-")?;
+        let (pid, rest) = rest.split_once('-')?;
+        let random = rest.strip_prefix(self.0.as_str())?.strip_prefix('-')?;
+        let pid = pid.parse().ok()?;
+        (random.len() == TEMP_RANDOM && random.bytes().all(|b| b.is_ascii_alphanumeric()))
+            .then_some(pid)
+    }
+
+    /// Removes the temporary files of this destination in `folder` whose process has ended.
+    /// Best effort: a file that cannot be listed or removed is left.
+    fn remove_stale(&self, folder: &Path) {
+        let Ok(entries) = std::fs::read_dir(folder) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let stale = entry
+                .file_name()
+                .to_str()
+                .and_then(|name| self.writer(name))
+                .is_some_and(|pid| !process_running(pid));
+            if stale {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+}
+
+/// Whether process `pid` is running (or may be: where that cannot be asked, always).
+fn process_running(pid: u32) -> bool {
+    #[cfg(unix)]
+    {
+        let Ok(pid) = libc::pid_t::try_from(pid) else {
+            return true;
+        };
+        // SAFETY: signal 0 sends nothing; it only checks that the process exists.
+        let sent = unsafe { libc::kill(pid, 0) };
+        sent == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = pid;
+        true
     }
 }
 

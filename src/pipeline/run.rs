@@ -128,6 +128,10 @@ pub struct PipelineRun {
     /// and validation data.
     #[serde(skip)]
     pub shared_inputs: Vec<PathBuf>,
+    /// Folders whose contents decide the calibration and validation images and labels: a file
+    /// added there can change every output.
+    #[serde(skip)]
+    pub shared_folders: Vec<PathBuf>,
 }
 
 impl PipelineRun {
@@ -257,10 +261,16 @@ pub fn run_pipeline(
     };
     let mut shared_inputs = vec![spec_path.to_path_buf()];
     if let Some(set) = &calibration {
+        warnings.extend(set.messages.iter().cloned());
         shared_inputs.extend(set.files().cloned());
+    }
+    let mut shared_folders = Vec::new();
+    if let Some(set) = &calibration {
+        shared_folders.extend(set.folders.iter().cloned());
     }
     if let Some(v) = &validator {
         shared_inputs.extend(v.files()?);
+        shared_folders.extend(v.folders()?);
     }
     // No output may be a file the run reads (validation data, calibration images, the spec).
     let mut outputs = OutputPlan::new();
@@ -343,6 +353,7 @@ pub fn run_pipeline(
         models,
         warnings,
         shared_inputs,
+        shared_folders,
     })
 }
 
@@ -568,20 +579,26 @@ impl ModelOutcome {
 
 impl PipelineRun {
     /// The dependencies of the outputs in make's format: one rule per output listing the
-    /// pipeline file, its input model and the data files that affect it (calibration images,
-    /// validation data), then an empty rule per prerequisite so that make goes on (and shears
-    /// reports the problem) when one is deleted.
-    pub fn depfile(&self) -> String {
+    /// pipeline file, its input model, the data files that affect it (calibration images,
+    /// validation images, labels and image lists) and the folders those were found in (so that
+    /// an added image or label is seen), then an empty rule per prerequisite so that make goes
+    /// on (and shears reports the problem) when one is deleted. Refused when a path holds a
+    /// character make cannot read in a rule ([`make_path`]).
+    pub fn depfile(&self) -> Result<String> {
         let mut text = String::new();
         let mut all: Vec<&PathBuf> = Vec::new();
         for model in &self.models {
-            let prerequisites: Vec<&PathBuf> =
-                model.inputs.iter().chain(&self.shared_inputs).collect();
-            text += &make_path(&model.output);
+            let prerequisites: Vec<&PathBuf> = model
+                .inputs
+                .iter()
+                .chain(&self.shared_inputs)
+                .chain(&self.shared_folders)
+                .collect();
+            text += &make_path(&model.output)?;
             text += ":";
             for p in &prerequisites {
                 text += " \\\n ";
-                text += &make_path(p);
+                text += &make_path(p)?;
             }
             text += "\n";
             all.extend(prerequisites);
@@ -589,18 +606,28 @@ impl PipelineRun {
         all.sort();
         all.dedup();
         for p in all {
-            text += &format!("\n{}:\n", make_path(p));
+            text += &format!("\n{}:\n", make_path(p)?);
         }
-        text
+        Ok(text)
     }
 }
 
-/// A path as make reads it in a rule: spaces and `#` escaped, `$` doubled.
-fn make_path(path: &Path) -> String {
-    path.to_string_lossy()
+/// A path as make reads it in a rule: spaces, `#` and `:` escaped with a backslash, `$`
+/// doubled. Refused when it holds a character make gives a meaning that no escape removes in
+/// every make (a line break, tab, `;`, `=`, `%`, a wildcard or a backslash).
+fn make_path(path: &Path) -> Result<String> {
+    let text = path.to_string_lossy();
+    if let Some(c) = text.chars().find(|c| "\n\r\t;=%*?[]\\".contains(*c)) {
+        bail!(
+            "cannot write a depfile: make cannot read the path {} (it holds {c:?}); rename it",
+            path.display()
+        );
+    }
+    Ok(text
         .replace('$', "$$")
         .replace(' ', "\\ ")
         .replace('#', "\\#")
+        .replace(':', "\\:"))
 }
 
 /// Pruned over dense inference time, image by image: the median ratio and its 10th and 90th

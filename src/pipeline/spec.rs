@@ -228,12 +228,9 @@ pub fn load_spec(path: &Path) -> Result<PipelineSpec> {
 
 /// Parses the text of a pipeline file; `path` names it in messages.
 pub fn parse_spec(text: &str, path: &Path) -> Result<PipelineSpec> {
-    let spec: PipelineSpec = serde_saphyr::from_str(text).map_err(|e| {
-        let message = e
-            .to_string()
-            .replace("<input>", &path.display().to_string());
-        let message = message.strip_prefix("error: ").unwrap_or(&message);
-        anyhow::anyhow!("{}: {}", path.display(), with_suggestion(message))
+    let spec: PipelineSpec = crate::yaml::parse(text, path).map_err(|mut e| {
+        e.message = with_suggestion(&e.message);
+        e
     })?;
     if spec.models.is_empty() {
         bail!("{}: `models` lists no model", path.display());

@@ -227,11 +227,25 @@ fn rows(run: &PipelineRun) -> (Vec<String>, Vec<Vec<String>>) {
     (header, rows)
 }
 
-/// The summary as an aligned text table: parameters, non-zero parameters, MACs and file size
-/// before -> after; with validation, the metric (values and drop rounded as val.py prints them;
-/// the drop is positive when accuracy falls), the gate's budget and the latency ratio.
-pub fn summary_table(run: &PipelineRun) -> String {
+/// The summary for a terminal `width` columns wide (`None`: no limit): an aligned text table of
+/// parameters, non-zero parameters, MACs and file size before -> after; with validation, the
+/// metric (values and drop rounded as val.py prints them; the drop is positive when accuracy
+/// falls), the gate's budget and the latency ratio. When the table is wider than `width`, one
+/// block per model instead, a line per column, long values wrapped. The Markdown and HTML
+/// reports keep the whole table.
+pub fn summary_table(run: &PipelineRun, width: Option<usize>) -> String {
     let (header, rows) = rows(run);
+    let table = aligned(header.clone(), rows.clone());
+    match width {
+        Some(width) if table.lines().any(|l| l.chars().count() > width) => {
+            blocks(&header, &rows, width)
+        }
+        _ => table,
+    }
+}
+
+/// `rows` under `header`, columns aligned, each line trimmed.
+fn aligned(header: Vec<String>, rows: Vec<Vec<String>>) -> String {
     let mut table = comfy_table::Table::new();
     table
         .load_preset(comfy_table::presets::NOTHING)
@@ -241,6 +255,31 @@ pub fn summary_table(run: &PipelineRun) -> String {
     if let Some(first) = table.column_mut(0) {
         first.set_padding((0, 1));
     }
+    trimmed_lines(&table)
+}
+
+/// One block per row: its first cell, then a line per other column (name, value) fitted to
+/// `width`, blocks apart by an empty line.
+fn blocks(header: &[String], rows: &[Vec<String>], width: usize) -> String {
+    let blocks: Vec<String> = rows
+        .iter()
+        .map(|row| {
+            let mut table = comfy_table::Table::new();
+            table
+                .load_preset(comfy_table::presets::NOTHING)
+                .set_content_arrangement(comfy_table::ContentArrangement::Dynamic)
+                .set_width(u16::try_from(width).unwrap_or(u16::MAX))
+                .add_rows(header.iter().zip(row).skip(1).map(|(h, v)| [h, v]));
+            if let Some(names) = table.column_mut(0) {
+                names.set_padding((2, 1));
+            }
+            format!("{}\n{}", row[0], trimmed_lines(&table))
+        })
+        .collect();
+    blocks.join("\n")
+}
+
+fn trimmed_lines(table: &comfy_table::Table) -> String {
     let mut out = String::new();
     for line in table.lines() {
         out += line.trim_end();

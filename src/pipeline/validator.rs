@@ -12,7 +12,7 @@ use crate::calib::file_sha256;
 use crate::eval::dataset::Dataset;
 use crate::eval::nms::NmsConfig;
 use crate::eval::validate::{
-    DataSource, ValReport, data_files, ensure_labelled, load_dataset, validate,
+    DataSource, ValReport, data_files, data_folders, ensure_labelled, load_dataset, validate,
 };
 use crate::onnx::Model;
 use crate::onnx::proto::ModelProto;
@@ -160,6 +160,11 @@ impl Validator {
     /// The files a validation reads ([`data_files`]).
     pub fn files(&self) -> Result<Vec<PathBuf>> {
         data_files(&self.source, &self.dataset, self.gt.as_deref())
+    }
+
+    /// The folders whose contents decide the dataset ([`data_folders`]).
+    pub fn folders(&self) -> Result<Vec<PathBuf>> {
+        data_folders(&self.source, &self.dataset)
     }
 
     /// What a validation's figures depend on, for build keys: the settings and the SHA-256 of

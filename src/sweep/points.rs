@@ -189,7 +189,11 @@ pub fn run_sweep(spec: &SweepSpec, progress: &dyn Progress) -> Result<SweepRepor
             .any(|p| p.needs_calibration()),
         &spec.calibration,
     ) {
-        (true, Some(calib)) => Some(CalibrationSet::resolve(calib)?),
+        (true, Some(calib)) => {
+            let set = CalibrationSet::resolve(calib)?;
+            warnings.extend(set.messages.iter().cloned());
+            Some(set)
+        }
         (true, None) => Err(crate::Needs::CalibrationImages).context(
             "methods with +obs or +stats recover from calibration images (never the validation \
              images)",

@@ -236,3 +236,129 @@ fn force_redoes_an_up_to_date_model_and_a_recorded_gate_still_fails() {
     );
     assert_eq!(identity(&output).0, forced.0);
 }
+
+#[test]
+fn the_depfile_names_every_prerequisite_and_make_reads_any_image_name() {
+    let Some(mut make) = make() else {
+        return;
+    };
+    let dir = scratch();
+    let d = dir.path();
+    let (Some(data), Some(model), Some(extra)) = (
+        small_dataset(d, 3),
+        fixture("models/yolov5n_op12.onnx"),
+        fixture("coco/coco_extra_train/images/train2017"),
+    ) else {
+        return;
+    };
+    std::fs::copy(model, d.join("m.onnx")).unwrap();
+    // Validation images named by a list file, one of them with a colon and a space in its name.
+    let mut names: Vec<String> = std::fs::read_dir(d.join("ds/images"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let odd = "a: b.jpg";
+    std::fs::rename(
+        d.join("ds/images").join(&names[0]),
+        d.join("ds/images").join(odd),
+    )
+    .unwrap();
+    std::fs::rename(
+        d.join("ds/labels").join(names[0].replace(".jpg", ".txt")),
+        d.join("ds/labels/a: b.txt"),
+    )
+    .unwrap();
+    names[0] = odd.to_string();
+    let background = d.join("ds/labels").join(names[1].replace(".jpg", ".txt"));
+    let background_label = std::fs::read(&background).unwrap();
+    std::fs::remove_file(&background).unwrap();
+    let list: String = names.iter().map(|n| format!("./images/{n}\n")).collect();
+    std::fs::write(d.join("ds/val.txt"), list).unwrap();
+    let yaml = std::fs::read_to_string(&data)
+        .unwrap()
+        .replace("val: images", "val: val.txt");
+    std::fs::write(&data, yaml).unwrap();
+    let calib = d.join("calib");
+    std::fs::create_dir(&calib).unwrap();
+    std::fs::copy(
+        extra.join("000000000790.jpg"),
+        calib.join("000000000790.jpg"),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("p.yaml"),
+        "models: [m.onnx]\npasses:\n  - prune_magnitude: {amount: 0.3, scope: global, recover: stats}\n\
+         output: out/{stem}.onnx\ncalibration: {data: calib, images: 1}\n\
+         validate: {data: ds.yaml, metric: map50_95}\n",
+    )
+    .unwrap();
+    // Absolute paths: the depfile names files as shears resolved them.
+    std::fs::write(
+        d.join("Makefile"),
+        format!(
+            "{0}/out/m.onnx: {0}/p.yaml {0}/m.onnx\n\t{1} run {0}/p.yaml --depfile {0}/out/m.d\n\
+             -include {0}/out/m.d\n",
+            d.display(),
+            env!("CARGO_BIN_EXE_shears")
+        ),
+    )
+    .unwrap();
+    make.current_dir(d);
+    let up_to_date = || {
+        let out = Command::new("make")
+            .current_dir(d)
+            .arg("-q")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            matches!(out.status.code(), Some(0 | 1)),
+            "make -q: {stderr}"
+        );
+        out.status.code() == Some(0)
+    };
+    let build = |make: &mut Command| {
+        let out = make.output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        assert!(up_to_date(), "not up to date after make");
+    };
+    build(&mut make);
+    let depfile = std::fs::read_to_string(d.join("out/m.d")).unwrap();
+    for needed in [
+        "ds/val.txt".to_string(),
+        "ds/images/a\\:\\ b.jpg".to_string(),
+        format!("\n{}:\n", d.join("ds/labels").display()),
+        format!("\n{}:\n", calib.display()),
+    ] {
+        assert!(depfile.contains(&needed), "{needed} in:\n{depfile}");
+    }
+
+    let changes: [(&str, &dyn Fn()); 4] = [
+        ("an added calibration image", &|| {
+            std::fs::copy(
+                extra.join("000000008193.jpg"),
+                calib.join("000000008193.jpg"),
+            )
+            .unwrap();
+        }),
+        ("an added label", &|| {
+            std::fs::write(&background, &background_label).unwrap()
+        }),
+        ("an edited image list", &|| {
+            let list = d.join("ds/val.txt");
+            let text = std::fs::read_to_string(&list).unwrap();
+            let kept: Vec<&str> = text.lines().take(2).collect();
+            std::fs::write(&list, kept.join("\n")).unwrap();
+        }),
+        ("a touched image with a colon", &|| {
+            touch(&d.join("ds/images").join(odd));
+        }),
+    ];
+    for (what, change) in changes {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        change();
+        assert!(!up_to_date(), "make missed {what}");
+        build(&mut make);
+    }
+}

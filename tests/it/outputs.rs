@@ -412,3 +412,43 @@ fn no_output_is_any_file_the_command_reads() {
         "is the file read by the pipeline",
     );
 }
+
+#[test]
+fn a_later_run_removes_the_temporary_files_a_killed_run_left() {
+    let dir = scratch();
+    let d = dir.path();
+    let model = small_model(d);
+    // The pid of a process that has ended, and one that runs (this test).
+    let mut child = Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    let live = std::process::id();
+    let stale = d.join(format!(".shears-{dead}-out.onnx-a1B2c3"));
+    let kept = [
+        format!(".shears-{live}-out.onnx-a1B2c3"), // a run still writing
+        format!(".shears-{dead}-other.onnx-a1B2c3"), // another output's
+        format!(".shears-{dead}-out.onnx.data-a1B2c3"),
+        "shears-out.onnx".to_string(),
+    ];
+    for name in kept.iter().map(String::as_str).chain([".shears-x"]) {
+        std::fs::write(d.join(name), b"partial").unwrap();
+    }
+    std::fs::write(&stale, b"partial").unwrap();
+    succeed(
+        shears()
+            .current_dir(d)
+            .arg("prune")
+            .arg(&model)
+            .args(["--amount", "0.3", "-o", "out.onnx"]),
+    );
+    assert!(!stale.exists(), "the killed run's temporary file is left");
+    for name in &kept {
+        assert!(d.join(name).exists(), "{name} was removed");
+    }
+    let leftovers: Vec<String> = std::fs::read_dir(d)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".shears-") && !kept.contains(n) && n != ".shears-x")
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}

@@ -381,7 +381,7 @@ fn a_validating_run_reports_each_image_validated_and_flags_a_halved_model() {
     // The guide's 30% per-layer cut takes yolov5n from 0.35 to 0.09 on coco128 (REFERENCE.md).
     assert!(pruned < dense / 2.0, "{validation}");
     assert_eq!(validation["lost_over_half"], true, "{validation}");
-    let table = shears::pipeline::summary_table(&run);
+    let table = shears::pipeline::summary_table(&run, None);
     assert!(
         table.contains("ok (no budget set); WARNING: lost more than half its map50_95"),
         "{table}"
@@ -459,4 +459,90 @@ fn a_recovering_pass_calibrates_on_the_pipelines_calibration_block() {
         .expect("the calibration set is recorded");
     let record: serde_json::Value = serde_json::from_str(record.value()).unwrap();
     assert_eq!(record["images"], 2);
+}
+
+#[test]
+fn a_yaml_error_says_what_is_wrong_once_in_the_authors_words() {
+    let dir = scratch();
+    let d = dir.path();
+    let path = write(
+        d,
+        "dup.yaml",
+        "models: [a.onnx]\nmodels: [b.onnx]\npasses: []\noutput: x\n",
+    );
+    let stderr = error_exit(
+        &mut run_pipeline(&path, &[]),
+        "dup.yaml: line 2 column 1: duplicate mapping key `models`",
+    );
+    assert_eq!(
+        stderr.matches("duplicate mapping key").count(),
+        1,
+        "{stderr}"
+    );
+    assert!(!stderr.contains("Policy"), "{stderr}");
+    assert!(stderr.contains("2 | models: [b.onnx]"), "{stderr}");
+    // A data YAML too.
+    succeed(
+        shears()
+            .current_dir(d)
+            .args(["synth", "yolov5n", "--imgsz", "64", "-o", "n.onnx"]),
+    );
+    write(d, "data.yaml", "val: [\n");
+    let stderr = error_exit(
+        shears()
+            .current_dir(d)
+            .args(["val", "n.onnx", "--data", "data.yaml"]),
+        "data.yaml: line 1 column 6: unclosed bracket",
+    );
+    assert_eq!(stderr.matches("unclosed bracket").count(), 1, "{stderr}");
+}
+
+#[test]
+fn the_summary_fits_the_terminal_and_the_reports_keep_the_table() {
+    let dir = scratch();
+    let d = dir.path();
+    succeed(
+        shears()
+            .current_dir(d)
+            .args(["synth", "yolov5n", "--imgsz", "64", "-o", "n.onnx"]),
+    );
+    std::fs::write(d.join("broken.onnx"), b"not a model").unwrap();
+    let pipeline = write(
+        d,
+        "p.yaml",
+        "models: [n.onnx, broken.onnx]\npasses:\n  - prune_magnitude: {amount: 0.3}\noutput: out/{stem}.onnx\n",
+    );
+    let spec = shears::pipeline::load_spec(&pipeline).unwrap();
+    let run = shears::pipeline::run_pipeline(&spec, &pipeline, 1, false, &shears::progress::Silent)
+        .unwrap();
+    let full = shears::pipeline::summary_table(&run, None);
+    assert_eq!(full.lines().count(), 3, "{full}");
+    assert!(full.lines().all(|l| l.len() > 120), "{full}");
+    assert_eq!(shears::pipeline::summary_table(&run, Some(400)), full);
+    let narrow = shears::pipeline::summary_table(&run, Some(80));
+    assert!(narrow.lines().all(|l| l.chars().count() <= 80), "{narrow}");
+    for needed in [
+        "n.onnx\n",
+        "broken.onnx\n",
+        "  non-zero params ",
+        "  status ",
+        "ok\n",
+    ] {
+        assert!(narrow.contains(needed), "{needed:?} in:\n{narrow}");
+    }
+    assert_eq!(narrow.matches("  file size ").count(), 2, "{narrow}");
+    // The Markdown report keeps one row per model.
+    let prefix = d.join("out/summary");
+    let mut plan = shears::onnx::OutputPlan::new();
+    for path in shears::pipeline::summary_paths(&prefix) {
+        plan.output("summary", &path).unwrap();
+    }
+    shears::pipeline::stage_summary(&run, &prefix, &mut plan).unwrap();
+    plan.commit().unwrap();
+    let markdown = std::fs::read_to_string(prefix.with_extension("md")).unwrap();
+    assert_eq!(
+        markdown.lines().filter(|l| l.starts_with("| ")).count(),
+        3,
+        "{markdown}"
+    );
 }

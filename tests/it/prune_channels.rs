@@ -1296,3 +1296,42 @@ fn ops_that_do_not_keep_a_removed_channel_zero_lock_it_before_a_conv() {
     }
     assert_equivalent(&pruning);
 }
+
+#[test]
+fn a_channel_prune_that_removes_nothing_says_so_once_and_warns_of_nothing() {
+    let dir = scratch();
+    let d = dir.path();
+    succeed(
+        shears()
+            .current_dir(d)
+            .args(["synth", "yolov5n", "--imgsz", "64", "-o", "n.onnx"]),
+    );
+    // 0.1% of a group rounds to no channel.
+    let out = shears()
+        .current_dir(d)
+        .args(["prune", "n.onnx", "-o", "out.onnx", "--method", "channel"])
+        .args(["--amount", "0.001"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stdout.matches("nothing was pruned").count(), 1, "{stdout}");
+    assert!(!stdout.contains("removed 0"), "{stdout}");
+    assert!(!stderr.contains("warning"), "{stderr}");
+    // A prune that removes channels still warns.
+    let out = shears()
+        .current_dir(d)
+        .args(["prune", "n.onnx", "-o", "out.onnx", "--method", "channel"])
+        .args(["--amount", "0.5"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("changes what the model detects"),
+        "{stderr}"
+    );
+}

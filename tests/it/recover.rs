@@ -362,3 +362,129 @@ fn recovered_channel_pruning_meets_its_mac_target_and_equals_its_masked_model() 
     // onnxruntime, an engine the pass's own proof does not use, agrees.
     crate::prune_channels::assert_equivalent(&[(masked, out)]);
 }
+
+#[test]
+fn calibration_images_are_read_as_val_reads_them() {
+    let Some(images) = fixture("coco/coco_extra_train/images/train2017") else {
+        return;
+    };
+    let dir = scratch();
+    let d = dir.path();
+    let calib = d.join("calib");
+    std::fs::create_dir(&calib).unwrap();
+    for name in ["000000000790.jpg", "000000008193.jpg"] {
+        std::fs::copy(images.join(name), calib.join(name)).unwrap();
+    }
+    // the same content twice, a loop of folders, and two images `val` skips
+    std::fs::copy(images.join("000000000790.jpg"), calib.join("copy.jpg")).unwrap();
+    std::os::unix::fs::symlink(".", calib.join("loop")).unwrap();
+    image::RgbImage::new(1, 1)
+        .save(calib.join("tiny.png"))
+        .unwrap();
+    std::fs::File::create(calib.join("empty.jpg")).unwrap();
+    let set = CalibrationSet::resolve(&CalibrationSpec {
+        data: calib.clone(),
+        data_root: None,
+        images: 100,
+    })
+    .unwrap();
+    let names: Vec<String> = set
+        .images
+        .iter()
+        .map(|p| p.strip_prefix(&calib).unwrap().display().to_string())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(names.contains(&"000000008193.jpg".to_string()), "{names:?}");
+    let messages = set.messages.join("\n");
+    for needed in [
+        "tiny.png: ignoring corrupt image/label: image size 1x1 < 10 pixels",
+        "empty.jpg: ignoring corrupt image/label",
+        "counted once",
+        "2 usable calibration images, fewer than the 100 asked for",
+    ] {
+        assert!(messages.contains(needed), "{needed:?} in:\n{messages}");
+    }
+
+    // A prune goes on without them and says so.
+    succeed(
+        shears()
+            .current_dir(d)
+            .args(["synth", "yolov5n", "--imgsz", "64", "-o", "n.onnx"]),
+    );
+    let out = shears()
+        .current_dir(d)
+        .args(["prune", "n.onnx", "-o", "out.onnx", "--amount", "0.3"])
+        .args([
+            "--recover",
+            "stats",
+            "--calib",
+            "calib",
+            "--calib-images",
+            "100",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    for needed in [
+        "warning: ",
+        "tiny.png: ignoring corrupt image/label",
+        "fewer than the 100 asked for",
+    ] {
+        assert!(stderr.contains(needed), "{needed:?} in:\n{stderr}");
+    }
+    let model = onnx::load(&d.join("out.onnx")).unwrap();
+    let record = shears::onnx::metadata::get(&model.proto, CALIBRATION_KEY).unwrap();
+    let record: serde_json::Value = serde_json::from_str(record).unwrap();
+    assert_eq!(record["images"], 2);
+}
+
+#[test]
+fn every_phase_of_a_recovering_prune_is_named() {
+    let Some(images) = fixture("coco/coco_extra_train/images/train2017") else {
+        return;
+    };
+    let dir = scratch();
+    let d = dir.path();
+    std::fs::create_dir(d.join("calib")).unwrap();
+    for name in ["000000000790.jpg", "000000008193.jpg"] {
+        std::os::unix::fs::symlink(images.join(name), d.join("calib").join(name)).unwrap();
+    }
+    succeed(
+        shears()
+            .current_dir(d)
+            .args(["synth", "yolov5n", "--imgsz", "64", "-o", "n.onnx"]),
+    );
+    let phases = |method: &[&str]| {
+        let out = shears()
+            .current_dir(d)
+            .args(["prune", "n.onnx", "-o", "out.onnx"])
+            .args(method)
+            .args(["--amount", "0.3", "--recover", "obs", "--calib", "calib"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stderr}");
+        stderr
+    };
+    // Off a terminal each phase is one line.
+    let stderr = phases(&["--scope", "global"]);
+    for phase in [
+        "calibrating...",
+        "measuring each layer's error by sparsity...",
+        "measuring how far each layer's error reaches...",
+        "solving layers (OBS)...",
+        "correcting output statistics...",
+    ] {
+        assert!(stderr.contains(phase), "{phase:?} in:\n{stderr}");
+    }
+    let stderr = phases(&["--method", "channel"]);
+    for phase in [
+        "measuring each consumer's channel losses...",
+        "measuring how far each layer's error reaches...",
+        "ordering each group's channels...",
+        "correcting output statistics...",
+    ] {
+        assert!(stderr.contains(phase), "{phase:?} in:\n{stderr}");
+    }
+}

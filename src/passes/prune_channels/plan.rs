@@ -46,12 +46,8 @@ impl ChannelPlan {
             .iter()
             .map(|((Reverse(c), Reverse(kept)), n)| format!("{c}->{kept} x{n}"))
             .collect();
-        let mut summary = format!(
-            "removed {removed} channels from {} of {} selected groups ({before} -> {} channels; \
-             {} importance, {} scope, amount {}, round_to {}, min_channels {})",
-            self.choice.removed.len(),
-            self.choice.selected,
-            before - removed,
+        let settings = format!(
+            "{} importance, {} scope, amount {}, round_to {}, min_channels {}",
             self.options.importance_name(),
             match self.options.scope {
                 Scope::Layer => "layer",
@@ -61,6 +57,20 @@ impl ChannelPlan {
             self.options.round_to,
             self.options.min_width(),
         );
+        let mut summary = if removed == 0 {
+            format!(
+                "nothing was pruned: none of {} selected groups lost a channel ({settings})",
+                self.choice.selected
+            )
+        } else {
+            format!(
+                "removed {removed} channels from {} of {} selected groups ({before} -> {} \
+                 channels; {settings})",
+                self.choice.removed.len(),
+                self.choice.selected,
+                before - removed,
+            )
+        };
         if !per_group.is_empty() {
             summary += &format!("; widths (groups): {}", per_group.join(", "));
         }
@@ -85,9 +95,6 @@ impl ChannelPlan {
         );
         if let Some(first) = self.choice.locked.first() {
             summary += &format!(" (first locked: {first})");
-        }
-        if self.choice.removed.is_empty() {
-            summary += "; nothing was pruned";
         }
         Ok(summary)
     }

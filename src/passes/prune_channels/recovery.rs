@@ -137,6 +137,11 @@ impl ObsChannels {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
+        let progress = calib.progress();
+        progress.start(
+            "measuring each consumer's channel losses",
+            Some(consumers.len() as u64),
+        );
         let perturbed: Vec<(Mat<f64>, f64)> = consumers
             .par_iter()
             .zip(&stats)
@@ -155,9 +160,11 @@ impl ObsChannels {
                 let mut probe = c.layer.clone();
                 probe.remove(&columns)?;
                 let own = output_error(&c.layer.w, &probe.w, &stats.gram) / c.energy;
+                progress.advance(1);
                 Ok((probe.w, own))
             })
             .collect::<Result<_>>()?;
+        progress.finish();
         let probes: Vec<Probe> = consumers
             .iter()
             .zip(&perturbed)
@@ -178,10 +185,17 @@ impl ObsChannels {
             orders: Vec::new(),
             consumer_of,
         };
+        let progress = calib.progress();
+        progress.start("ordering each group's channels", Some(groups.len() as u64));
         this.orders = groups
             .par_iter()
-            .map(|g| this.greedy_order(g))
+            .map(|g| {
+                let order = this.greedy_order(g);
+                progress.advance(1);
+                order
+            })
             .collect::<Result<_>>()?;
+        progress.finish();
         Ok(this)
     }
 

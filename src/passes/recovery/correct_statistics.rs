@@ -72,7 +72,13 @@ pub fn correct_statistics(
     let mut order: Vec<usize> = (0..sites.len()).collect();
     order.sort_by_key(|&i| (levels[&sites[i].name], i));
     let mut channels = 0;
-    for stage in order.chunk_by(|&a, &b| levels[&sites[a].name] == levels[&sites[b].name]) {
+    let stages: Vec<&[usize]> = order
+        .chunk_by(|&a, &b| levels[&sites[a].name] == levels[&sites[b].name])
+        .collect();
+    calib
+        .progress()
+        .start("correcting output statistics", Some(stages.len() as u64));
+    for stage in stages {
         let stage_sites: Vec<ConvSite> = stage.iter().map(|&i| sites[i].clone()).collect();
         let current = calib.output_samples(model, &stage_sites, IMAGES)?;
         let graph = model.graph.as_mut().context("the model has no graph")?;
@@ -80,7 +86,9 @@ pub fn correct_statistics(
             let moments = Moments::of(&sites[i], pruned, &reference[i])?;
             channels += correct_layer(graph, &sites[i], &moments)?;
         }
+        calib.progress().advance(1);
     }
+    calib.progress().finish();
     Ok(format!(
         "corrected {channels} output channels of {} conv layers toward the dense model (least squares)",
         sites.len()

@@ -150,17 +150,28 @@ pub fn prune_with_obs(
         CalibOrder::Sequential => STAGES.min(layers.len()).max(1),
     };
     let per_stage = layers.len().div_ceil(stages).max(1);
-    for stage in layers.chunks(per_stage) {
+    for (i, stage) in layers.chunks(per_stage).enumerate() {
         // The first stage reads the dense model, whose statistics global scope already has.
         if stats.is_empty() {
             stats = calib.input_stats(model, &sites_of(stage))?;
         }
         let graph = model.graph.as_mut().context("the model has no graph")?;
+        let progress = calib.progress();
+        let label = match stages {
+            1 => "solving layers (OBS)".to_string(),
+            _ => format!("solving layers (OBS), stage {} of {stages}", i + 1),
+        };
+        progress.start(&label, Some(stage.len() as u64));
         let solved = stage
             .par_iter()
             .zip(&stats)
-            .map(|(layer, stats)| solve(graph, layer, stats))
+            .map(|(layer, stats)| {
+                let w = solve(graph, layer, stats);
+                progress.advance(1);
+                w
+            })
             .collect::<Result<Vec<_>>>()?;
+        progress.finish();
         for (layer, w) in stage.iter().zip(solved) {
             layer.matrix().write(graph, &w)?;
         }
@@ -248,6 +259,11 @@ fn allocate(
     let total: usize = sizes.iter().sum();
     let goal = (round_half_even(amount * total as f64) as usize).min(total);
     let probe_level = ((amount * LEVELS as f64).round() as usize).clamp(1, LEVELS);
+    let progress = calib.progress();
+    progress.start(
+        "measuring each layer's error by sparsity",
+        Some(layers.len() as u64),
+    );
     let measured: Vec<Measured> = layers
         .par_iter()
         .zip(stats)
@@ -273,9 +289,11 @@ fn allocate(
                     probe = pruned;
                 }
             }
+            progress.advance(1);
             Ok(Measured { curve, probe })
         })
         .collect::<Result<_>>()?;
+    progress.finish();
     let probes: Vec<Probe> = layers
         .iter()
         .zip(&measured)

@@ -45,6 +45,10 @@ pub fn reach(
         .sum::<f64>()
         .max(f64::MIN_POSITIVE);
     let mut scale = Vec::with_capacity(probes.len());
+    calib.progress().start(
+        "measuring how far each layer's error reaches",
+        Some(probes.len() as u64),
+    );
     for probe in probes {
         let mut trial = model.clone();
         let graph = trial.graph.as_mut().context("the model has no graph")?;
@@ -61,7 +65,9 @@ pub fn reach(
         } else {
             1.0
         });
+        calib.progress().advance(1);
     }
+    calib.progress().finish();
     Ok(scale)
 }
 
