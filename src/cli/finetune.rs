@@ -9,6 +9,7 @@ use anyhow::{Result, bail};
 
 use super::common::load_model;
 use super::ui::Ui;
+use shears::backend::Device;
 use shears::job::ensure_lossless_rewrite;
 use shears::onnx::metadata::{self, FINETUNE_KEY};
 use shears::onnx::{OutputPlan, SaveOptions};
@@ -61,6 +62,10 @@ pub struct Args {
     /// Use at most N images (a seeded draw).
     #[arg(long, value_name = "N")]
     pub images_limit: Option<usize>,
+    /// Device to train on: `cpu` only for now (asking for `cuda` is an error, never a silent
+    /// CPU run).
+    #[arg(long, value_name = "cpu", default_value = "cpu")]
+    pub device: Device,
     /// Threads [default: number of cores].
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
@@ -106,6 +111,13 @@ pub fn checkpoint_path(output: &Path) -> PathBuf {
 }
 
 pub fn run(args: &Args, ui: &Ui) -> Result<ExitCode> {
+    if let Device::Cuda(_) = args.device {
+        bail!(
+            "--device {}: fine-tuning runs on the CPU only (shears' training kernels have no \
+             CUDA path yet); leave out --device",
+            args.device
+        );
+    }
     let settings = args.settings();
     settings.validate()?;
     let student = load_model(&args.student, ui)?;

@@ -407,3 +407,50 @@ fn a_sweep_point_with_ft_is_prune_then_finetune_on_the_calibration_images() {
     let model = shears::onnx::load(&point).unwrap().proto;
     assert!(shears::onnx::metadata::get(&model, "shears.finetune").is_some());
 }
+
+#[test]
+fn bad_fine_tuning_input_is_an_error_naming_it_and_writes_nothing() {
+    let dir = scratch();
+    let d = dir.path();
+    let Some((dense, pruned, images)) = small_setup(d) else {
+        return;
+    };
+    let out = d.join("out.onnx");
+    let fails = |extra: &[&str], needle: &str| {
+        error_exit(&mut finetune(&dense, &pruned, &images, &out, extra), needle);
+        assert!(!out.exists(), "{extra:?} left an output");
+    };
+    fails(&["--device", "cuda"], "CPU only");
+    fails(&["--epochs", "0"], "epochs must be 1 or more");
+    fails(&["--images-limit", "0"], "images_limit 0");
+    fails(&["--lr", "NaN"], "lr NaN");
+    fails(&["--holdout", "0.7"], "holdout 0.7");
+    fails(&["--feature-weight=-1"], "loss weights must be 0 or more");
+    // a teacher that is not the model the student was pruned from
+    let other = d.join("other.onnx");
+    succeed(
+        shears()
+            .args(["synth", "yolov5n", "--imgsz", "64", "--nc", "3", "-o"])
+            .arg(&other),
+    );
+    error_exit(
+        &mut finetune(&other, &pruned, &images, &out, &[]),
+        "is the teacher the model the student was pruned from?",
+    );
+    assert!(!out.exists());
+    // no images
+    let empty = d.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    error_exit(
+        &mut finetune(&dense, &pruned, &empty, &out, &[]),
+        &empty.display().to_string(),
+    );
+    assert!(!out.exists());
+    // the output may not be one of the models read
+    let before = std::fs::read(&pruned).unwrap();
+    error_exit(
+        &mut finetune(&dense, &pruned, &images, &pruned, &[]),
+        &pruned.display().to_string(),
+    );
+    assert_eq!(std::fs::read(&pruned).unwrap(), before);
+}
