@@ -35,6 +35,9 @@ pub enum Needs {
     /// A pass recovers accuracy from calibration images, and none were given.
     #[error("calibration images are needed to recover accuracy, and none were given")]
     CalibrationImages,
+    /// A gate or search compares COCO AP, and the dataset has no COCO annotations of its own.
+    #[error("metric coco_ap needs COCO annotations, and the dataset has none of its own")]
+    CocoAnnotations,
     /// The dataset root given instead of a data YAML's `path:` does not exist.
     #[error("the dataset root {} does not exist", given.display())]
     GivenDataRoot { given: std::path::PathBuf },
