@@ -154,7 +154,7 @@ pub fn ensure_lossless_rewrite(model: &Model, force: bool) -> Result<Option<Stri
         .into());
     }
     Ok(Some(format!(
-        "{}: rewriting anyway (--force); what the schema does not know is lost",
+        "{}: rewriting anyway, as forced; what the schema does not know is lost",
         model.path.display()
     )))
 }

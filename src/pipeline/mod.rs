@@ -22,6 +22,8 @@ pub use summary::{significant3, stage_summary, summary_paths, summary_table};
 fn with_yaml_key(err: anyhow::Error, block: &str) -> anyhow::Error {
     let key = match err.downcast_ref::<crate::Needs>() {
         Some(crate::Needs::CocoAnnotations) => "give them as `gt:`",
+        Some(crate::Needs::PixelLimit { .. }) => "raise its `max_pixels:`",
+        Some(crate::Needs::OrtBackend { .. }) => "set its `backend: ort`",
         Some(crate::Needs::GivenDataRoot { .. }) => "check its `data_root:`",
         Some(crate::Needs::DataRoot { .. }) => "give the dataset's folder as `data_root:`",
         _ => return err.context(block.to_string()),

@@ -374,24 +374,26 @@ fn prepare_validator(
         .as_deref()
         .map(|r| resolve(base, r))
         .transpose()?;
-    let settings = ValSettings {
-        data: DataSource::Yaml { data, root },
-        gt: spec.gt.as_deref().map(|gt| resolve(base, gt)).transpose()?,
-        images: None,
-        nms: NmsConfig {
-            conf_thres: spec.conf,
-            iou_thres: spec.iou,
-            max_det: spec.max_det,
-            ..NmsConfig::default()
-        },
-        backend: BackendSpec::parse(&spec.backend, &spec.device)?.shared_by(jobs),
-        max_pixels: spec.max_pixels,
+    let gt = spec.gt.as_deref().map(|gt| resolve(base, gt)).transpose()?;
+    let load = || {
+        let settings = ValSettings {
+            data: DataSource::Yaml { data, root },
+            gt,
+            images: None,
+            nms: NmsConfig {
+                conf_thres: spec.conf,
+                iou_thres: spec.iou,
+                max_det: spec.max_det,
+                ..NmsConfig::default()
+            },
+            backend: BackendSpec::parse(&spec.backend, &spec.device)?.shared_by(jobs),
+            max_pixels: spec.max_pixels,
+        };
+        let validator = Validator::load(settings, progress)?;
+        spec.metric.ensure_measured_by(&validator)?;
+        Ok(validator)
     };
-    Validator::load(settings, progress)
-        .and_then(|validator| {
-            spec.metric.ensure_measured_by(&validator)?;
-            Ok(validator)
-        })
+    load()
         .map_err(|err| super::with_yaml_key(err, "validate"))
         .map(Some)
 }
