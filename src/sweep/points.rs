@@ -497,7 +497,7 @@ fn record_of(
         .iter()
         .map(|l| l.weight_zeros + l.bias_zeros)
         .sum();
-    Ok(PointRecord {
+    PointRecord {
         key,
         id: id.to_string(),
         method,
@@ -513,7 +513,7 @@ fn record_of(
         accuracy,
         record_sha256: String::new(),
     }
-    .sealed()?)
+    .sealed()
 }
 
 /// Writes a point's record atomically; `model` is declared as read (never overwritten).
