@@ -18,6 +18,7 @@ use crate::analysis::{Sparsity, model_stats};
 use crate::backend::BackendSpec;
 use crate::calib::{Calibration, CalibrationSet, Calibrator};
 use crate::digest::{hex, sha256_hex};
+use crate::eval::validator::{GateMetric, ValidationIdentity};
 use crate::graph::Consistency;
 use crate::onnx::metadata::{self, BUILD_KEY, CALIBRATION_KEY};
 use crate::onnx::proto::ModelProto;
@@ -153,9 +154,17 @@ pub fn ensure_lossless_rewrite(model: &Model, force: bool) -> Result<Option<Stri
         .into());
     }
     Ok(Some(format!(
-        "{}: rewriting anyway (--force); what the schema does not know is lost",
+        "{}: rewriting anyway, as forced; what the schema does not know is lost",
         model.path.display()
     )))
+}
+
+/// What a validation recorded in an output depends on: the figure gated and the validation's
+/// settings and data ([`ValidationIdentity`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct GatedValidation {
+    pub metric: GateMetric,
+    pub identity: ValidationIdentity,
 }
 
 /// What an output is derived from. Its [`BuildInputs::key`] changes exactly when one of these
@@ -172,7 +181,7 @@ pub struct BuildInputs<'a> {
     pub calibration_sha256: Option<String>,
     pub external_data: Option<&'a str>,
     /// The settings and data a recorded validation depends on.
-    pub validation: Option<serde_json::Value>,
+    pub validation: Option<&'a GatedValidation>,
 }
 
 impl<'a> BuildInputs<'a> {
@@ -209,10 +218,28 @@ pub fn model_sha256(model: &Model) -> String {
     hex(&hasher.finalize())
 }
 
-/// The build key an output records under [`BUILD_KEY`], if any.
+/// The build key an output records under [`BUILD_KEY`], when it records one and is still the
+/// model it recorded: the SHA-256 of its encoding without that entry ([`seal`]) matches, so
+/// weights changed in place or an edited recorded validation are not vouched for.
 pub fn recorded_build_key(model: &ModelProto) -> Option<String> {
-    let value: serde_json::Value = serde_json::from_str(metadata::get(model, BUILD_KEY)?).ok()?;
-    value.get("key")?.as_str().map(String::from)
+    let record: serde_json::Value = serde_json::from_str(metadata::get(model, BUILD_KEY)?).ok()?;
+    let key = record.get("key")?.as_str()?;
+    let recorded = record.get("model_sha256")?.as_str()?;
+    let mut unsealed = model.clone();
+    unsealed.metadata_props.retain(|p| p.key() != BUILD_KEY);
+    (sha256_hex(&onnx::encode(&unsealed)) == recorded).then(|| key.to_string())
+}
+
+/// Records `key` under [`BUILD_KEY`] (last), with the SHA-256 of the model encoded without that
+/// entry: what [`recorded_build_key`] checks.
+fn seal(model: &mut ModelProto, key: &str) {
+    model.metadata_props.retain(|p| p.key() != BUILD_KEY);
+    let model_sha256 = sha256_hex(&onnx::encode(model));
+    metadata::set(
+        model,
+        BUILD_KEY,
+        &serde_json::json!({ "key": key, "model_sha256": model_sha256 }).to_string(),
+    );
 }
 
 /// Runs `passes` on `model`, each proving its result when `options.verify` is set, and stages
@@ -235,6 +262,8 @@ pub fn prune_to_file(
 pub struct Pruned {
     /// The result; callers may add metadata before [`stage`] writes it.
     pub proto: ModelProto,
+    /// Recorded by [`stage`], sealing the model as it is then.
+    build_key: String,
     input: PathBuf,
     reports: Vec<PassReport>,
     masked: Option<ModelProto>,
@@ -244,8 +273,8 @@ pub struct Pruned {
 }
 
 /// Runs `passes` on `model` (see [`prune_to_file`]) and records in the result's metadata the
-/// passes, the calibration set when one was used, and the build key (`options.build_key`, or
-/// [`BuildInputs::new`]'s). `output` only names the file in messages.
+/// passes and the calibration set when one was used; [`stage`] adds the build key
+/// (`options.build_key`, or [`BuildInputs::new`]'s). `output` only names the file in messages.
 pub fn prune(
     mut model: Model,
     passes: &[PassConfig],
@@ -346,13 +375,9 @@ pub fn prune(
             &calibrator.set().record().to_string(),
         );
     }
-    metadata::set(
-        &mut model.proto,
-        BUILD_KEY,
-        &serde_json::json!({ "key": build_key }).to_string(),
-    );
     Ok(Pruned {
         proto: model.proto,
+        build_key,
         input: model.path,
         reports,
         masked,
@@ -362,10 +387,10 @@ pub fn prune(
     })
 }
 
-/// Stages `pruned` for `output` in `plan` (which has declared it), with the masked model when
-/// asked, and reports what the job did.
+/// Stages `pruned` for `output` in `plan` (which has declared it), sealed with its build key
+/// ([`seal`]), with the masked model when asked, and reports what the job did.
 pub fn stage(
-    pruned: Pruned,
+    mut pruned: Pruned,
     output: &Path,
     options: &JobOptions,
     plan: &mut OutputPlan,
@@ -374,6 +399,7 @@ pub fn stage(
         plan.stage_model(masked, path, &SaveOptions::default())
             .with_context(|| format!("writing the masked model {}", path.display()))?;
     }
+    seal(&mut pruned.proto, &pruned.build_key);
     let saved = plan.stage_model(&pruned.proto, output, &options.save)?;
     let mut file_bytes = saved.bytes;
     let mut zstd_bytes = None;

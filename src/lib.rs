@@ -36,6 +36,25 @@ pub enum Needs {
     /// A pass recovers accuracy from calibration images, and none were given.
     #[error("calibration images are needed to recover accuracy, and none were given")]
     CalibrationImages,
+    /// A gate or search compares COCO AP, and the dataset has no COCO annotations of its own.
+    #[error("metric coco_ap needs COCO annotations, and the dataset has none of its own")]
+    CocoAnnotations,
+    /// An image has more pixels than the limit allows; it needs a higher limit (or a smaller
+    /// image).
+    #[error(
+        "image {} is {width}x{height} = {} pixels, over the limit of {limit}",
+        image.display(),
+        u64::from(*width) * u64::from(*height)
+    )]
+    PixelLimit {
+        image: std::path::PathBuf,
+        width: u32,
+        height: u32,
+        limit: u64,
+    },
+    /// A device other than the CPU was asked of the tract backend, which runs on the CPU only.
+    #[error("the tract backend runs on the CPU only, not on {device}")]
+    OrtBackend { device: String },
     /// The dataset root given instead of a data YAML's `path:` does not exist.
     #[error("the dataset root {} does not exist", given.display())]
     GivenDataRoot { given: std::path::PathBuf },

@@ -80,9 +80,10 @@ impl BackendSpec {
     /// Checks that `engine` can run on `device` (tract runs on the CPU only).
     pub fn new(engine: Engine, device: Device) -> anyhow::Result<Self> {
         if engine == Engine::Tract && device != Device::Cpu {
-            bail!(
-                "the tract backend runs on the CPU only; use `--backend ort` for `--device {device}`"
-            );
+            return Err(crate::Needs::OrtBackend {
+                device: device.to_string(),
+            }
+            .into());
         }
         Ok(Self {
             engine,

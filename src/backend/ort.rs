@@ -202,7 +202,8 @@ fn use_cuda(
         bail!(
             "CUDA was requested but the ONNX Runtime at {library} was built without CUDA \
              (the CPU-only `onnxruntime` wheel): install `onnxruntime-gpu==1.31.1` in its place \
-             (it needs CUDA 13 and cuDNN 9), or run with `--device cpu`"
+             (it needs CUDA 13 and cuDNN 9), or run on the CPU (`--device cpu`; in a pipeline, \
+             `device: cpu`)"
         );
     }
     let cuda = ep::CUDA::default()

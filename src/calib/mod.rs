@@ -14,7 +14,7 @@ mod columns;
 mod sites;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use faer::Mat;
@@ -30,7 +30,7 @@ pub use columns::{columns, sampled_positions};
 pub use sites::{Calibration, ConvSite, InputStats, OutputSamples, conv_sites};
 
 use crate::backend::{self, BackendSpec};
-use crate::digest::sha256_hex;
+use crate::digest::{file_sha256, sha256_hex};
 use crate::eval::dataset::{DataConfig, ImageListing, Skip, Split, check_image};
 use crate::eval::preprocess::{DEFAULT_MAX_PIXELS, preprocess_file};
 use crate::onnx::proto::{ModelProto, TypeProto, ValueInfoProto, type_proto};
@@ -188,12 +188,6 @@ pub fn load_inputs(set: &CalibrationSet, size: u32) -> Result<Vec<Array4<f32>>> 
         .par_iter()
         .map(|p| preprocess_file(p, size, DEFAULT_MAX_PIXELS).map(|pre| pre.tensor))
         .collect()
-}
-
-/// The hex SHA-256 of a file's bytes.
-pub fn file_sha256(path: &Path) -> Result<String> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    Ok(sha256_hex(&bytes))
 }
 
 /// [`Calibration`] by running a backend on a [`CalibrationSet`].

@@ -10,8 +10,8 @@ use shears::calib::CalibrationSpec;
 use shears::eval::nms::NmsConfig;
 use shears::eval::preprocess::DEFAULT_MAX_PIXELS;
 use shears::eval::validate::DataSource;
+use shears::eval::validator::ValSettings;
 use shears::onnx::{self, Model};
-use shears::sweep::ValSettings;
 
 /// Loads a model and warns about anything the schema does not cover.
 pub fn load_model(path: &Path, ui: &Ui) -> Result<Model> {

@@ -81,6 +81,9 @@ pub fn flag_hint(err: &anyhow::Error) -> Option<&'static str> {
     Some(match err.downcast_ref::<shears::Needs>()? {
         shears::Needs::LossyRewrite { .. } => "pass --force to rewrite it anyway",
         shears::Needs::CalibrationImages => "give --calib DATA",
+        shears::Needs::CocoAnnotations => "give them with --gt FILE",
+        shears::Needs::PixelLimit { .. } => "raise it with --max-pixels N",
+        shears::Needs::OrtBackend { .. } => "use --backend ort",
         shears::Needs::GivenDataRoot { .. } => "check --data-root",
         shears::Needs::DataRoot { .. } => "give the dataset's folder with --data-root DIR",
     })

@@ -14,6 +14,7 @@ use shears::analysis::model_stats;
 use shears::calib::CalibrationSet;
 use shears::eval::nms::NmsConfig;
 use shears::eval::validate::{DataSource, data_files, load_dataset};
+use shears::eval::validator::{ValSettings, Validator};
 use shears::job;
 use shears::job::{Footprint, JobOptions, JobReport, prune_to_file};
 use shears::onnx::Model;
@@ -21,9 +22,7 @@ use shears::onnx::{OutputPlan, SaveOptions};
 use shears::passes::{
     CalibOrder, Importance, Method, MethodKind, PassConfig, Recover, Scope, SearchAxis, StoreSparse,
 };
-use shears::pipeline::{
-    Budget, Found, GateMetric, SearchRecord, Searched, Validator, recipe, search,
-};
+use shears::pipeline::{Budget, Found, GateMetric, SearchRecord, Searched, recipe, search};
 use shears::progress::Silent;
 use shears::verify::Probe;
 
@@ -555,23 +554,24 @@ fn search_budget(
 ) -> Result<Found> {
     let searched = args.searched()?.context("--max-map-drop is not given")?;
     let data = args.data.clone().context("--max-map-drop needs --data")?;
-    let nms = NmsConfig {
-        conf_thres: args.conf,
-        iou_thres: args.iou,
-        ..NmsConfig::default()
-    };
-    let validator = Validator::new(
-        DataSource::Yaml {
+    let settings = ValSettings {
+        data: DataSource::Yaml {
             data,
             root: args.data_root.clone(),
         },
-        args.gt.clone(),
-        args.backend.spec()?,
-        nms,
-        args.metric.into(),
-        shears::eval::preprocess::DEFAULT_MAX_PIXELS,
-        &Silent,
-    )?;
+        gt: args.gt.clone(),
+        images: None,
+        nms: NmsConfig {
+            conf_thres: args.conf,
+            iou_thres: args.iou,
+            ..NmsConfig::default()
+        },
+        backend: args.backend.spec()?,
+        max_pixels: shears::eval::preprocess::DEFAULT_MAX_PIXELS,
+    };
+    let metric = GateMetric::from(args.metric);
+    let validator = Validator::load(settings, &Silent)?;
+    metric.ensure_measured_by(&validator)?;
     plan.inputs("validation file", &validator.files()?)?;
     for message in &validator.dataset().report.messages {
         ui.warn(message);
@@ -588,6 +588,7 @@ fn search_budget(
             passes,
             searched,
             &validator,
+            metric,
             &dense,
             options,
             &args.output,

@@ -13,7 +13,7 @@ use serde::Serialize;
 use super::common::{BackendArgs, load_model};
 use super::ui::Ui;
 use shears::backend::runnable_bytes;
-use shears::calib::file_sha256;
+use shears::digest::file_sha256;
 use shears::eval::coco::results_json;
 use shears::eval::dataset::{Dataset, ScanReport};
 use shears::eval::nms::NmsConfig;

@@ -469,8 +469,7 @@ impl Dataset {
             if pixels > max_pixels {
                 report.too_large += 1;
                 report.messages.push(format!(
-                    "{}: skipped: {}x{} is {pixels} pixels, over the limit of {max_pixels} \
-                     (--max-pixels)",
+                    "{}: skipped: {}x{} is {pixels} pixels, over the limit of {max_pixels}",
                     path.display(),
                     img.width,
                     img.height
@@ -761,8 +760,7 @@ pub fn check_image(path: &Path, max_pixels: u64) -> Result<(u32, u32), Skip> {
     let pixels = u64::from(width) * u64::from(height);
     if pixels > max_pixels {
         return Err(Skip::TooLarge(format!(
-            "{}: skipped: {width}x{height} is {pixels} pixels, over the limit of {max_pixels} \
-             (--max-pixels)",
+            "{}: skipped: {width}x{height} is {pixels} pixels, over the limit of {max_pixels}",
             path.display()
         )));
     }

@@ -23,3 +23,4 @@ pub mod preprocess;
 pub mod resize;
 pub mod types;
 pub mod validate;
+pub mod validator;

@@ -23,7 +23,7 @@ use super::types::{Detection, Letterbox};
 const MAX_WH: f32 = 7680.0;
 
 /// `non_max_suppression` settings; [`Default`] is val.py's (`multi_label` on, IoU 0.6).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct NmsConfig {
     /// Candidates need `obj > conf_thres` and `obj * cls > conf_thres`.
     pub conf_thres: f32,

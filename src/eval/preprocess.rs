@@ -16,7 +16,7 @@
 use std::io::Cursor;
 use std::path::Path;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
 use ndarray::Array4;
 
@@ -79,11 +79,13 @@ pub fn load_rgb(path: &Path, max_pixels: u64) -> anyhow::Result<Decoded> {
     let (width, height) = decoder.dimensions();
     let pixels = u64::from(width) * u64::from(height);
     if pixels > max_pixels {
-        bail!(
-            "image {} is {width}x{height} = {pixels} pixels, over the limit of {max_pixels} \
-             (--max-pixels)",
-            path.display()
-        );
+        return Err(crate::Needs::PixelLimit {
+            image: path.to_path_buf(),
+            width,
+            height,
+            limit: max_pixels,
+        }
+        .into());
     }
     let orientation = decoder.orientation().ok();
     let mut notes = DecodeNotes {

@@ -15,7 +15,7 @@ use anyhow::{Result, bail};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::options::{CalibOrder, Recover, validate_budget};
+use super::options::{CalibOrder, Recover, pass_options, validate_budget};
 use super::recovery::prune_obs::{Target, prune_with_obs};
 use super::recovery::{calibration, with_recovery};
 use super::selection::{
@@ -25,30 +25,20 @@ use super::selection::{
 use super::{Pass, PassContext, PassOutput, SearchAxis};
 use crate::onnx::proto::{GraphProto, ModelProto};
 
-/// Options of `prune_magnitude`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PruneMagnitude {
-    /// Fraction of weights to zero, in [0, 1].
-    pub amount: f64,
-    #[serde(default)]
-    pub scope: Scope,
-    /// Only layers whose node name matches one of these regular expressions.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub include: Vec<String>,
-    /// Never layers whose node name matches one of these regular expressions.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub exclude: Vec<String>,
-    /// How the remaining weights compensate (`stats` and `obs` need calibration images).
-    #[serde(default, skip_serializing_if = "Recover::is_none")]
-    pub recover: Recover,
-    /// Which inputs `recover: obs` solves each layer from (default: [`CalibOrder::default`]).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub order: Option<CalibOrder>,
-    /// Pipelines: search the largest amount up to `amount` (resolution 0.01) whose validated
-    /// drop stays within this budget (`crate::pipeline::search`; needs a `validate:` block).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_map_drop: Option<f64>,
+pass_options! {
+    /// Options of `prune_magnitude`.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct PruneMagnitude {
+        /// Fraction of weights to zero, in [0, 1] (with `max_map_drop`, the largest the search
+        /// tries).
+        pub amount: f64,
+        #[serde(default)]
+        pub scope: Scope,
+        ..layers,
+        ..recovery,
+        ..budget,
+    }
 }
 
 /// Where the fraction applies.

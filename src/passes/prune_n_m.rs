@@ -9,31 +9,25 @@
 use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 
-use super::options::{CalibOrder, Recover};
+use super::options::{CalibOrder, Recover, pass_options};
 use super::recovery::prune_obs::{Target, prune_with_obs};
 use super::recovery::{calibration, with_recovery};
 use super::selection::{LayerFilter, rewrite_weights, selected_weights, zero_like};
 use super::{Pass, PassContext, PassOutput};
 use crate::onnx::proto::{GraphProto, ModelProto};
 
-/// Options of `prune_n_m`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PruneNM {
-    /// Weights kept in each group.
-    pub n: usize,
-    /// Group size along the input-channel axis.
-    pub m: usize,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub include: Vec<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub exclude: Vec<String>,
-    /// How the remaining weights compensate (`stats` and `obs` need calibration images).
-    #[serde(default, skip_serializing_if = "Recover::is_none")]
-    pub recover: Recover,
-    /// Which inputs `recover: obs` solves each layer from (default: [`CalibOrder::default`]).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub order: Option<CalibOrder>,
+pass_options! {
+    /// Options of `prune_n_m`.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct PruneNM {
+        /// Weights kept in each group.
+        pub n: usize,
+        /// Group size along the input-channel axis.
+        pub m: usize,
+        ..layers,
+        ..recovery,
+    }
 }
 
 impl Pass for PruneNM {

@@ -22,10 +22,10 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 use super::spec::GateMetric;
-use super::validator::Validator;
 use crate::analysis::LayerStats;
 use crate::calib::CalibrationSpec;
 use crate::eval::validate::ValReport;
+use crate::eval::validator::Validator;
 use crate::job::{self, JobOptions, Pruned};
 use crate::onnx::Model;
 use crate::passes::{PassConfig, SearchAxis};
@@ -185,7 +185,7 @@ pub struct Found {
 /// The one budget search (`prune --max-map-drop` and pipelines): searches the fraction
 /// `searched` names, up to the pass's own limit (see the module doc), pruning `model` (as
 /// [`job::prune`] with `options`) at each step tried and validating it, `dense` being the dense
-/// model's validation by the same `validator`. The pass at its largest step is validated before
+/// model's validation by the same `validator`, `metric` the figure compared. The pass at its largest step is validated before
 /// anything runs. When even the smallest amount exceeds the budget, a [`crate::GateFailed`]
 /// error. `progress` advances once per validation.
 #[allow(clippy::too_many_arguments)]
@@ -194,6 +194,7 @@ pub fn search(
     passes: &[PassConfig],
     searched: Searched,
     validator: &Validator,
+    metric: GateMetric,
     dense: &ValReport,
     options: &JobOptions,
     output: &Path,
@@ -201,10 +202,10 @@ pub fn search(
 ) -> Result<Found> {
     let budget = searched.budget;
     let largest = searched.largest_step(passes)?;
-    let dense_value = validator.dense_value(dense)?;
+    let dense_value = metric.dense_value(dense)?;
     let mut record = SearchRecord {
         pass: passes[searched.index].name().to_string(),
-        metric: validator.metric,
+        metric,
         max_drop: budget.max_drop,
         resolution: 1.0 / f64::from(budget.steps),
         dense: dense_value,
@@ -223,7 +224,7 @@ pub fn search(
         let amount = f64::from(k) / f64::from(budget.steps);
         let report = validator.run_proto(&format!("amount {amount}"), &pruned.proto, &Silent)?;
         progress.advance(1);
-        let value = validator.value(&report);
+        let value = metric.value(&report);
         let drop = dense_value - value;
         let ok = drop <= budget.max_drop;
         record.trials.push(Trial {

@@ -10,12 +10,15 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::budget::{SearchRecord, Searched, search};
-use super::spec::{GateMetric, ModelSource, PipelineSpec, resolve};
-use super::validator::Validator;
+use super::spec::{GateMetric, ModelSource, PipelineSpec, ValidateSpec, resolve};
+use crate::backend::BackendSpec;
 use crate::calib::CalibrationSet;
-use crate::eval::validate::ValReport;
+use crate::eval::nms::NmsConfig;
+use crate::eval::validate::{DataSource, ValReport};
+use crate::eval::validator::{ValSettings, Validator};
 use crate::job::{
-    self, BuildInputs, JobOptions, JobReport, footprint, prune_to_file, recorded_build_key,
+    self, BuildInputs, GatedValidation, JobOptions, JobReport, footprint, prune_to_file,
+    recorded_build_key,
 };
 use crate::onnx::metadata::{self, VALIDATION_KEY};
 use crate::onnx::{self, Model, OutputPlan};
@@ -206,7 +209,7 @@ struct Shared<'a> {
     options: JobOptions,
     validator: Option<Validator>,
     /// What the recorded validation depends on, for the build key.
-    validation_identity: Option<serde_json::Value>,
+    validation: Option<GatedValidation>,
     /// Redo every model, up to date or not.
     rebuild: bool,
     /// The pass whose amount is searched within its `max_map_drop`.
@@ -227,7 +230,7 @@ pub fn run_pipeline(
 ) -> Result<PipelineRun> {
     let base = spec_path.parent().unwrap_or(Path::new("."));
     let planned = plan(spec, base)?;
-    let validator = Validator::prepare(spec.validate.as_ref(), base, jobs, progress)
+    let validator = prepare_validator(spec.validate.as_ref(), base, jobs, progress)
         .with_context(|| format!("{}", spec_path.display()))?;
     let mut warnings: Vec<String> = validator
         .iter()
@@ -294,7 +297,13 @@ pub fn run_pipeline(
         spec,
         passes,
         options,
-        validation_identity: validator.as_ref().map(Validator::identity).transpose()?,
+        validation: match (&validator, &spec.validate) {
+            (Some(validator), Some(block)) => Some(GatedValidation {
+                metric: block.metric,
+                identity: validator.identity()?,
+            }),
+            _ => None,
+        },
         validator,
         rebuild: force,
     };
@@ -357,6 +366,49 @@ pub fn run_pipeline(
     })
 }
 
+/// The validator of a pipeline's `validate:` block (paths relative to `base`); `None` when
+/// there is none, or its dataset is missing and `skip_if_missing` is set. `jobs` models
+/// validate at once; they share the cores.
+fn prepare_validator(
+    spec: Option<&ValidateSpec>,
+    base: &Path,
+    jobs: usize,
+    progress: &dyn Progress,
+) -> Result<Option<Validator>> {
+    let Some(spec) = spec else { return Ok(None) };
+    let data = resolve(base, &spec.data)?;
+    if spec.skip_if_missing && !data.exists() {
+        return Ok(None);
+    }
+    let root = spec
+        .data_root
+        .as_deref()
+        .map(|r| resolve(base, r))
+        .transpose()?;
+    let gt = spec.gt.as_deref().map(|gt| resolve(base, gt)).transpose()?;
+    let load = || {
+        let settings = ValSettings {
+            data: DataSource::Yaml { data, root },
+            gt,
+            images: None,
+            nms: NmsConfig {
+                conf_thres: spec.conf,
+                iou_thres: spec.iou,
+                max_det: spec.max_det,
+                ..NmsConfig::default()
+            },
+            backend: BackendSpec::parse(&spec.backend, &spec.device)?.shared_by(jobs),
+            max_pixels: spec.max_pixels,
+        };
+        let validator = Validator::load(settings, progress)?;
+        spec.metric.ensure_measured_by(&validator)?;
+        Ok(validator)
+    };
+    load()
+        .map_err(|err| super::with_yaml_key(err, "validate"))
+        .map(Some)
+}
+
 /// The one pass whose amount a run searches within its `max_map_drop`, if any; an error when
 /// several do, or when there is no validation to search with.
 fn searched_pass(spec: &PipelineSpec, validator: Option<&Validator>) -> Result<Option<Searched>> {
@@ -398,7 +450,7 @@ fn run_one(
     inputs.extend(model.external_files.iter().cloned());
     let spec = shared.spec;
     let mut build = BuildInputs::new(&model, &shared.passes, &shared.options);
-    build.validation = shared.validation_identity.clone();
+    build.validation = shared.validation.as_ref();
     let key = build.key();
     let budget = spec.validate.as_ref().and_then(|v| v.max_map_drop);
     if !shared.rebuild
@@ -425,8 +477,9 @@ fn run_one(
             validation: None,
         }));
     };
-    let dense = validator.run(&input.stem(), &model, progress)?;
-    validator.dense_value(&dense)?;
+    let metric = spec.validate.as_ref().map(|v| v.metric).unwrap_or_default();
+    let dense = validator.run(&input.stem(), &model, &Steps(progress))?;
+    metric.dense_value(&dense)?;
     let pruned_name = output
         .file_stem()
         .map_or_else(|| "pruned".into(), |s| s.to_string_lossy().into_owned());
@@ -437,6 +490,7 @@ fn run_one(
                 &shared.passes,
                 searched,
                 validator,
+                metric,
                 &dense,
                 &options,
                 output,
@@ -448,11 +502,11 @@ fn run_one(
         }
         None => {
             let pruned = job::prune(model, &shared.passes, output, &options, progress)?;
-            let report = validator.run_proto(&pruned_name, &pruned.proto, progress)?;
+            let report = validator.run_proto(&pruned_name, &pruned.proto, &Steps(progress))?;
             (pruned, report, None)
         }
     };
-    let mut validation = Validation::new(validator.metric, dense, pruned_report, budget);
+    let mut validation = Validation::new(metric, dense, pruned_report, budget);
     validation.search = search_record;
     // Recorded so that a later run that finds the output up to date still reports and gates it.
     metadata::set(
@@ -610,6 +664,17 @@ impl PipelineRun {
         }
         Ok(text)
     }
+}
+
+/// Forwards the steps of a nested phase to the enclosing one, ignoring its start and end.
+struct Steps<'a>(&'a dyn Progress);
+
+impl Progress for Steps<'_> {
+    fn start(&self, _label: &str, _total: Option<u64>) {}
+    fn advance(&self, n: u64) {
+        self.0.advance(n);
+    }
+    fn finish(&self) {}
 }
 
 /// A path as make reads it in a rule: spaces, `#` and `:` escaped with a backslash, `$`

@@ -25,10 +25,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use serde::de::{self, MapAccess, Visitor};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Deserializer};
 
 use super::suggest::with_suggestion;
 use crate::eval::nms::NmsConfig;
+pub use crate::eval::validator::GateMetric;
 use crate::passes::PassConfig;
 
 /// A parsed pipeline file.
@@ -128,39 +129,6 @@ impl<'de> Deserialize<'de> for ModelSource {
             }
         }
         deserializer.deserialize_any(SourceVisitor)
-    }
-}
-
-/// Which accuracy figure a validation gate compares.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum GateMetric {
-    /// COCOeval AP@[.5:.95] (needs COCO annotations).
-    CocoAp,
-    /// val.py's mAP@.5:.95.
-    #[default]
-    Map50_95,
-    /// val.py's mAP@.5.
-    Map50,
-}
-
-impl GateMetric {
-    /// This metric in a validation report (NaN for COCO AP without COCO stats).
-    pub fn value(self, report: &crate::eval::validate::ValReport) -> f64 {
-        match self {
-            GateMetric::CocoAp => report.coco.as_ref().map_or(f64::NAN, |c| c.stats[0]),
-            GateMetric::Map50_95 => report.metrics.map50_95,
-            GateMetric::Map50 => report.metrics.map50,
-        }
-    }
-
-    /// The name pipeline files use.
-    pub fn name(self) -> &'static str {
-        match self {
-            GateMetric::CocoAp => "coco_ap",
-            GateMetric::Map50_95 => "map50_95",
-            GateMetric::Map50 => "map50",
-        }
     }
 }
 

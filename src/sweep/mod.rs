@@ -12,10 +12,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{BackendSpec, runnable_bytes};
-use crate::eval::dataset::Dataset;
-use crate::eval::nms::NmsConfig;
-use crate::eval::validate::{DataSource, data_files, ensure_labelled, load_dataset, validate};
+use crate::eval::validate::ValReport;
+use crate::eval::validator::Validator;
 use crate::onnx::Model;
 use crate::passes::Method;
 use crate::progress::Progress;
@@ -57,43 +55,6 @@ pub fn parse_amounts(text: &str) -> Result<Vec<f64>> {
     Ok(amounts)
 }
 
-/// How models are validated: the settings `shears val` takes, on the first `images` images of
-/// the dataset when set.
-#[derive(Debug, Clone)]
-pub struct ValSettings {
-    pub data: DataSource,
-    /// COCO annotations for COCOeval (default: the dataset's own, as `val` finds them).
-    pub gt: Option<PathBuf>,
-    pub images: Option<usize>,
-    pub nms: NmsConfig,
-    pub backend: BackendSpec,
-    pub max_pixels: u64,
-}
-
-impl ValSettings {
-    /// What results depend on, for resume keys.
-    fn key(&self) -> serde_json::Value {
-        serde_json::json!({
-            "data": self.data,
-            "gt": self.gt,
-            "images": self.images,
-            "conf": self.nms.conf_thres,
-            "iou": self.nms.iou_thres,
-            "max_det": self.nms.max_det,
-            "agnostic": self.nms.agnostic,
-            "backend": self.backend.engine().to_string(),
-            "device": self.backend.device().to_string(),
-        })
-    }
-}
-
-/// A loaded validation set: its images (the first `images` when limited) and annotations.
-pub struct Validator {
-    settings: ValSettings,
-    dataset: Dataset,
-    gt: Option<PathBuf>,
-}
-
 /// What validation measured, as `val` reports it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Accuracy {
@@ -114,68 +75,10 @@ impl Accuracy {
     }
 }
 
-impl Validator {
-    /// Loads the dataset as `val` does; refuses a dataset with no images left.
-    pub fn load(settings: ValSettings, progress: &dyn Progress) -> Result<Self> {
-        settings.nms.validate()?;
-        let (mut dataset, own_gt) = load_dataset(&settings.data, settings.max_pixels, progress)?;
-        if let Some(n) = settings.images {
-            dataset.images.truncate(n);
-        }
-        if dataset.images.is_empty() {
-            bail!("the validation dataset has no images");
-        }
-        ensure_labelled(&dataset)?;
-        let gt = settings.gt.clone().or(own_gt);
-        Ok(Validator {
-            settings,
-            dataset,
-            gt,
-        })
-    }
-
-    pub fn dataset(&self) -> &Dataset {
-        &self.dataset
-    }
-
-    /// Every file validation reads ([`data_files`]).
-    pub fn files(&self) -> Result<Vec<PathBuf>> {
-        data_files(&self.settings.data, &self.dataset, self.gt.as_deref())
-    }
-
-    /// Validates the dense `model`, refusing a headline of 0: every drop measured against it
-    /// would be 0 or less, proving nothing.
-    pub fn validate_dense(&self, model: &Model, progress: &dyn Progress) -> Result<Accuracy> {
-        let accuracy = self.validate("dense", model, progress)?;
-        if accuracy.headline().is_nan() || accuracy.headline() <= 0.0 {
-            bail!(
-                "the dense model's accuracy on the validation data is {}: it measures nothing to \
-                 compare against (are these the model's classes and labels?)",
-                accuracy.headline()
-            );
-        }
-        Ok(accuracy)
-    }
-
-    /// Whether COCO AP is measured (annotations were given or found).
-    pub fn has_coco(&self) -> bool {
-        self.gt.is_some()
-    }
-
-    /// Validates `model` exactly as `shears val` does; `name` labels its progress.
-    pub fn validate(&self, name: &str, model: &Model, progress: &dyn Progress) -> Result<Accuracy> {
-        let bytes = runnable_bytes(model, self.settings.backend.engine())?;
-        let (report, _) = validate(
-            name,
-            &bytes,
-            &self.settings.backend,
-            &self.dataset,
-            self.gt.as_deref(),
-            &self.settings.nms,
-            progress,
-        )?;
+impl From<ValReport> for Accuracy {
+    fn from(report: ValReport) -> Self {
         let m = report.metrics;
-        Ok(Accuracy {
+        Accuracy {
             images: m.images,
             instances: m.instances,
             precision: m.precision,
@@ -183,8 +86,36 @@ impl Validator {
             map50: m.map50,
             map50_95: m.map50_95,
             coco: report.coco.map(|c| c.stats.to_vec()),
-        })
+        }
     }
+}
+
+/// Validates `model` as `shears val` does; `name` labels its progress.
+fn accuracy(
+    validator: &Validator,
+    name: &str,
+    model: &Model,
+    progress: &dyn Progress,
+) -> Result<Accuracy> {
+    validator.run(name, model, progress).map(Accuracy::from)
+}
+
+/// Validates the dense `model`, refusing a headline of 0: every drop measured against it would
+/// be 0 or less, proving nothing.
+fn dense_accuracy(
+    validator: &Validator,
+    model: &Model,
+    progress: &dyn Progress,
+) -> Result<Accuracy> {
+    let accuracy = accuracy(validator, "dense", model, progress)?;
+    if accuracy.headline().is_nan() || accuracy.headline() <= 0.0 {
+        bail!(
+            "the dense model's accuracy on the validation data is {}: it measures nothing to \
+             compare against (are these the model's classes and labels?)",
+            accuracy.headline()
+        );
+    }
+    Ok(accuracy)
 }
 
 /// Reports to another [`Progress`] with every phase label prefixed (`[3/12] global 0.3: ...`).

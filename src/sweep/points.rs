@@ -3,9 +3,10 @@
 //! Each point is pruned to `DIR/models/<id>.onnx` by [`prune_to_file`] (as `shears prune`
 //! writes it), validated, and recorded in `DIR/points/<id>.json` with a key of everything its
 //! result depends on (the input model's SHA-256, the pass, the calibration set, the validation
-//! settings, the shears version). Both files are written atomically. A later sweep into the same
-//! folder reuses a point whose record parses, whose key matches and whose model file still has
-//! the recorded SHA-256: an interrupted sweep resumes where it stopped. Timing is never resumed:
+//! settings and data by content ([`crate::eval::validator::ValidationIdentity`]), the shears
+//! version). Both files are written atomically. A later sweep into the same folder reuses a point
+//! whose record parses and is as written (its own SHA-256), whose key matches and whose model
+//! file still has the recorded SHA-256: an interrupted sweep resumes where it stopped. Timing is never resumed:
 //! all models (dense and every point) are timed together, taking turns as `shears bench` does,
 //! so that their latencies are comparable. Then `sweep.json`, `sweep.csv`, `sweep.md` and the
 //! plots are written.
@@ -16,12 +17,13 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
-use super::{Accuracy, Prefixed, ValSettings, Validator, csv_field, md_cell, relative_to};
+use super::{Accuracy, Prefixed, accuracy, csv_field, dense_accuracy, md_cell, relative_to};
 use crate::analysis::model_stats;
 use crate::backend::bench::{Contender, Timing, random_input, time_in_turns};
 use crate::backend::{self, BackendSpec, runnable_bytes};
 use crate::calib::{CalibrationSet, CalibrationSpec};
 use crate::digest::sha256_hex;
+use crate::eval::validator::{ValSettings, Validator};
 use crate::job::{JobOptions, prune_to_file};
 use crate::onnx::{self, Model, OutputPlan};
 use crate::passes::Method;
@@ -78,6 +80,26 @@ pub struct PointRecord {
     /// What each pass did and how it was verified (empty for `dense`).
     pub passes: Vec<String>,
     pub accuracy: Accuracy,
+    /// SHA-256 of this record without this field ([`PointRecord::sealed`]): a record edited by
+    /// hand no longer matches and is recomputed.
+    pub record_sha256: String,
+}
+
+impl PointRecord {
+    /// The record with `record_sha256` set to the digest of what a reader of its JSON parses
+    /// back (numbers may come back a last bit apart; the digest is of what comes back).
+    fn sealed(mut self) -> Result<Self> {
+        let read_back: PointRecord = serde_json::from_slice(&serde_json::to_vec(&self)?)?;
+        self.record_sha256 = read_back.digest()?;
+        Ok(self)
+    }
+
+    /// SHA-256 of the record's JSON without its `record_sha256`.
+    fn digest(&self) -> Result<String> {
+        let mut unsealed = self.clone();
+        unsealed.record_sha256.clear();
+        Ok(sha256_hex(&serde_json::to_vec(&unsealed)?))
+    }
 }
 
 /// What a point is: the dense model, or a method's pruned model. Written `dense` or as
@@ -250,7 +272,7 @@ pub fn run_sweep(spec: &SweepSpec, progress: &dyn Progress) -> Result<SweepRepor
     let base_key = serde_json::json!({
         "shears": env!("CARGO_PKG_VERSION"),
         "model_sha256": model_sha256,
-        "validation": spec.validation.key(),
+        "validation_sha256": validator.identity()?.sha256(),
     });
     let total = jobs.len() + 1;
     let dense = {
@@ -267,7 +289,7 @@ pub fn run_sweep(spec: &SweepSpec, progress: &dyn Progress) -> Result<SweepRepor
                 (record, true)
             }
             None => {
-                let accuracy = validator.validate_dense(&model, &label)?;
+                let accuracy = dense_accuracy(&validator, &model, &label)?;
                 let record = record_of(
                     "dense",
                     PointMethod::Dense,
@@ -327,8 +349,7 @@ pub fn run_sweep(spec: &SweepSpec, progress: &dyn Progress) -> Result<SweepRepor
         warnings.extend(report.warnings.iter().cloned());
         plan.commit()?;
         let pruned = onnx::load(&model_path)?;
-        let accuracy = validator
-            .validate(&job.id, &pruned, &label)
+        let accuracy = accuracy(&validator, &job.id, &pruned, &label)
             .with_context(|| format!("{}: validation", job.name()))?;
         let passes: Vec<String> = report
             .passes
@@ -439,8 +460,9 @@ fn point_key(
     key
 }
 
-/// The record at `path` when it can be reused: it parses, its key is `key`, and its model
-/// (`model`, when the point has its own) has the SHA-256 it recorded.
+/// The record at `path` when it can be reused: it parses, it is as it was written (its
+/// `record_sha256`), its key is `key`, and its model (`model`, when the point has its own) has
+/// the SHA-256 it recorded.
 fn reuse(
     path: &Path,
     key: &serde_json::Value,
@@ -452,7 +474,7 @@ fn reuse(
     let Ok(record) = serde_json::from_slice::<PointRecord>(&text) else {
         return Ok(None);
     };
-    if &record.key != key {
+    if &record.key != key || record.digest()? != record.record_sha256 {
         return Ok(None);
     }
     if let Some(model) = model {
@@ -484,7 +506,7 @@ fn record_of(
         .iter()
         .map(|l| l.weight_zeros + l.bias_zeros)
         .sum();
-    Ok(PointRecord {
+    PointRecord {
         key,
         id: id.to_string(),
         method,
@@ -498,7 +520,9 @@ fn record_of(
         file_bytes: model.total_size(),
         passes: passes.to_vec(),
         accuracy,
-    })
+        record_sha256: String::new(),
+    }
+    .sealed()
 }
 
 /// Writes a point's record atomically; `model` is declared as read (never overwritten).
@@ -518,7 +542,7 @@ fn calibration_overlap(set: &CalibrationSet, validator: &Validator) -> Result<us
         .dataset()
         .images
         .par_iter()
-        .map(|image| crate::calib::file_sha256(&image.path))
+        .map(|image| crate::digest::file_sha256(&image.path))
         .collect::<Result<_>>()?;
     Ok(hashes.iter().filter(|h| calibrated.contains(h)).count())
 }

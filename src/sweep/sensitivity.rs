@@ -13,8 +13,9 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
-use super::{Prefixed, ValSettings, Validator, csv_field, md_cell};
+use super::{Prefixed, accuracy, csv_field, dense_accuracy, md_cell};
 use crate::analysis::{channel_groups, conv_layers};
+use crate::eval::validator::{ValSettings, Validator};
 use crate::graph::GraphView;
 use crate::job::{JobOptions, prune_to_file};
 use crate::onnx::{self, OutputPlan};
@@ -115,15 +116,15 @@ pub fn sensitivity(spec: &SensitivitySpec, progress: &dyn Progress) -> Result<Se
     let validator = Validator::load(spec.validation.clone(), progress)?;
     outputs.inputs("validation file", &validator.files()?)?;
     outputs.output("pruned unit", &scratch)?;
-    let dense = validator
-        .validate_dense(
-            &model,
-            &Prefixed {
-                prefix: "dense:".into(),
-                inner: progress,
-            },
-        )?
-        .headline();
+    let dense = dense_accuracy(
+        &validator,
+        &model,
+        &Prefixed {
+            prefix: "dense:".into(),
+            inner: progress,
+        },
+    )?
+    .headline();
     std::fs::create_dir_all(&spec.out)
         .with_context(|| format!("cannot create {}", spec.out.display()))?;
     let total = units.len() * spec.amounts.len();
@@ -159,7 +160,7 @@ pub fn sensitivity(spec: &SensitivitySpec, progress: &dyn Progress) -> Result<Se
                 let mut bytes = Vec::new();
                 std::io::Read::read_to_end(&mut plan.open_staged(&scratch)?, &mut bytes)?;
                 let pruned = onnx::load_bytes(bytes.into(), &scratch)?;
-                Some(validator.validate(&unit, &pruned, &label)?.headline())
+                Some(accuracy(&validator, &unit, &pruned, &label)?.headline())
             };
             // the plan is dropped uncommitted: the staged model is removed
             cells.push(Cell {

@@ -172,7 +172,7 @@ pub fn fine_tune(
     let image_sha256 = loaded
         .paths
         .iter()
-        .map(|p| crate::calib::file_sha256(p))
+        .map(|p| crate::digest::file_sha256(p))
         .collect::<Result<Vec<_>>>()?;
     let train_ids: Vec<usize> = (0..train.len()).collect();
     let holdout_ids: Vec<usize> = (train.len()..loaded.len()).collect();

@@ -362,3 +362,88 @@ fn the_depfile_names_every_prerequisite_and_make_reads_any_image_name() {
         build(&mut make);
     }
 }
+
+/// An output is up to date only while it is the model its build record vouches for: weights
+/// zeroed in place (metadata kept) or an edited recorded validation make `shears run` redo it.
+#[test]
+fn an_output_changed_in_place_or_an_edited_validation_is_rebuilt() {
+    let dir = scratch();
+    let d = dir.path();
+    let Some(yolov5n) = fixture("models/yolov5n_op12.onnx") else {
+        return;
+    };
+    let Some(data) = small_dataset(d, 3) else {
+        return;
+    };
+    std::fs::copy(yolov5n, d.join("m.onnx")).unwrap();
+    let pipeline = d.join("p.yaml");
+    std::fs::write(
+        &pipeline,
+        format!(
+            "models: [m.onnx]\npasses:\n  - prune_magnitude: {{amount: 0.3}}\noutput: out/{{stem}}.onnx\n\
+             validate:\n  data: {}\n  data_root: ds\n  metric: map50_95\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let output = d.join("out/m.onnx");
+    let run = || {
+        let out = shears().arg("run").arg(&pipeline).output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let edit = |change: &dyn Fn(&mut shears::onnx::proto::ModelProto)| {
+        let mut model = shears::onnx::load(&output).unwrap().proto;
+        change(&mut model);
+        std::fs::write(&output, shears::onnx::encode(&model)).unwrap();
+    };
+    run();
+    let stdout = run();
+    assert!(stdout.contains("up to date"), "{stdout}");
+
+    edit(&|model| {
+        let weight = model
+            .graph
+            .as_mut()
+            .unwrap()
+            .initializer
+            .iter_mut()
+            .find(|t| t.raw_data.as_ref().is_some_and(|r| r.len() > 1000))
+            .unwrap();
+        let zeros = vec![0u8; weight.raw_data.as_ref().unwrap().len()];
+        weight.raw_data = Some(zeros.into());
+    });
+    let stdout = run();
+    assert!(
+        !stdout.contains("up to date"),
+        "zeroed weights trusted: {stdout}"
+    );
+    let stdout = run();
+    assert!(stdout.contains("up to date"), "{stdout}");
+
+    let dense_map = |model: &shears::onnx::proto::ModelProto| -> f64 {
+        let entry = model
+            .metadata_props
+            .iter()
+            .find(|p| p.key() == "shears.validation")
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_str(entry.value()).unwrap();
+        v["dense"]["map50_95"].as_f64().unwrap()
+    };
+    edit(&|model| {
+        let entry = model
+            .metadata_props
+            .iter_mut()
+            .find(|p| p.key() == "shears.validation")
+            .unwrap();
+        let mut v: serde_json::Value = serde_json::from_str(entry.value()).unwrap();
+        v["dense"]["map50_95"] = 0.99.into();
+        entry.value = Some(v.to_string());
+    });
+    let stdout = run();
+    assert!(
+        !stdout.contains("up to date"),
+        "an edited validation trusted: {stdout}"
+    );
+    assert_ne!(dense_map(&shears::onnx::load(&output).unwrap().proto), 0.99);
+}

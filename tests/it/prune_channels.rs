@@ -772,6 +772,7 @@ fn a_failed_check_writes_nothing() {
         include: vec![],
         exclude: vec![],
         recover: Default::default(),
+        order: None,
         target_macs: None,
         max_map_drop: None,
     });

@@ -349,3 +349,59 @@ fn sensitivity_rows_equal_pruning_that_layer_alone() {
     let csv = std::fs::read_to_string(out.join("sensitivity.csv")).unwrap();
     assert_eq!(csv.lines().count(), 1 + 2 * 2, "{csv}");
 }
+
+/// A resumed point is re-checked, not trusted: validation data of the same relative name but
+/// other content (here one label less), and a record edited by hand, are recomputed.
+#[test]
+fn sweep_recomputes_points_whose_validation_data_or_record_changed() {
+    let Some(model) = fixture("models/yolov5n_op12.onnx") else {
+        return;
+    };
+    let dir = scratch();
+    let (first, second) = (dir.path().join("a"), dir.path().join("b"));
+    for folder in [&first, &second] {
+        std::fs::create_dir(folder).unwrap();
+        if small_coco128(folder, 3).is_none() {
+            return;
+        }
+    }
+    // the second dataset: the same images, one label line less
+    let labels = second.join("ds/labels");
+    let label = std::fs::read_dir(&labels)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| std::fs::read_to_string(p).unwrap().lines().count() > 1)
+        .expect("a label file with two objects");
+    let text = std::fs::read_to_string(&label).unwrap();
+    std::fs::write(&label, text.lines().next().unwrap().to_string() + "\n").unwrap();
+    let out = dir.path().join("sweep");
+    // `--data ds.yaml` relative to the folder it runs in
+    let sweep = |folder: &Path| {
+        succeed(
+            shears()
+                .current_dir(folder)
+                .arg("sweep")
+                .arg(&model)
+                .args(["--data", "ds.yaml", "--iou", "0.65", "--amounts", "0.3"])
+                .args(["--methods", "layer", "--runs", "0"])
+                .arg("-o")
+                .arg(&out),
+        )
+    };
+    let text = sweep(&first);
+    assert!(text.contains("2 model(s): 2 computed, 0 resumed"), "{text}");
+    let text = sweep(&second);
+    assert!(text.contains("2 model(s): 2 computed, 0 resumed"), "{text}");
+    let text = sweep(&second);
+    assert!(text.contains("2 model(s): 0 computed, 2 resumed"), "{text}");
+
+    // an edited figure in a record
+    let record = out.join("points/layer-0.3.json");
+    let mut json = read_json(&record);
+    let edited = json["accuracy"]["map50"].as_f64().unwrap() + 0.25;
+    json["accuracy"]["map50"] = edited.into();
+    std::fs::write(&record, serde_json::to_vec_pretty(&json).unwrap()).unwrap();
+    let text = sweep(&second);
+    assert!(text.contains("2 model(s): 1 computed, 1 resumed"), "{text}");
+    assert_ne!(read_json(&record)["accuracy"]["map50"], edited);
+}

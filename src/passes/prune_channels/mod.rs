@@ -58,7 +58,7 @@ pub use plan::ChannelPlan;
 use recovery::{ObsChannels, allocate_macs};
 use select::keep_one_per_part;
 
-use super::options::{Recover, validate_budget};
+use super::options::{CalibOrder, Recover, pass_options, validate_budget};
 use super::prune_magnitude::Scope;
 use super::recovery::{all_convs, calibration, correct_statistics};
 use super::selection::{LayerFilter, round_half_even};
@@ -68,47 +68,40 @@ use crate::calib::Calibration;
 use crate::graph::{GraphView, infer_shapes};
 use crate::onnx::proto::{GraphProto, ModelProto};
 
-/// Options of `prune_channels`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PruneChannels {
-    /// Fraction of each selected group's channels (or of all, with `scope: global`) to remove,
-    /// in [0, 1].
-    pub amount: f64,
-    #[serde(default)]
-    pub importance: Importance,
-    #[serde(default)]
-    pub scope: Scope,
-    /// The kept channel count of each group is a multiple of this.
-    #[serde(default = "default_round_to")]
-    pub round_to: usize,
-    /// No group keeps fewer channels (default: max(8, round_to), rounded up to a multiple of
-    /// round_to).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub min_channels: Option<usize>,
-    /// Seed of `importance: random`.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub seed: u64,
-    /// Only groups with a producer Conv whose node name matches one of these regular expressions.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub include: Vec<String>,
-    /// Never groups with a producer Conv whose node name matches one of these.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub exclude: Vec<String>,
-    /// `obs`: channels chosen by the structured OBS loss at their consumers, which are
-    /// re-solved from calibration statistics (`amount` then counts per group, unless
-    /// `target_macs` is given).
-    #[serde(default, skip_serializing_if = "Recover::is_none")]
-    pub recover: Recover,
-    /// With `recover: obs`: remove channels until the model has at most this fraction of its
-    /// dense MACs, spending them where the loss per MAC is smallest (`amount` is then unused).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub target_macs: Option<f64>,
-    /// Pipelines: search the largest amount up to `amount` (with `target_macs`, the smallest
-    /// MAC target down to it; resolution 0.01) whose validated drop stays within this budget
-    /// (`crate::pipeline::search`; needs a `validate:` block).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_map_drop: Option<f64>,
+pass_options! {
+    /// Options of `prune_channels`. `recover: obs` chooses channels by the structured OBS loss
+    /// at their consumers, which are re-solved from calibration statistics (`amount` then
+    /// counts per group, unless `target_macs` is given); `order` does not apply (each consumer
+    /// is solved from the dense model's inputs).
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct PruneChannels {
+        /// Fraction of each selected group's channels (or of all, with `scope: global`) to
+        /// remove, in [0, 1].
+        pub amount: f64,
+        #[serde(default)]
+        pub importance: Importance,
+        #[serde(default)]
+        pub scope: Scope,
+        /// The kept channel count of each group is a multiple of this.
+        #[serde(default = "default_round_to")]
+        pub round_to: usize,
+        /// No group keeps fewer channels (default: max(8, round_to), rounded up to a multiple
+        /// of round_to).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub min_channels: Option<usize>,
+        /// Seed of `importance: random`.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        pub seed: u64,
+        ..layers,
+        ..recovery,
+        /// With `recover: obs`: remove channels until the model has at most this fraction of
+        /// its dense MACs, spending them where the loss per MAC is smallest (`amount` is then
+        /// unused; with `max_map_drop`, the search goes down to it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub target_macs: Option<f64>,
+        ..budget,
+    }
 }
 
 fn default_round_to() -> usize {
@@ -149,6 +142,12 @@ impl Pass for PruneChannels {
                 bail!("target_macs needs recover: obs");
             }
         }
+        if self.order.is_some() {
+            bail!(
+                "order is for prune_magnitude and prune_n_m: channel recovery solves each \
+                 consumer from the dense model's inputs"
+            );
+        }
         if self.recover == Recover::Stats {
             bail!("prune_channels recovers with obs (recover: stats is for unstructured pruning)");
         }
@@ -167,7 +166,7 @@ impl Pass for PruneChannels {
     }
 
     fn drop_calibration(&mut self) {
-        self.recover = Recover::None;
+        (self.recover, self.order) = (Recover::None, None);
     }
 
     /// Plans once ([`PruneChannels::plan`], or [`PruneChannels::plan_recovered`] with
@@ -236,6 +235,7 @@ impl PruneChannels {
             include: Vec::new(),
             exclude: Vec::new(),
             recover: Recover::None,
+            order: None,
             target_macs: None,
             max_map_drop: None,
         }
