@@ -3,8 +3,9 @@
 //!
 //! - [`network`] builds the trainable part of each graph (image to Detect head convolutions)
 //!   at run time; [`kernels`] holds its maths and gradients.
-//! - [`loss`] compares the student's head outputs with the teacher's; [`data`] makes the
-//!   augmented batches both see; [`optim`] is Adam with the pruning held fixed.
+//! - [`loss`] compares the student's head outputs and block activations with the teacher's;
+//!   [`data`] makes the augmented batches both see; [`optim`] is Adam with the pruning held
+//!   fixed.
 //! - [`fine_tune`] runs the epochs: a seeded share of the images is held out and never trained
 //!   on, its loss is measured after every epoch, and the weights of the epoch with the lowest
 //!   held-out loss are the result (the only schedule choice made, and made on held-out training
