@@ -373,14 +373,6 @@ fn mean_loss(ids: &[usize], batch: usize, mut f: impl FnMut(&[usize]) -> LossPar
     LossParts::default().add_scaled(1.0 / ids.len().max(1) as f64, &sum)
 }
 
-/// The head outputs of `model`'s network on one batch, for tests and checks.
-pub fn head_outputs(model: &ModelProto, image: Tensor<f32>) -> Result<Vec<Tensor<f32>>> {
-    let (net, params) = Network::from_model(model)?;
-    let [n, _, h, w] = image.shape;
-    net.head_shapes(n, [h, w])?;
-    Ok(net.forward(&params, image, false).0)
-}
-
 impl FineTuneReport {
     /// What the output records under [`crate::onnx::metadata::FINETUNE_KEY`]; `teacher` names the teacher's file.
     pub fn provenance(&self, teacher: &str) -> serde_json::Value {

@@ -9,6 +9,7 @@ use shears::analysis::head_convs;
 use shears::graph::GraphView;
 use shears::onnx::proto::ModelProto;
 use shears::train::kernels::Tensor;
+use shears::train::network::Network;
 
 use crate::common::{error_exit, fixture, oracle_python, scratch, shears, small_dataset, succeed};
 
@@ -76,7 +77,10 @@ fn the_trainable_network_equals_onnxruntime_on_yolov5n() {
             shape: [names.len(), 3, s, s],
             data,
         };
-        let ours = shears::train::head_outputs(&proto, x.clone()).unwrap();
+        let (net, params) = Network::from_model(&proto).unwrap();
+        net.head_shapes(x.shape[0], [x.shape[2], x.shape[3]])
+            .unwrap();
+        let (ours, _) = net.forward(&params, x.clone(), false);
         let reference = ort_heads(&python, model, &x, dir.path());
         let mut at = 0;
         for head in &ours {

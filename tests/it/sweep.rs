@@ -279,7 +279,9 @@ fn sweep_refuses_recovery_without_calibration_and_unknown_methods() {
         &mut sweep("global,magnitude"),
         "unknown method \"magnitude\"",
     );
-    error_exit(&mut sweep("global+fast"), "unknown recovery \"fast\"");
+    error_exit(&mut sweep("global+fast"), "unknown suffix \"fast\"");
+    error_exit(&mut sweep("channel+ft"), "give --calib DATA");
+    error_exit(&mut sweep("global+ft+obs"), "+ft comes last");
     assert!(!dir.path().join("out/sweep.json").exists());
 }
 
