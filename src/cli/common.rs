@@ -109,12 +109,7 @@ impl ValidationArgs {
             },
             gt: self.gt.clone(),
             images: self.images,
-            nms: NmsConfig {
-                conf_thres: self.conf,
-                iou_thres: self.iou,
-                max_det: self.max_det,
-                ..NmsConfig::default()
-            },
+            nms: NmsConfig::with(self.conf, self.iou, self.max_det),
             backend,
             max_pixels: DEFAULT_MAX_PIXELS,
         }

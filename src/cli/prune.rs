@@ -561,11 +561,7 @@ fn search_budget(
         },
         gt: args.gt.clone(),
         images: None,
-        nms: NmsConfig {
-            conf_thres: args.conf,
-            iou_thres: args.iou,
-            ..NmsConfig::default()
-        },
+        nms: NmsConfig::with(args.conf, args.iou, NmsConfig::default().max_det),
         backend: args.backend.spec()?,
         max_pixels: shears::eval::preprocess::DEFAULT_MAX_PIXELS,
     };

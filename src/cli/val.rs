@@ -107,11 +107,8 @@ impl Args {
 
     pub fn nms(&self) -> NmsConfig {
         NmsConfig {
-            conf_thres: self.conf,
-            iou_thres: self.iou,
-            max_det: self.max_det,
             agnostic: self.agnostic,
-            ..NmsConfig::default()
+            ..NmsConfig::with(self.conf, self.iou, self.max_det)
         }
     }
 }

@@ -53,6 +53,16 @@ impl Default for NmsConfig {
 }
 
 impl NmsConfig {
+    /// val.py's settings with these thresholds and detection limit.
+    pub fn with(conf_thres: f32, iou_thres: f64, max_det: usize) -> Self {
+        NmsConfig {
+            conf_thres,
+            iou_thres,
+            max_det,
+            ..NmsConfig::default()
+        }
+    }
+
     /// Refuses settings that make validation meaningless: an IoU threshold outside (0, 1], a
     /// confidence threshold outside [0, 1], NaN, or no detection kept. Messages use the names
     /// `val`'s flags and pipelines' keys share (`iou`, `conf`, `max_det`).

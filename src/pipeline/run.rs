@@ -391,12 +391,7 @@ fn prepare_validator(
             data: DataSource::Yaml { data, root },
             gt,
             images: None,
-            nms: NmsConfig {
-                conf_thres: spec.conf,
-                iou_thres: spec.iou,
-                max_det: spec.max_det,
-                ..NmsConfig::default()
-            },
+            nms: NmsConfig::with(spec.conf, spec.iou, spec.max_det),
             backend: BackendSpec::parse(&spec.backend, &spec.device)?.shared_by(jobs),
             max_pixels: spec.max_pixels,
         };
