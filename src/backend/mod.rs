@@ -26,6 +26,7 @@ use std::str::FromStr;
 use anyhow::{Context, bail};
 use ndarray::{ArrayD, ArrayView4};
 
+pub use crate::graph::DEFAULT_IMGSZ;
 use crate::graph::densify_sparse;
 use crate::onnx::Model;
 use crate::onnx::proto::ModelProto;
@@ -72,10 +73,6 @@ pub enum Device {
     /// The CUDA device with this index (ONNX Runtime only).
     Cuda(u32),
 }
-
-/// The image size a model whose input height or width is not fixed runs at unless the spec
-/// names one: val.py's default `--imgsz`.
-pub const DEFAULT_IMGSZ: usize = 640;
 
 /// What [`open`] builds: an engine, a device, the number of threads an inference runs on, and the
 /// image size for input dimensions the model does not fix.

@@ -75,6 +75,39 @@ pub(super) fn declared_shape(info: &ValueInfoProto) -> Option<Vec<i64>> {
         .collect()
 }
 
+/// The height and width an image input that does not fix them (`export.py --dynamic`) is
+/// analysed and run at: val.py's default `--imgsz`.
+pub const DEFAULT_IMGSZ: usize = 640;
+
+/// The shape of a graph input: as declared, except that a rank-4 image input with a fixed channel
+/// count takes batch 1 and [`DEFAULT_IMGSZ`] for the dimensions it leaves symbolic, as a dynamic
+/// export is validated.
+fn input_shape(info: &ValueInfoProto) -> Option<Vec<i64>> {
+    use crate::onnx::proto::tensor_shape_proto::dimension::Value as Dim;
+    use crate::onnx::proto::type_proto::Value;
+    if let Some(shape) = declared_shape(info) {
+        return Some(shape);
+    }
+    let Some(Value::TensorType(t)) = info.r#type.as_ref()?.value.as_ref() else {
+        return None;
+    };
+    let dims = &t.shape.as_ref()?.dim;
+    if dims.len() != 4 {
+        return None;
+    }
+    let fixed = |d: usize| match dims[d].value {
+        Some(Dim::DimValue(v)) if v >= 0 => Some(v),
+        _ => None,
+    };
+    let imgsz = DEFAULT_IMGSZ as i64;
+    Some(vec![
+        fixed(0).unwrap_or(1),
+        fixed(1)?,
+        fixed(2).unwrap_or(imgsz),
+        fixed(3).unwrap_or(imgsz),
+    ])
+}
+
 /// Infers what can be inferred about the tensors of `view`'s graph.
 pub fn infer_shapes(view: &GraphView) -> Shapes {
     infer(view, true)
@@ -91,7 +124,12 @@ fn infer(view: &GraphView, declared: bool) -> Shapes {
     let mut shapes = Shapes::default();
     let declarations: &[ValueInfoProto] = if declared { &graph.value_info } else { &[] };
     let outputs: &[ValueInfoProto] = if declared { &graph.output } else { &[] };
-    for info in graph.input.iter().chain(declarations).chain(outputs) {
+    for info in &graph.input {
+        if let Some(shape) = input_shape(info) {
+            shapes.set(info.name(), shape);
+        }
+    }
+    for info in declarations.iter().chain(outputs) {
         if let Some(shape) = declared_shape(info) {
             shapes.set(info.name(), shape);
         }
