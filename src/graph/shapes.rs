@@ -58,21 +58,28 @@ impl Shapes {
     }
 }
 
-pub(super) fn declared_shape(info: &ValueInfoProto) -> Option<Vec<i64>> {
+/// The declared dimensions of a tensor value (`None` where symbolic or absent).
+fn declared_dims(info: &ValueInfoProto) -> Option<Vec<Option<i64>>> {
     use crate::onnx::proto::tensor_shape_proto::dimension::Value as Dim;
     use crate::onnx::proto::type_proto::Value;
     let Some(Value::TensorType(t)) = info.r#type.as_ref()?.value.as_ref() else {
         return None;
     };
-    t.shape
-        .as_ref()?
-        .dim
-        .iter()
-        .map(|d| match d.value {
-            Some(Dim::DimValue(v)) if v >= 0 => Some(v),
-            _ => None,
-        })
-        .collect()
+    Some(
+        t.shape
+            .as_ref()?
+            .dim
+            .iter()
+            .map(|d| match d.value {
+                Some(Dim::DimValue(v)) if v >= 0 => Some(v),
+                _ => None,
+            })
+            .collect(),
+    )
+}
+
+pub(super) fn declared_shape(info: &ValueInfoProto) -> Option<Vec<i64>> {
+    declared_dims(info)?.into_iter().collect()
 }
 
 /// The height and width an image input that does not fix them (`export.py --dynamic`) is
@@ -83,29 +90,17 @@ pub const DEFAULT_IMGSZ: usize = 640;
 /// count takes batch 1 and [`DEFAULT_IMGSZ`] for the dimensions it leaves symbolic, as a dynamic
 /// export is validated.
 fn input_shape(info: &ValueInfoProto) -> Option<Vec<i64>> {
-    use crate::onnx::proto::tensor_shape_proto::dimension::Value as Dim;
-    use crate::onnx::proto::type_proto::Value;
-    if let Some(shape) = declared_shape(info) {
-        return Some(shape);
-    }
-    let Some(Value::TensorType(t)) = info.r#type.as_ref()?.value.as_ref() else {
-        return None;
-    };
-    let dims = &t.shape.as_ref()?.dim;
-    if dims.len() != 4 {
-        return None;
-    }
-    let fixed = |d: usize| match dims[d].value {
-        Some(Dim::DimValue(v)) if v >= 0 => Some(v),
-        _ => None,
-    };
+    let dims = declared_dims(info)?;
     let imgsz = DEFAULT_IMGSZ as i64;
-    Some(vec![
-        fixed(0).unwrap_or(1),
-        fixed(1)?,
-        fixed(2).unwrap_or(imgsz),
-        fixed(3).unwrap_or(imgsz),
-    ])
+    match dims[..] {
+        [batch, Some(channels), height, width] => Some(vec![
+            batch.unwrap_or(1),
+            channels,
+            height.unwrap_or(imgsz),
+            width.unwrap_or(imgsz),
+        ]),
+        _ => dims.into_iter().collect(),
+    }
 }
 
 /// Infers what can be inferred about the tensors of `view`'s graph.
