@@ -12,6 +12,7 @@ use ndarray::{Array4, ArrayD, Axis};
 use crate::backend::{self, BackendSpec, Engine, bench::random_input};
 use crate::eval::dataset::Dataset;
 use crate::eval::preprocess::preprocess_file;
+use crate::onnx::precision::widen_fp16;
 use crate::onnx::proto::tensor_proto::DataType;
 use crate::onnx::proto::{ModelProto, TypeProto, ValueInfoProto, type_proto};
 use crate::passes::{Proof, Reference};
@@ -216,10 +217,12 @@ fn compare_on_this_thread(
     })
 }
 
-/// `model` with `names` listed as graph outputs (those not already outputs appended as float
-/// tensors), and the position of each name among the outputs.
+/// `model` computed in float32 ([`widen_fp16`]: a FLOAT16 model's proof runs in f32) with
+/// `names` listed as graph outputs (those not already outputs appended as float tensors), and the
+/// position of each name among the outputs.
 fn exposing(model: &ModelProto, names: &[&str]) -> Result<(ModelProto, Vec<usize>)> {
     let mut model = model.clone();
+    widen_fp16(&mut model)?;
     let graph = model.graph.as_mut().context("the model has no graph")?;
     let mut slot: HashMap<String, usize> = graph
         .output

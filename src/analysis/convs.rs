@@ -3,6 +3,7 @@
 use anyhow::{Result, bail};
 
 use crate::graph::{GraphView, attr_int};
+use crate::onnx::proto::tensor_proto::DataType;
 
 /// A `Conv` node whose weight (and bias, when present) are initializers.
 #[derive(Debug, Clone)]
@@ -44,6 +45,16 @@ pub fn conv_layers(view: &GraphView) -> Result<Vec<ConvLayer>> {
                     "{}: input {i} {name:?} is missing (no initializer, node or graph input has that name)",
                     view.describe(index)
                 )
+            } else if let Some((cast, stored)) = cast_fp16_initializer(view, name) {
+                bail!(
+                    "{}: input {i} ({name:?}) is the FLOAT16 initializer {stored:?} read through \
+                     {} (fp16 weights behind a Cast, as fp16 conversion tools write them); \
+                     shears prunes stored weights only: prune the float32 model and convert the \
+                     result to fp16, or prune a `export.py --half` export, whose weights are \
+                     stored fp16",
+                    view.describe(index),
+                    view.describe(cast),
+                )
             } else {
                 bail!(
                     "{}: input {i} ({name:?}) is not an initializer; shears prunes stored weights only",
@@ -70,6 +81,15 @@ pub fn conv_layers(view: &GraphView) -> Result<Vec<ConvLayer>> {
         });
     }
     Ok(layers)
+}
+
+/// The `Cast` node (index) computing `tensor` from a FLOAT16 initializer, and that initializer.
+fn cast_fp16_initializer<'g>(view: &GraphView<'g>, tensor: &str) -> Option<(usize, &'g str)> {
+    let cast = view.producer(tensor)?;
+    let node = view.node(cast);
+    let source = view.initializer(node.input.first()?)?;
+    (node.op_type() == "Cast" && source.data_type == Some(DataType::Float16 as i32))
+        .then(|| (cast, source.name()))
 }
 
 /// The `Conv` nodes (indices) from whose outputs a graph output is reached without passing

@@ -1,6 +1,11 @@
 //! Inference backends: one session built once from serialized ONNX bytes, then run many times on
 //! batch-1 float32 NCHW inputs.
 //!
+//! A model whose image input is FLOAT16 (`export.py --half`) is fed each value rounded to the
+//! nearest fp16, as val.py with `half` casts its 0..1 image, and its outputs are returned
+//! widened to float32. A model whose input height or width is symbolic (`export.py --dynamic`)
+//! runs at the spec's image size ([`BackendSpec::with_imgsz`], val.py's 640 by default).
+//!
 //! Two engines sit behind [`Backend`]: tract (pure Rust, CPU; `tract.rs`) and ONNX
 //! Runtime loaded at run time from the `onnxruntime` Python wheel, on the CPU or on CUDA (`ort.rs`,
 //! which documents where the library is looked for). Sessions take the model as bytes, never as a
@@ -21,6 +26,7 @@ use std::str::FromStr;
 use anyhow::{Context, bail};
 use ndarray::{ArrayD, ArrayView4};
 
+pub use crate::graph::DEFAULT_IMGSZ;
 use crate::graph::densify_sparse;
 use crate::onnx::Model;
 use crate::onnx::proto::ModelProto;
@@ -68,12 +74,14 @@ pub enum Device {
     Cuda(u32),
 }
 
-/// What [`open`] builds: an engine, a device, and the number of threads an inference runs on.
+/// What [`open`] builds: an engine, a device, the number of threads an inference runs on, and the
+/// image size for input dimensions the model does not fix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct BackendSpec {
     engine: Engine,
     device: Device,
     threads: Option<usize>,
+    imgsz: Option<usize>,
 }
 
 impl BackendSpec {
@@ -89,7 +97,20 @@ impl BackendSpec {
             engine,
             device,
             threads: None,
+            imgsz: None,
         })
+    }
+
+    /// Sets the image size: the height and width of a model whose input does not fix them. A
+    /// model that fixes another size is refused when opened.
+    pub fn with_imgsz(mut self, imgsz: usize) -> Self {
+        self.imgsz = Some(imgsz);
+        self
+    }
+
+    /// The image size asked for, if any.
+    pub fn imgsz(&self) -> Option<usize> {
+        self.imgsz
     }
 
     /// Parses the CLI spellings: `backend` is `tract` or `ort`, `device` is `cpu`, `cuda` or
@@ -185,15 +206,13 @@ impl fmt::Display for Device {
 
 /// Builds a session for `spec` from a serialized ONNX `ModelProto`.
 ///
-/// The model must have one float32 input of rank 4 whose dimensions are fixed except perhaps the
-/// batch (set to 1), and no sparse initializers.
+/// The model must have one float32 or float16 input of rank 4 with a fixed channel count (batch,
+/// height and width may be symbolic: batch 1, the spec's image size), and no sparse
+/// initializers.
 pub fn open(spec: &BackendSpec, model_bytes: &[u8]) -> anyhow::Result<Box<dyn Backend>> {
     heap::keep_freed_memory();
     match spec.engine {
-        Engine::Tract => Ok(Box::new(tract::TractBackend::new(
-            model_bytes,
-            spec.threads(),
-        )?)),
+        Engine::Tract => Ok(Box::new(tract::TractBackend::new(model_bytes, spec)?)),
         Engine::Ort => Ok(Box::new(ort::OrtBackend::new(spec, model_bytes)?)),
     }
 }
@@ -230,8 +249,22 @@ fn needs_densify(proto: &ModelProto, engine: Engine) -> bool {
         })
 }
 
-/// The batch-1 input shape from a model's declared input dimensions (`None` = not fixed).
-fn batch1_shape(input: &str, dims: &[Option<usize>]) -> anyhow::Result<[usize; 4]> {
+/// The element type a model reads its image as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Precision {
+    F32,
+    /// FLOAT16, as `export.py --half` writes: the float32 image is rounded to fp16 values.
+    F16,
+}
+
+/// The batch-1 input shape from a model's declared input dimensions (`None` = not fixed): a
+/// height or width not fixed is `imgsz` ([`DEFAULT_IMGSZ`] when `None`); a fixed one must equal
+/// `imgsz` when given.
+fn batch1_shape(
+    input: &str,
+    dims: &[Option<usize>],
+    imgsz: Option<usize>,
+) -> anyhow::Result<[usize; 4]> {
     let [batch, rest @ ..] = dims else {
         bail!("input `{input}` has no dimensions; expected [1, C, H, W]");
     };
@@ -247,15 +280,20 @@ fn batch1_shape(input: &str, dims: &[Option<usize>]) -> anyhow::Result<[usize; 4
             batch.unwrap_or(0)
         );
     }
-    let mut shape = [1; 4];
-    for (axis, dim) in rest.iter().enumerate() {
-        shape[axis + 1] = dim.with_context(|| {
-            format!(
-                "input `{input}` has a dynamic dimension {} (axis {}); export the model with a fixed image size",
-                ["C", "H", "W"][axis],
-                axis + 1
-            )
-        })?;
+    let channels = rest[0].with_context(|| {
+        format!("input `{input}` has a dynamic channel count (axis 1); expected 3 image channels")
+    })?;
+    let mut shape = [1, channels, 0, 0];
+    for (axis, dim) in [(2, rest[1]), (3, rest[2])] {
+        shape[axis] = match (dim, imgsz) {
+            (Some(fixed), Some(asked)) if fixed != asked => bail!(
+                "input `{input}` fixes its {} at {fixed}, not the image size {asked} asked for; \
+                 leave the image size out or export the model at {asked}",
+                ["", "", "height", "width"][axis]
+            ),
+            (Some(fixed), _) => fixed,
+            (None, asked) => asked.unwrap_or(DEFAULT_IMGSZ),
+        };
     }
     Ok(shape)
 }
@@ -311,12 +349,23 @@ mod tests {
     }
 
     #[test]
-    fn batch1_shape_fixes_batch_and_rejects_dynamic_sizes() {
-        let s = batch1_shape("images", &[None, Some(3), Some(640), Some(480)]).unwrap();
+    fn batch1_shape_fixes_batch_and_sizes_dynamic_images() {
+        let s = batch1_shape("images", &[None, Some(3), Some(640), Some(480)], None).unwrap();
         assert_eq!(s, [1, 3, 640, 480]);
-        let err = batch1_shape("images", &[Some(1), Some(3), None, Some(640)]).unwrap_err();
-        assert!(err.to_string().contains("dynamic dimension H"), "{err}");
-        assert!(batch1_shape("images", &[Some(2), Some(3), Some(8), Some(8)]).is_err());
-        assert!(batch1_shape("images", &[Some(1), Some(3)]).is_err());
+        let dynamic = [None, Some(3), None, None];
+        assert_eq!(
+            batch1_shape("images", &dynamic, None).unwrap(),
+            [1, 3, DEFAULT_IMGSZ, DEFAULT_IMGSZ]
+        );
+        assert_eq!(
+            batch1_shape("images", &dynamic, Some(320)).unwrap(),
+            [1, 3, 320, 320]
+        );
+        let fixed = [Some(1), Some(3), Some(640), Some(640)];
+        let err = batch1_shape("images", &fixed, Some(320)).unwrap_err();
+        assert!(err.to_string().contains("fixes its height at 640"), "{err}");
+        assert!(batch1_shape("images", &[Some(1), None, None, None], None).is_err());
+        assert!(batch1_shape("images", &[Some(2), Some(3), Some(8), Some(8)], None).is_err());
+        assert!(batch1_shape("images", &[Some(1), Some(3)], None).is_err());
     }
 }

@@ -24,11 +24,12 @@ use ::ort::environment::Environment;
 use ::ort::ep::{self, ExecutionProvider};
 use ::ort::session::Session;
 use ::ort::session::builder::{AutoDevicePolicy, SessionBuilder};
-use ::ort::value::{TensorRef, ValueType};
+use ::ort::value::{TensorElementType, TensorRef, ValueType};
 use anyhow::{Context, anyhow, bail};
+use half::f16;
 use ndarray::{ArrayD, ArrayView4};
 
-use super::{Backend, BackendSpec, Device, batch1_shape, check_input};
+use super::{Backend, BackendSpec, Device, Precision, batch1_shape, check_input};
 
 /// The ONNX Runtime release series shears is built and tested against.
 const REQUIRED_SERIES: &str = "1.31.";
@@ -231,6 +232,7 @@ pub(super) struct OrtBackend {
     session: Session,
     provider: &'static str,
     input_shape: [usize; 4],
+    precision: Precision,
 }
 
 impl OrtBackend {
@@ -260,11 +262,12 @@ impl OrtBackend {
             };
             format!("ONNX Runtime could not build a session from the model{placement}")
         })?;
-        let input_shape = input_shape(&session)?;
+        let (precision, input_shape) = declared_input(&session, spec.imgsz())?;
         Ok(Self {
             session,
             provider,
             input_shape,
+            precision,
         })
     }
 
@@ -275,7 +278,14 @@ impl OrtBackend {
     ) -> anyhow::Result<Vec<ArrayD<f32>>> {
         check_input(self.input_shape, &input)?;
         let input = input.as_standard_layout();
-        let tensor = TensorRef::from_array_view(&input)?;
+        let half;
+        let tensor = match self.precision {
+            Precision::F32 => TensorRef::from_array_view(&input)?.into_dyn(),
+            Precision::F16 => {
+                half = input.mapv(f16::from_f32);
+                TensorRef::from_array_view(&half)?.into_dyn()
+            }
+        };
         let outputs = self
             .session
             .run(::ort::inputs![tensor])
@@ -285,17 +295,23 @@ impl OrtBackend {
             .take(count)
             .enumerate()
             .map(|(index, value)| {
-                value
-                    .try_extract_array::<f32>()
-                    .map(|view| view.to_owned())
-                    .with_context(|| format!("output {index} is not a float32 tensor"))
+                let widened = value
+                    .try_extract_array::<f16>()
+                    .map(|view| view.mapv(f16::to_f32));
+                widened
+                    .or_else(|_| value.try_extract_array::<f32>().map(|view| view.to_owned()))
+                    .with_context(|| format!("output {index} is not a float32 or float16 tensor"))
             })
             .collect()
     }
 }
 
-/// The batch-1 shape of the single float32 input of `session`.
-fn input_shape(session: &Session) -> anyhow::Result<[usize; 4]> {
+/// The element type and batch-1 shape of the single float32 or float16 input of `session` (a
+/// height or width not fixed: `imgsz`).
+fn declared_input(
+    session: &Session,
+    imgsz: Option<usize>,
+) -> anyhow::Result<(Precision, [usize; 4])> {
     let [input] = session.inputs() else {
         bail!(
             "the model has {} inputs; shears runs single-input image models",
@@ -306,11 +322,13 @@ fn input_shape(session: &Session) -> anyhow::Result<[usize; 4]> {
     let ValueType::Tensor { ty, shape, .. } = input.dtype() else {
         bail!("input `{name}` is not a tensor");
     };
-    if *ty != ::ort::value::TensorElementType::Float32 {
-        bail!("input `{name}` is {ty}; shears feeds float32");
-    }
+    let precision = match ty {
+        TensorElementType::Float32 => Precision::F32,
+        TensorElementType::Float16 => Precision::F16,
+        _ => bail!("input `{name}` is {ty}; shears feeds float32 or float16 images"),
+    };
     let dims: Vec<Option<usize>> = shape.iter().map(|&d| usize::try_from(d).ok()).collect();
-    batch1_shape(name, &dims)
+    Ok((precision, batch1_shape(name, &dims, imgsz)?))
 }
 
 impl Backend for OrtBackend {

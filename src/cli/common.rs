@@ -34,16 +34,23 @@ pub struct BackendArgs {
     /// Threads one inference runs on [default: number of cores].
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+    /// Image size of a model whose input height and width are not fixed (`export.py --dynamic`)
+    /// [default: 640, val.py's]; a model that fixes another size is refused.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(32..=8192))]
+    pub imgsz: Option<u32>,
 }
 
 impl BackendArgs {
     /// The validated backend specification.
     pub fn spec(&self) -> anyhow::Result<BackendSpec> {
-        let spec = BackendSpec::new(self.backend, self.device)?;
-        Ok(match self.threads {
-            Some(threads) => spec.with_threads(threads),
-            None => spec,
-        })
+        let mut spec = BackendSpec::new(self.backend, self.device)?;
+        if let Some(threads) = self.threads {
+            spec = spec.with_threads(threads);
+        }
+        if let Some(imgsz) = self.imgsz {
+            spec = spec.with_imgsz(imgsz as usize);
+        }
+        Ok(spec)
     }
 }
 

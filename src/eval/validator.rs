@@ -47,6 +47,9 @@ pub struct Validator {
 pub struct ValidationIdentity {
     pub backend: String,
     pub device: String,
+    /// The image size asked for, for inputs the model does not fix (absent when not asked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imgsz: Option<usize>,
     pub nms: NmsConfig,
     pub max_pixels: u64,
     /// Images validated.
@@ -156,6 +159,7 @@ impl Validator {
         Ok(ValidationIdentity {
             backend: backend.engine().to_string(),
             device: backend.device().to_string(),
+            imgsz: backend.imgsz(),
             nms: self.settings.nms,
             max_pixels: self.dataset.max_pixels,
             images: self.dataset.images.len(),

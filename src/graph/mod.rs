@@ -9,6 +9,6 @@ mod view;
 
 pub use crate::onnx::attr::{attr_f32, attr_int, attr_ints, attr_str};
 pub use check::Consistency;
-pub use shapes::{Shapes, infer_shapes, infer_undeclared_shapes};
+pub use shapes::{DEFAULT_IMGSZ, Shapes, infer_shapes, infer_undeclared_shapes};
 pub use sparse::densify_sparse;
 pub use view::GraphView;

@@ -58,21 +58,49 @@ impl Shapes {
     }
 }
 
-pub(super) fn declared_shape(info: &ValueInfoProto) -> Option<Vec<i64>> {
+/// The declared dimensions of a tensor value (`None` where symbolic or absent).
+fn declared_dims(info: &ValueInfoProto) -> Option<Vec<Option<i64>>> {
     use crate::onnx::proto::tensor_shape_proto::dimension::Value as Dim;
     use crate::onnx::proto::type_proto::Value;
     let Some(Value::TensorType(t)) = info.r#type.as_ref()?.value.as_ref() else {
         return None;
     };
-    t.shape
-        .as_ref()?
-        .dim
-        .iter()
-        .map(|d| match d.value {
-            Some(Dim::DimValue(v)) if v >= 0 => Some(v),
-            _ => None,
-        })
-        .collect()
+    Some(
+        t.shape
+            .as_ref()?
+            .dim
+            .iter()
+            .map(|d| match d.value {
+                Some(Dim::DimValue(v)) if v >= 0 => Some(v),
+                _ => None,
+            })
+            .collect(),
+    )
+}
+
+pub(super) fn declared_shape(info: &ValueInfoProto) -> Option<Vec<i64>> {
+    declared_dims(info)?.into_iter().collect()
+}
+
+/// The height and width an image input that does not fix them (`export.py --dynamic`) is
+/// analysed and run at: val.py's default `--imgsz`.
+pub const DEFAULT_IMGSZ: usize = 640;
+
+/// The shape of a graph input: as declared, except that a rank-4 image input with a fixed channel
+/// count takes batch 1 and [`DEFAULT_IMGSZ`] for the dimensions it leaves symbolic, as a dynamic
+/// export is validated.
+fn input_shape(info: &ValueInfoProto) -> Option<Vec<i64>> {
+    let dims = declared_dims(info)?;
+    let imgsz = DEFAULT_IMGSZ as i64;
+    match dims[..] {
+        [batch, Some(channels), height, width] => Some(vec![
+            batch.unwrap_or(1),
+            channels,
+            height.unwrap_or(imgsz),
+            width.unwrap_or(imgsz),
+        ]),
+        _ => dims.into_iter().collect(),
+    }
 }
 
 /// Infers what can be inferred about the tensors of `view`'s graph.
@@ -91,7 +119,12 @@ fn infer(view: &GraphView, declared: bool) -> Shapes {
     let mut shapes = Shapes::default();
     let declarations: &[ValueInfoProto] = if declared { &graph.value_info } else { &[] };
     let outputs: &[ValueInfoProto] = if declared { &graph.output } else { &[] };
-    for info in graph.input.iter().chain(declarations).chain(outputs) {
+    for info in &graph.input {
+        if let Some(shape) = input_shape(info) {
+            shapes.set(info.name(), shape);
+        }
+    }
+    for info in declarations.iter().chain(outputs) {
         if let Some(shape) = declared_shape(info) {
             shapes.set(info.name(), shape);
         }

@@ -11,6 +11,7 @@ pub mod mapping;
 pub mod metadata;
 pub mod opset;
 mod outputs;
+pub mod precision;
 mod save;
 mod schema;
 pub mod tensor;

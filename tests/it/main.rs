@@ -7,6 +7,7 @@ mod build_step;
 mod channel_groups;
 mod common;
 mod eval;
+mod exports;
 mod finetune;
 mod fuzz_findings;
 mod gates;
