@@ -46,11 +46,11 @@ pub struct Args {
     /// Images per training step.
     #[arg(long)]
     pub batch: Option<usize>,
-    /// Adam's initial learning rate (cosine decay to 1% of it) [default: 0.0001].
+    /// Adam's initial learning rate (cosine decay to 1% of it) [default: 0.0003].
     #[arg(long)]
     pub lr: Option<f32>,
     /// Weight of the feature term of the loss: every convolution block's activation against
-    /// the teacher's (0: the head outputs only) [default: 1].
+    /// the teacher's (0: the head outputs only) [default: 20].
     #[arg(long, value_name = "W")]
     pub feature_weight: Option<f64>,
     /// Seed of the held-out draw, the order and the augmentations.

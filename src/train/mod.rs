@@ -67,7 +67,7 @@ impl Default for FineTuneSettings {
             epochs: 10,
             imgsz: 320,
             batch: 8,
-            lr: 1e-4,
+            lr: 3e-4,
             seed: 0,
             holdout: 0.1,
             images_limit: None,
