@@ -374,7 +374,7 @@ fn a_sweep_point_with_ft_is_prune_then_finetune_on_the_calibration_images() {
             .arg(&dense)
             .arg("--data")
             .arg(&data)
-            .args(["--methods", "global+ft", "--amounts", "0.3", "--runs", "0"])
+            .args(["--methods", "2:4+ft", "--runs", "0"])
             .arg("--calib")
             .arg(&calib)
             .args(["--calib-images", "3", "-o"])
@@ -386,7 +386,7 @@ fn a_sweep_point_with_ft_is_prune_then_finetune_on_the_calibration_images() {
         shears()
             .arg("prune")
             .arg(&dense)
-            .args(["--amount", "0.3", "--scope", "global", "--no-zstd", "-o"])
+            .args(["--pattern", "2:4", "--no-zstd", "-o"])
             .arg(&pruned),
     );
     let tuned = d.join("tuned.onnx");
@@ -401,7 +401,7 @@ fn a_sweep_point_with_ft_is_prune_then_finetune_on_the_calibration_images() {
             .arg("-o")
             .arg(&tuned),
     );
-    let point = out.join("models/global-ft-0.3.onnx");
+    let point = out.join("models/2-4-ft.onnx");
     let (by_hand, rest_by_hand) = split_convs(&tuned);
     let (in_sweep, rest_in_sweep) = split_convs(&point);
     assert_eq!(rest_by_hand, rest_in_sweep);
