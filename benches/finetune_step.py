@@ -1,6 +1,7 @@
 """Times one fine-tuning step of yolov5n (teacher forward, student forward and backward, Adam
 update, batch 1) of `shears finetune` against PyTorch on the CPU (benches/peer_train_step.py, the
-same graph, loss family and update) in one run, both as whole commands: each runs FEW and MANY
+same graph, loss family and update; so shears runs with `--feature-weight 0`, the head loss
+only) in one run, both as whole commands: each runs FEW and MANY
 steps, and a step costs (t(MANY) - t(FEW)) / (MANY - FEW), so that start-up (loading, building,
 image decoding) cancels. Medians of --runs after --warmup, runs of the two in turns.
 
@@ -41,6 +42,7 @@ def main():
         out = SCRATCH / f"out{steps}.onnx"
         return [SHEARS, "-q", "finetune", student, "--teacher", dense, "--images", images,
                 "--imgsz", str(args.imgsz), "--batch", "1", "--epochs", "1", "--holdout", "0",
+                "--feature-weight", "0",
                 "--images-limit", str(steps), "--threads", str(args.threads), "-o", out]
 
     def torch(steps):
