@@ -102,20 +102,26 @@ fn the_trainable_network_equals_onnxruntime_on_yolov5n() {
     }
 }
 
-/// A generated yolov5n at 64 pixels pruned to 50% by magnitude, and six coco128 images in a
-/// folder of their own; `None` without the fixtures outside CI.
-fn small_setup(dir: &Path) -> Option<(PathBuf, PathBuf, PathBuf)> {
-    let source = fixture("coco/coco128/images/train2017")?;
-    let images = dir.join("images");
-    std::fs::create_dir_all(&images).unwrap();
+/// Copies the first `n` files of the fixture folder `source` (by name) into the new folder `to`;
+/// `None` without the fixtures outside CI.
+fn first_images(source: &str, to: &Path, n: usize) -> Option<PathBuf> {
+    let source = fixture(source)?;
+    std::fs::create_dir_all(to).unwrap();
     let mut names: Vec<_> = std::fs::read_dir(&source)
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
     names.sort();
-    for name in &names[..6] {
-        std::fs::copy(source.join(name), images.join(name)).unwrap();
+    for name in &names[..n] {
+        std::fs::copy(source.join(name), to.join(name)).unwrap();
     }
+    Some(to.to_path_buf())
+}
+
+/// A generated yolov5n at 64 pixels pruned to 50% by magnitude, and six coco128 images in a
+/// folder of their own; `None` without the fixtures outside CI.
+fn small_setup(dir: &Path) -> Option<(PathBuf, PathBuf, PathBuf)> {
+    let images = first_images("coco/coco128/images/train2017", &dir.join("images"), 6)?;
     let dense = dir.join("dense.onnx");
     let pruned = dir.join("pruned.onnx");
     succeed(
@@ -356,17 +362,12 @@ fn a_sweep_point_with_ft_is_prune_then_finetune_on_the_calibration_images() {
     let dir = scratch();
     let d = dir.path();
     let data = crate::sweep::small_coco128(d, 4).expect("coco128 fixture");
-    let source = fixture("coco/coco_extra_train/images/train2017").expect("training images");
-    let calib = d.join("calib");
-    std::fs::create_dir_all(&calib).unwrap();
-    let mut names: Vec<_> = std::fs::read_dir(&source)
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    names.sort();
-    for name in &names[..3] {
-        std::fs::copy(source.join(name), calib.join(name)).unwrap();
-    }
+    let calib = first_images(
+        "coco/coco_extra_train/images/train2017",
+        &d.join("calib"),
+        3,
+    )
+    .expect("training images");
     let out = d.join("sweep");
     succeed(
         shears()
