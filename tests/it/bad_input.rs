@@ -6,7 +6,7 @@ use prost::Message;
 use shears::onnx::proto::{ModelProto, NodeProto};
 use shears::onnx::{self, SaveOptions};
 
-use crate::common::{error_exit, fixture, scratch, shears, succeed};
+use crate::common::{error_exit, fixture, scratch, shears, small_yolov5n, succeed};
 
 /// Runs shears with `args`, expects exit code 2 with `needle` in stderr, and checks that the
 /// folder `dir` holds the same files afterwards.
@@ -347,11 +347,7 @@ fn a_closed_stderr_never_aborts_the_work() {
 fn check_reports_every_file_and_goes_on() {
     let dir = scratch();
     let d = dir.path();
-    succeed(
-        shears()
-            .current_dir(d)
-            .args(["synth", "yolov5n", "--imgsz", "64", "-o", "good.onnx"]),
-    );
+    small_yolov5n(d, "good.onnx");
     std::fs::write(d.join("empty.onnx"), b"").unwrap();
     std::fs::create_dir(d.join("folder.onnx")).unwrap();
     let out = shears()

@@ -80,6 +80,17 @@ pub fn shears() -> Command {
     Command::new(env!("CARGO_BIN_EXE_shears"))
 }
 
+/// A small generated YOLOv5n (64x64 input) written to `dir/name`; returns its path.
+pub fn small_yolov5n(dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(name);
+    succeed(
+        shears()
+            .args(["synth", "yolov5n", "--imgsz", "64", "-o"])
+            .arg(&path),
+    );
+    path
+}
+
 /// A fresh scratch folder removed when dropped.
 pub fn scratch() -> tempfile::TempDir {
     tempfile::tempdir().expect("create temp dir")

@@ -11,7 +11,9 @@ use shears::onnx::proto::ModelProto;
 use shears::train::kernels::Tensor;
 use shears::train::network::Network;
 
-use crate::common::{error_exit, fixture, oracle_python, scratch, shears, small_dataset, succeed};
+use crate::common::{
+    error_exit, fixture, oracle_python, scratch, shears, small_dataset, small_yolov5n, succeed,
+};
 
 const HEAD_ORACLE: &str = include_str!("../oracles/head_outputs.py");
 
@@ -122,13 +124,8 @@ fn first_images(source: &str, to: &Path, n: usize) -> Option<PathBuf> {
 /// folder of their own; `None` without the fixtures outside CI.
 fn small_setup(dir: &Path) -> Option<(PathBuf, PathBuf, PathBuf)> {
     let images = first_images("coco/coco128/images/train2017", &dir.join("images"), 6)?;
-    let dense = dir.join("dense.onnx");
+    let dense = small_yolov5n(dir, "dense.onnx");
     let pruned = dir.join("pruned.onnx");
-    succeed(
-        shears()
-            .args(["synth", "yolov5n", "--imgsz", "64", "-o"])
-            .arg(&dense),
-    );
     succeed(
         shears()
             .arg("prune")

@@ -4,18 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::common::{scratch, shears, small_dataset, succeed};
-
-/// A small generated YOLOv5n (64x64 input) at `dir/model.onnx`.
-fn small_model(dir: &Path) -> PathBuf {
-    let path = dir.join("model.onnx");
-    succeed(
-        shears()
-            .args(["synth", "yolov5n", "--imgsz", "64", "-o"])
-            .arg(&path),
-    );
-    path
-}
+use crate::common::{scratch, shears, small_dataset, small_yolov5n};
 
 /// `small_dataset` with its label files removed; `None` without the fixtures outside CI.
 fn unlabelled_dataset(dir: &Path) -> Option<PathBuf> {
@@ -101,7 +90,7 @@ fn write_gate(dir: &Path, validate: &str) {
 fn data_without_labels_fails_every_gate_search_sweep_and_sensitivity() {
     let dir = scratch();
     let d = dir.path();
-    small_model(d);
+    small_yolov5n(d, "model.onnx");
     if unlabelled_dataset(d).is_none() {
         return;
     }
@@ -118,7 +107,7 @@ fn data_without_labels_fails_every_gate_search_sweep_and_sensitivity() {
 fn a_dense_model_that_scores_zero_fails_the_search_and_the_gate() {
     let dir = scratch();
     let d = dir.path();
-    small_model(d);
+    small_yolov5n(d, "model.onnx");
     if small_dataset(d, 2).is_none() {
         return;
     }
@@ -142,7 +131,7 @@ fn a_dense_model_that_scores_zero_fails_the_search_and_the_gate() {
 fn nms_settings_outside_their_range_are_refused_everywhere() {
     let dir = scratch();
     let d = dir.path();
-    small_model(d);
+    small_yolov5n(d, "model.onnx");
     if small_dataset(d, 1).is_none() {
         return;
     }

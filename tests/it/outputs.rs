@@ -4,18 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::common::{error_exit, scratch, shears, succeed};
-
-/// A small generated YOLOv5n (64x64 input) at `dir/model.onnx`.
-fn small_model(dir: &Path) -> PathBuf {
-    let path = dir.join("model.onnx");
-    succeed(
-        shears()
-            .args(["synth", "yolov5n", "--imgsz", "64", "-o"])
-            .arg(&path),
-    );
-    path
-}
+use crate::common::{error_exit, scratch, shears, small_yolov5n, succeed};
 
 /// Every entry of `dir` with its bytes (or link target), to compare before and after.
 fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
@@ -53,7 +42,7 @@ fn refused(dir: &Path, args: &[&str], needle: &str) {
 fn written_paths_are_distinct_from_inputs_and_each_other() {
     let dir = scratch();
     let d = dir.path();
-    small_model(d);
+    small_yolov5n(d, "model.onnx");
     let prune = |extra: &[&str]| -> Vec<String> {
         let mut args: Vec<String> = ["prune", "model.onnx", "--amount", "0.3", "-o", "out.onnx"]
             .map(String::from)
@@ -141,7 +130,7 @@ fn written_paths_are_distinct_from_inputs_and_each_other() {
 fn outputs_never_replace_links_fifos_or_devices() {
     let dir = scratch();
     let d = dir.path();
-    small_model(d);
+    small_yolov5n(d, "model.onnx");
     std::fs::write(d.join("target.txt"), b"kept").unwrap();
     std::os::unix::fs::symlink("target.txt", d.join("link.onnx")).unwrap();
     let fifo = d.join("fifo.onnx");
@@ -194,7 +183,7 @@ fn outputs_get_the_permissions_of_the_umask() {
     use std::os::unix::fs::PermissionsExt;
     let dir = scratch();
     let d = dir.path();
-    small_model(d);
+    small_yolov5n(d, "model.onnx");
     for (umask, mode) in [("022", 0o644), ("077", 0o600), ("002", 0o664)] {
         let script = format!(
             "umask {umask} && exec \"$0\" prune model.onnx --amount 0.3 -o out{umask}.onnx \
@@ -232,7 +221,7 @@ fn outputs_get_the_permissions_of_the_umask() {
 fn a_pipeline_never_writes_over_a_model_it_reads() {
     let dir = scratch();
     let d = dir.path();
-    small_model(d);
+    small_yolov5n(d, "model.onnx");
     std::fs::write(
         d.join("p.yaml"),
         "models: [model.onnx]\npasses:\n  - prune_magnitude: {amount: 0.3}\noutput: '{stem}.onnx'\n",
@@ -417,7 +406,7 @@ fn no_output_is_any_file_the_command_reads() {
 fn a_later_run_removes_the_temporary_files_a_killed_run_left() {
     let dir = scratch();
     let d = dir.path();
-    let model = small_model(d);
+    let model = small_yolov5n(d, "model.onnx");
     // The pid of a process that has ended, and one that runs (this test).
     let mut child = Command::new("true").spawn().unwrap();
     let dead = child.id();

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::common::{error_exit, fixture, fixtures, scratch, shears, succeed};
+use crate::common::{error_exit, fixture, fixtures, scratch, shears, small_yolov5n, succeed};
 
 /// `shears run PATH EXTRA...` with the fixtures of this test run.
 fn run_pipeline(path: &Path, extra: &[&str]) -> Command {
@@ -422,11 +422,7 @@ fn a_recovering_pass_calibrates_on_the_pipelines_calibration_block() {
     };
     let dir = scratch();
     let d = dir.path();
-    succeed(
-        shears()
-            .current_dir(d)
-            .args(["synth", "yolov5n", "--imgsz", "64", "-o", "n.onnx"]),
-    );
+    small_yolov5n(d, "n.onnx");
     let calib = d.join("calib");
     std::fs::create_dir(&calib).unwrap();
     for name in ["000000000790.jpg", "000000008193.jpg"] {
@@ -482,11 +478,7 @@ fn a_yaml_error_says_what_is_wrong_once_in_the_authors_words() {
     assert!(!stderr.contains("Policy"), "{stderr}");
     assert!(stderr.contains("2 | models: [b.onnx]"), "{stderr}");
     // A data YAML too.
-    succeed(
-        shears()
-            .current_dir(d)
-            .args(["synth", "yolov5n", "--imgsz", "64", "-o", "n.onnx"]),
-    );
+    small_yolov5n(d, "n.onnx");
     write(d, "data.yaml", "val: [\n");
     let stderr = error_exit(
         shears()
@@ -501,11 +493,7 @@ fn a_yaml_error_says_what_is_wrong_once_in_the_authors_words() {
 fn the_summary_fits_the_terminal_and_the_reports_keep_the_table() {
     let dir = scratch();
     let d = dir.path();
-    succeed(
-        shears()
-            .current_dir(d)
-            .args(["synth", "yolov5n", "--imgsz", "64", "-o", "n.onnx"]),
-    );
+    small_yolov5n(d, "n.onnx");
     std::fs::write(d.join("broken.onnx"), b"not a model").unwrap();
     let pipeline = write(
         d,

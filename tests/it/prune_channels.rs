@@ -18,7 +18,8 @@ use shears::passes::{PassConfig, PruneChannels, Reference};
 use shears::synth::{Export, SynthSpec, Upsample, Variant, build};
 
 use crate::common::{
-    compare_outputs, error_exit, fixture, oracle_python, run_python, scratch, shears, succeed,
+    compare_outputs, error_exit, fixture, oracle_python, run_python, scratch, shears,
+    small_yolov5n, succeed,
 };
 use shears::verify::{Probe, masked_proof};
 
@@ -1302,11 +1303,7 @@ fn ops_that_do_not_keep_a_removed_channel_zero_lock_it_before_a_conv() {
 fn a_channel_prune_that_removes_nothing_says_so_once_and_warns_of_nothing() {
     let dir = scratch();
     let d = dir.path();
-    succeed(
-        shears()
-            .current_dir(d)
-            .args(["synth", "yolov5n", "--imgsz", "64", "-o", "n.onnx"]),
-    );
+    small_yolov5n(d, "n.onnx");
     // 0.1% of a group rounds to no channel.
     let out = shears()
         .current_dir(d)

@@ -14,7 +14,7 @@ use shears::onnx::metadata::CALIBRATION_KEY;
 use shears::onnx::{self, tensor};
 use shears::passes::obs::{StructuredLayer, damped_inverse};
 
-use crate::common::{fixture, oracle_python, run_python, scratch, shears, succeed};
+use crate::common::{fixture, oracle_python, run_python, scratch, shears, small_yolov5n, succeed};
 
 /// numpy: the least-squares re-fit of each row `w` of W on `X` without `removed` columns,
 /// i.e. argmin |X w' - X w| with w'[removed] = 0.
@@ -288,11 +288,7 @@ fn calibration_pixels_equal_the_validation_pixels() {
 fn recovery_and_calibration_images_go_together() {
     let dir = scratch();
     let d = dir.path();
-    succeed(
-        shears()
-            .current_dir(d)
-            .args(["synth", "yolov5n", "--imgsz", "64", "-o", "n.onnx"]),
-    );
+    small_yolov5n(d, "n.onnx");
     let prune = |args: &[&str]| {
         let mut command = shears();
         command
@@ -406,11 +402,7 @@ fn calibration_images_are_read_as_val_reads_them() {
     }
 
     // A prune goes on without them and says so.
-    succeed(
-        shears()
-            .current_dir(d)
-            .args(["synth", "yolov5n", "--imgsz", "64", "-o", "n.onnx"]),
-    );
+    small_yolov5n(d, "n.onnx");
     let out = shears()
         .current_dir(d)
         .args(["prune", "n.onnx", "-o", "out.onnx", "--amount", "0.3"])
@@ -450,11 +442,7 @@ fn every_phase_of_a_recovering_prune_is_named() {
     for name in ["000000000790.jpg", "000000008193.jpg"] {
         std::os::unix::fs::symlink(images.join(name), d.join("calib").join(name)).unwrap();
     }
-    succeed(
-        shears()
-            .current_dir(d)
-            .args(["synth", "yolov5n", "--imgsz", "64", "-o", "n.onnx"]),
-    );
+    small_yolov5n(d, "n.onnx");
     let phases = |method: &[&str]| {
         let out = shears()
             .current_dir(d)
