@@ -39,7 +39,7 @@
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::kernels::{Real, Tensor, sigmoid, zip_map};
+use super::kernels::{CHUNK, Real, Tensor, sigmoid, vector_targets, zip_map};
 
 /// Anchors per level of a YOLOv5 Detect head.
 pub const ANCHORS: usize = 3;
@@ -168,32 +168,8 @@ pub fn distill<T: Real>(
             let at = (b * ANCHORS + c / per_anchor) * plane;
             let q_obj = &obj[at..at + plane];
             let mut values = vec![T::zero(); plane];
-            let terms = sp.iter().zip(tp).zip(g.iter_mut()).zip(&mut values);
-            match k {
-                Kind::Box => {
-                    for ((((&sv, &tv), g), v), &o) in terms.zip(q_obj) {
-                        let (p, q) = (sigmoid(sv), sigmoid(tv));
-                        let d = p - q;
-                        *v = o * d * d;
-                        *g = w * o * T::of(2.0) * d * p * (T::one() - p);
-                    }
-                }
-                Kind::Obj => {
-                    for (((&sv, &tv), g), v) in terms {
-                        let (kl, slope) = bernoulli_kl(sv, tv);
-                        *v = kl;
-                        *g = w * slope;
-                    }
-                }
-                Kind::Cls => {
-                    for ((((&sv, &tv), g), v), &o) in terms.zip(q_obj) {
-                        let (kl, slope) = bernoulli_kl(sv, tv);
-                        *v = o * kl;
-                        *g = w * o * slope;
-                    }
-                }
-            }
-            (k, lane_sum(&values))
+            plane_terms(k, w, sp, tp, q_obj, g, &mut values);
+            (k, lane_sum(&values, &values, &|v, _| v))
         };
         let mut grad = Tensor::zeros(s.shape);
         let plane_sums: Vec<(Kind, f64)> = grad
@@ -225,6 +201,46 @@ pub fn distill<T: Real>(
     (parts, grads)
 }
 
+vector_targets! {
+    /// The loss terms of one plane of `kind` (before scaling) into `values`, and their
+    /// gradients scaled by `w` into `g`; `q_obj` is the teacher's objectness at each position.
+    fn plane_terms<T: Real>(
+        kind: Kind,
+        w: T,
+        sp: &[T],
+        tp: &[T],
+        q_obj: &[T],
+        g: &mut [T],
+        values: &mut [T],
+    ) {
+        let terms = sp.iter().zip(tp).zip(g.iter_mut()).zip(values);
+        match kind {
+            Kind::Box => {
+                for ((((&sv, &tv), g), v), &o) in terms.zip(q_obj) {
+                    let (p, q) = (sigmoid(sv), sigmoid(tv));
+                    let d = p - q;
+                    *v = o * d * d;
+                    *g = w * o * T::of(2.0) * d * p * (T::one() - p);
+                }
+            }
+            Kind::Obj => {
+                for (((&sv, &tv), g), v) in terms {
+                    let (kl, slope) = bernoulli_kl(sv, tv);
+                    *v = kl;
+                    *g = w * slope;
+                }
+            }
+            Kind::Cls => {
+                for ((((&sv, &tv), g), v), &o) in terms.zip(q_obj) {
+                    let (kl, slope) = bernoulli_kl(sv, tv);
+                    *v = o * kl;
+                    *g = w * o * slope;
+                }
+            }
+        }
+    }
+}
+
 /// The feature term `l_feat` of `student` against `teacher` (pairs of equal shapes) and, when
 /// `want_grad`, its gradient scaled by `weight` with respect to each student feature.
 pub fn feature_distill<T: Real>(
@@ -239,19 +255,9 @@ pub fn feature_distill<T: Real>(
     for (s, t) in student.iter().zip(teacher) {
         assert_eq!(s.shape, t.shape, "features of the same shape");
         let n = s.data.len() as f64;
-        let power = t
-            .data
-            .par_iter()
-            .map(|v| v.as_f64() * v.as_f64())
-            .sum::<f64>()
-            / n;
+        let power = chunked_sum(&t.data, &t.data, |b, _| b * b) / n;
         let scale = 1.0 / (n * power.max(1e-12) * layers);
-        let squares: f64 = s
-            .data
-            .par_iter()
-            .zip(&t.data)
-            .map(|(a, b)| (*a - *b).as_f64().powi(2))
-            .sum();
+        let squares = chunked_sum(&s.data, &t.data, |a, b| (a - b) * (a - b));
         total += squares * scale;
         if want_grad {
             let g = T::from(2.0 * weight * scale).expect("a finite scale");
@@ -282,17 +288,35 @@ fn bernoulli_kl<T: Real>(s: T, t: T) -> (T, T) {
     (q * (ps.1 - pt.1) + (T::one() - q) * (ps.0 - pt.0), p - q)
 }
 
-/// The sum of `values` in f64, over eight lanes first so that the loop vectorises.
-fn lane_sum<T: Real>(values: &[T]) -> f64 {
-    let mut lanes = [T::zero(); 8];
-    let chunks = values.chunks_exact(8);
-    let rest = chunks.remainder();
-    for chunk in chunks {
-        for (lane, &v) in lanes.iter_mut().zip(chunk) {
-            *lane += v;
+/// `Σ f(a[i], b[i])` in f64, over [`CHUNK`]-long chunks in parallel, each summed in f32
+/// lanes; the chunks' sums are added in order, so the result does not depend on the threads.
+fn chunked_sum<T: Real>(a: &[T], b: &[T], f: impl Fn(T, T) -> T + Sync) -> f64 {
+    let sums: Vec<f64> = a
+        .par_chunks(CHUNK)
+        .zip(b.par_chunks(CHUNK))
+        .map(|(a, b)| lane_sum(a, b, &f))
+        .collect();
+    sums.iter().sum()
+}
+
+vector_targets! {
+    /// `Σ f(a[i], b[i])` in f64, over eight lanes first so that the loop vectorises.
+    fn lane_sum<T: Real, F: Fn(T, T) -> T>(a: &[T], b: &[T], f: &F) -> f64 {
+        let mut lanes = [T::zero(); 8];
+        let (chunks_a, chunks_b) = (a.chunks_exact(8), b.chunks_exact(8));
+        let rest: T = chunks_a
+            .remainder()
+            .iter()
+            .zip(chunks_b.remainder())
+            .map(|(&x, &y)| f(x, y))
+            .sum();
+        for (ca, cb) in chunks_a.zip(chunks_b) {
+            for ((lane, &x), &y) in lanes.iter_mut().zip(ca).zip(cb) {
+                *lane += f(x, y);
+            }
         }
+        lanes.iter().map(|v| v.as_f64()).sum::<f64>() + rest.as_f64()
     }
-    lanes.iter().chain(rest).map(|v| v.as_f64()).sum()
 }
 
 #[cfg(test)]
