@@ -107,6 +107,11 @@ impl<'p> Place<'p> {
         self.phase.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// How many places this one is nested in.
+    fn depth(&self) -> usize {
+        self.parent.map_or(0, |parent| 1 + parent.depth())
+    }
+
     /// The messages of the phases this place runs inside, outermost first.
     fn context(&self) -> Vec<String> {
         let Some(parent) = self.parent else {
@@ -117,16 +122,21 @@ impl<'p> Place<'p> {
         context
     }
 
-    /// A new bar for `label`, drawn right under the parent's phase when it has one.
+    /// A new bar for `label`, drawn right under the parent's phase when it has one, indented by
+    /// its depth.
     fn new_bar(&self, label: &str, total: Option<u64>) -> ProgressBar {
         let bar = match total {
             Some(n) => ProgressBar::new(n).with_style(style(
-                "{msg:>12} [{bar:30}] {pos}/{len} {elapsed}<{eta}",
+                "{prefix}{msg} [{bar:30}] {pos}/{len} {elapsed}<{eta}",
                 ProgressStyle::default_bar,
             )),
             None => ProgressBar::new_spinner()
-                .with_style(style("{spinner} {msg} {elapsed}", ProgressStyle::default_spinner)),
+                .with_style(style(
+                    "{prefix}{spinner} {msg} {elapsed}",
+                    ProgressStyle::default_spinner,
+                )),
         };
+        bar.set_prefix("  ".repeat(self.depth()));
         bar.set_message(label.to_string());
         // the parent's lock keeps its bar in the stack while this one is placed under it
         let parent = self.parent.map(Place::phase);
