@@ -130,11 +130,10 @@ impl<'p> Place<'p> {
                 "{prefix}{msg} [{bar:30}] {pos}/{len} {elapsed}<{eta}",
                 ProgressStyle::default_bar,
             )),
-            None => ProgressBar::new_spinner()
-                .with_style(style(
-                    "{prefix}{spinner} {msg} {elapsed}",
-                    ProgressStyle::default_spinner,
-                )),
+            None => ProgressBar::new_spinner().with_style(style(
+                "{prefix}{spinner} {msg} {elapsed}",
+                ProgressStyle::default_spinner,
+            )),
         };
         bar.set_prefix("  ".repeat(self.depth()));
         bar.set_message(label.to_string());

@@ -368,7 +368,10 @@ fn a_validating_run_nests_each_models_phases_and_flags_a_halved_model() {
         ],
         "{spans:#?}"
     );
-    assert!(spans.iter().all(|s| s.depth == 0 || models.holds(s)), "{spans:#?}");
+    assert!(
+        spans.iter().all(|s| s.depth == 0 || models.holds(s)),
+        "{spans:#?}"
+    );
     let json = serde_json::to_value(&run).unwrap();
     let validation = &json["models"][0]["validation"];
     let (dense, pruned) = (

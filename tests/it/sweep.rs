@@ -431,6 +431,15 @@ fn val_settings(data: &Path) -> ValSettings {
     }
 }
 
+/// The fixture yolov5n, a scratch folder, and in it two coco128 images as a dataset (its YAML);
+/// `None` when the fixtures are absent outside CI.
+fn yolov5n_and_two_images() -> Option<(PathBuf, tempfile::TempDir, PathBuf)> {
+    let model = fixture("models/yolov5n_op12.onnx")?;
+    let dir = scratch();
+    let data = small_dataset(dir.path(), 2)?;
+    Some((model, dir, data))
+}
+
 /// Asserts that every phase deeper than `outer` ran inside it and finished, and that those one
 /// level deeper are `labels`, in order.
 fn assert_nested_in(recorder: &Recorder, outer: &Span, labels: &[&str]) {
@@ -451,11 +460,7 @@ fn assert_nested_in(recorder: &Recorder, outer: &Span, labels: &[&str]) {
 /// amount) and names the point at work; each point's pruning and validation run inside it.
 #[test]
 fn a_sweep_counts_its_points_and_nests_each_points_phases() {
-    let Some(model) = fixture("models/yolov5n_op12.onnx") else {
-        return;
-    };
-    let dir = scratch();
-    let Some(data) = small_dataset(dir.path(), 2) else {
+    let Some((model, dir, data)) = yolov5n_and_two_images() else {
         return;
     };
     let spec = SweepSpec {
@@ -481,11 +486,7 @@ fn a_sweep_counts_its_points_and_nests_each_points_phases() {
 /// each amount's pruning and validation run inside it.
 #[test]
 fn sensitivity_counts_its_layers_and_nests_each_amounts_phases() {
-    let Some(model) = fixture("models/yolov5n_op12.onnx") else {
-        return;
-    };
-    let dir = scratch();
-    let Some(data) = small_dataset(dir.path(), 2) else {
+    let Some((model, dir, data)) = yolov5n_and_two_images() else {
         return;
     };
     let spec = SensitivitySpec {
