@@ -23,7 +23,7 @@ use shears::passes::{
     CalibOrder, Importance, Method, MethodKind, PassConfig, Recover, Scope, SearchAxis, StoreSparse,
 };
 use shears::pipeline::{Budget, Found, GateMetric, SearchRecord, Searched, recipe, search};
-use shears::progress::Silent;
+use shears::progress::{Silent, phase};
 use shears::verify::Probe;
 
 /// Prune the convolution weights of a model and write a new model.
@@ -455,16 +455,9 @@ pub fn run(args: &Args, ui: &Ui) -> Result<ExitCode> {
     };
     let (report, search) = match args.max_map_drop {
         None => {
-            ui.progress().start("pruning", None);
-            let report = prune_to_file(
-                model,
-                &passes,
-                &args.output,
-                &options,
-                ui.progress(),
-                &mut plan,
-            );
-            ui.progress().finish();
+            let report = phase(ui.progress(), "pruning", |inside| {
+                prune_to_file(model, &passes, &args.output, &options, inside, &mut plan)
+            });
             (report?, None)
         }
         Some(_) => {
@@ -566,33 +559,28 @@ fn search_budget(
         max_pixels: shears::eval::preprocess::DEFAULT_MAX_PIXELS,
     };
     let metric = GateMetric::from(args.metric);
-    let validator = Validator::load(settings, &Silent)?;
+    let validator = Validator::load(settings, ui.progress())?;
     metric.ensure_measured_by(&validator)?;
     plan.inputs("validation file", &validator.files()?)?;
     for message in &validator.dataset().report.messages {
         ui.warn(message);
     }
-    ui.progress().start("budget search: validations", None);
     let name = args
         .model
         .file_stem()
         .map_or_else(|| "dense".into(), |s| s.to_string_lossy().into_owned());
-    let found = validator.run(&name, model, &Silent).and_then(|dense| {
-        ui.progress().advance(1);
-        search(
-            model,
-            passes,
-            searched,
-            &validator,
-            metric,
-            &dense,
-            options,
-            &args.output,
-            ui.progress(),
-        )
-    });
-    ui.progress().finish();
-    found
+    let dense = validator.run(&name, model, ui.progress())?;
+    search(
+        model,
+        passes,
+        searched,
+        &validator,
+        metric,
+        &dense,
+        options,
+        &args.output,
+        ui.progress(),
+    )
 }
 
 /// The search's trials and what it found.

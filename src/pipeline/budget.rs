@@ -29,7 +29,7 @@ use crate::eval::validator::Validator;
 use crate::job::{self, JobOptions, Pruned};
 use crate::onnx::Model;
 use crate::passes::{PassConfig, SearchAxis};
-use crate::progress::{Progress, Silent};
+use crate::progress::{Progress, phase};
 
 /// Amount steps of pipeline searches: a resolution of 0.01.
 pub const DEFAULT_STEPS: u32 = 100;
@@ -187,7 +187,8 @@ pub struct Found {
 /// [`job::prune`] with `options`) at each step tried and validating it, `dense` being the dense
 /// model's validation by the same `validator`, `metric` the figure compared. The pass at its largest step is validated before
 /// anything runs. When even the smallest amount exceeds the budget, a [`crate::GateFailed`]
-/// error. `progress` advances once per validation.
+/// error. `progress` counts the trials (at most the base-2 logarithm of the steps, rounded
+/// up), each trial's pruning and validation nested under it.
 #[allow(clippy::too_many_arguments)]
 pub fn search(
     model: &Model,
@@ -217,12 +218,19 @@ pub fn search(
     // is past the largest step allowed).
     let (mut within, mut beyond) = (0, largest + 1);
     let mut best = None;
+    // bisection halves the `largest + 1` steps until one is left
+    let trials = (largest + 1).next_power_of_two().trailing_zeros();
+    progress.start("budget search trial", Some(trials.into()));
+    let trial = progress.child();
     while beyond - within > 1 {
         let k = within + (beyond - within) / 2;
-        let candidate = searched.at_step(passes, k)?;
-        let pruned = job::prune(model.clone(), &candidate, output, options, &Silent)?;
         let amount = f64::from(k) / f64::from(budget.steps);
-        let report = validator.run_proto(&format!("amount {amount}"), &pruned.proto, &Silent)?;
+        progress.note(&format!("amount {amount}"));
+        let candidate = searched.at_step(passes, k)?;
+        let pruned = phase(&*trial, "pruning", |inside| {
+            job::prune(model.clone(), &candidate, output, options, inside)
+        })?;
+        let report = validator.run_proto(&format!("amount {amount}"), &pruned.proto, &*trial)?;
         progress.advance(1);
         let value = metric.value(&report);
         let drop = dense_value - value;
@@ -241,6 +249,8 @@ pub fn search(
             beyond = k;
         }
     }
+    drop(trial);
+    progress.finish();
     let Some((pruned, passes, report)) = best else {
         let first = record.trials.last().expect("the smallest amount was tried");
         return Err(crate::GateFailed(format!(

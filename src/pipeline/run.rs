@@ -23,7 +23,7 @@ use crate::job::{
 use crate::onnx::metadata::{self, VALIDATION_KEY};
 use crate::onnx::{self, Model, OutputPlan};
 use crate::passes::PassConfig;
-use crate::progress::{Progress, Silent};
+use crate::progress::{Progress, phase};
 use crate::synth::{SynthSpec, Variant};
 use crate::verify::Probe;
 
@@ -310,41 +310,27 @@ pub fn run_pipeline(
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(jobs.max(1))
         .build()?;
-    // Progress counts models, or with validation the images validated (dense and pruned).
-    let steps_per_model = shared
-        .validator
-        .as_ref()
-        .map_or(1, |v| 2 * v.dataset().images.len() as u64);
-    let label = if shared.validator.is_some() {
-        "images validated"
-    } else {
-        "models"
-    };
-    progress.start(label, Some(planned.len() as u64 * steps_per_model));
+    // One phase counts the models; each model in work shows its own phases under it.
+    progress.start("model", Some(planned.len() as u64));
     let models = pool.install(|| {
         planned
             .par_iter()
             .map(|(input, output)| {
                 let mut inputs = Vec::new();
-                let (result, up_to_date) =
-                    match run_one(&shared, input, output, &mut inputs, progress) {
-                        Ok(Done::Redone(outcome)) => (outcome, false),
-                        Ok(Done::UpToDate(outcome)) => {
-                            if shared.validator.is_some() {
-                                progress.advance(steps_per_model);
-                            }
-                            (outcome, true)
-                        }
-                        Err(e) => (
-                            Outcome::Failed {
-                                error: format!("{e:#}"),
-                            },
-                            false,
-                        ),
-                    };
-                if shared.validator.is_none() {
-                    progress.advance(1);
-                }
+                let done = phase(&*progress.child(), &input.display(), |work| {
+                    run_one(&shared, input, output, &mut inputs, work)
+                });
+                let (result, up_to_date) = match done {
+                    Ok(Done::Redone(outcome)) => (outcome, false),
+                    Ok(Done::UpToDate(outcome)) => (outcome, true),
+                    Err(e) => (
+                        Outcome::Failed {
+                            error: format!("{e:#}"),
+                        },
+                        false,
+                    ),
+                };
+                progress.advance(1);
                 ModelOutcome {
                     model: input.clone(),
                     output: output.clone(),
@@ -430,7 +416,7 @@ enum Done {
     UpToDate(Outcome),
 }
 
-/// Runs one model; adds the files it read to `inputs`.
+/// Runs one model, its phases shown in `progress`; adds the files it read to `inputs`.
 fn run_one(
     shared: &Shared,
     input: &Input,
@@ -465,7 +451,9 @@ fn run_one(
             .with_context(|| format!("cannot create {}", folder.display()))?;
     }
     let Some(validator) = &shared.validator else {
-        let report = prune_to_file(model, &shared.passes, output, &options, progress, &mut plan)?;
+        let report = phase(progress, "pruning", |inside| {
+            prune_to_file(model, &shared.passes, output, &options, inside, &mut plan)
+        })?;
         plan.commit()?;
         return Ok(Done::Redone(Outcome::Ok {
             report,
@@ -473,7 +461,7 @@ fn run_one(
         }));
     };
     let metric = spec.validate.as_ref().map(|v| v.metric).unwrap_or_default();
-    let dense = validator.run(&input.stem(), &model, &Steps(progress))?;
+    let dense = validator.run(&input.stem(), &model, progress)?;
     metric.dense_value(&dense)?;
     let pruned_name = output
         .file_stem()
@@ -489,15 +477,16 @@ fn run_one(
                 &dense,
                 &options,
                 output,
-                &Silent,
+                progress,
             )?;
-            progress.advance(validator.dataset().images.len() as u64);
             found.report.model = pruned_name;
             (found.pruned, found.report, Some(found.record))
         }
         None => {
-            let pruned = job::prune(model, &shared.passes, output, &options, progress)?;
-            let report = validator.run_proto(&pruned_name, &pruned.proto, &Steps(progress))?;
+            let pruned = phase(progress, "pruning", |inside| {
+                job::prune(model, &shared.passes, output, &options, inside)
+            })?;
+            let report = validator.run_proto(&pruned_name, &pruned.proto, progress)?;
             (pruned, report, None)
         }
     };
@@ -659,17 +648,6 @@ impl PipelineRun {
         }
         Ok(text)
     }
-}
-
-/// Forwards the steps of a nested phase to the enclosing one, ignoring its start and end.
-struct Steps<'a>(&'a dyn Progress);
-
-impl Progress for Steps<'_> {
-    fn start(&self, _label: &str, _total: Option<u64>) {}
-    fn advance(&self, n: u64) {
-        self.0.advance(n);
-    }
-    fn finish(&self) {}
 }
 
 /// A path as make reads it in a rule: spaces, `#` and `:` escaped with a backslash, `$`

@@ -118,27 +118,6 @@ fn dense_accuracy(
     Ok(accuracy)
 }
 
-/// Reports to another [`Progress`] with every phase label prefixed (`[3/12] global 0.3: ...`).
-pub struct Prefixed<'a> {
-    pub prefix: String,
-    pub inner: &'a dyn Progress,
-}
-
-impl Progress for Prefixed<'_> {
-    fn start(&self, label: &str, total: Option<u64>) {
-        self.inner.start(&format!("{} {label}", self.prefix), total);
-    }
-    fn advance(&self, n: u64) {
-        self.inner.advance(n);
-    }
-    fn finish(&self) {
-        self.inner.finish();
-    }
-    fn note(&self, detail: &str) {
-        self.inner.note(detail);
-    }
-}
-
 /// A CSV field, quoted when it holds a comma, quote or line break.
 fn csv_field(text: &str) -> String {
     if text.contains([',', '"', '\n']) {

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
-use super::{Accuracy, Prefixed, accuracy, csv_field, dense_accuracy, md_cell, relative_to};
+use super::{Accuracy, accuracy, csv_field, dense_accuracy, md_cell, relative_to};
 use crate::analysis::model_stats;
 use crate::backend::bench::{Contender, Timing, random_input, time_in_turns};
 use crate::backend::{self, BackendSpec, runnable_bytes};
@@ -28,7 +28,7 @@ use crate::job::{JobOptions, prune_to_file};
 use crate::onnx::{self, Model, OutputPlan};
 use crate::passes::Method;
 use crate::plot::{LineChart, Rendered, Series};
-use crate::progress::Progress;
+use crate::progress::{Progress, phase};
 
 /// What to sweep and where the results go.
 #[derive(Debug, Clone)]
@@ -274,22 +274,19 @@ pub fn run_sweep(spec: &SweepSpec, progress: &dyn Progress) -> Result<SweepRepor
         "model_sha256": model_sha256,
         "validation_sha256": validator.identity()?.sha256(),
     });
-    let total = jobs.len() + 1;
+    // One phase counts the points; each point's own phases (pruning, validation) run under it.
+    progress.start("sweep point", Some(jobs.len() as u64 + 1));
+    progress.note("dense");
+    let point = progress.child();
     let dense = {
         let key = point_key(&base_key, &[], None);
-        let label = Prefixed {
-            prefix: format!("[1/{total}] dense:"),
-            inner: progress,
-        };
         match reuse(&points_dir.join("dense.json"), &key, None)? {
             Some(mut record) => {
-                label.start("resumed", None);
-                label.finish();
                 record.model = spec.model.clone();
                 (record, true)
             }
             None => {
-                let accuracy = dense_accuracy(&validator, &model, &label)?;
+                let accuracy = dense_accuracy(&validator, &model, &*point)?;
                 let record = record_of(
                     "dense",
                     PointMethod::Dense,
@@ -303,6 +300,7 @@ pub fn run_sweep(spec: &SweepSpec, progress: &dyn Progress) -> Result<SweepRepor
             }
         }
     };
+    progress.advance(1);
     // the sweep's folders appear once the dense model has measured something
     for dir in [&spec.out, &points_dir, &models_dir] {
         std::fs::create_dir_all(dir)
@@ -312,17 +310,13 @@ pub fn run_sweep(spec: &SweepSpec, progress: &dyn Progress) -> Result<SweepRepor
         write_record(&points_dir.join("dense.json"), &dense.0, &model)?;
     }
     let mut records = Vec::with_capacity(jobs.len());
-    for (index, job) in jobs.iter().enumerate() {
-        let label = Prefixed {
-            prefix: format!("[{}/{total}] {}:", index + 2, job.name()),
-            inner: progress,
-        };
+    for job in &jobs {
+        progress.note(&job.name());
         let key = point_key(&base_key, &job.passes, calibration.as_ref());
         let record_path = points_dir.join(format!("{}.json", job.id));
         let model_path = models_dir.join(format!("{}.onnx", job.id));
         if let Some(mut record) = reuse(&record_path, &key, Some(&model_path))? {
-            label.start("resumed", None);
-            label.finish();
+            progress.advance(1);
             // where the model is now, however the folder was named when it was recorded
             record.model = model_path;
             records.push((record, true));
@@ -335,21 +329,21 @@ pub fn run_sweep(spec: &SweepSpec, progress: &dyn Progress) -> Result<SweepRepor
         let mut plan = OutputPlan::new();
         plan.input_model(&model)?;
         plan.output_model("point model", &model_path, &options.save)?;
-        label.start("pruning", None);
-        let report = prune_to_file(
-            model.clone(),
-            &job.passes,
-            &model_path,
-            &options,
-            &label,
-            &mut plan,
-        );
-        label.finish();
+        let report = phase(&*point, "pruning", |inside| {
+            prune_to_file(
+                model.clone(),
+                &job.passes,
+                &model_path,
+                &options,
+                inside,
+                &mut plan,
+            )
+        });
         let report = report.with_context(|| format!("{}: pruning", job.name()))?;
         warnings.extend(report.warnings.iter().cloned());
         plan.commit()?;
         let pruned = onnx::load(&model_path)?;
-        let accuracy = accuracy(&validator, &job.id, &pruned, &label)
+        let accuracy = accuracy(&validator, "validating", &pruned, &*point)
             .with_context(|| format!("{}: validation", job.name()))?;
         let passes: Vec<String> = report
             .passes
@@ -373,7 +367,10 @@ pub fn run_sweep(spec: &SweepSpec, progress: &dyn Progress) -> Result<SweepRepor
         )?;
         write_record(&record_path, &record, &pruned)?;
         records.push((record, false));
+        progress.advance(1);
     }
+    drop(point);
+    progress.finish();
     let timings = match &spec.timing {
         Some(timing) => time_all(&model, &records, *timing, progress)?,
         None => vec![None; records.len() + 1],

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
-use super::{Prefixed, accuracy, csv_field, dense_accuracy, md_cell};
+use super::{accuracy, csv_field, dense_accuracy, md_cell};
 use crate::analysis::{channel_groups, conv_layers};
 use crate::eval::validator::{ValSettings, Validator};
 use crate::graph::GraphView;
@@ -21,7 +21,7 @@ use crate::job::{JobOptions, prune_to_file};
 use crate::onnx::{self, OutputPlan};
 use crate::passes::{LayerFilter, Method, MethodKind, PassConfig, Recover};
 use crate::plot::{Heatmap, Rendered};
-use crate::progress::Progress;
+use crate::progress::{Progress, phase};
 
 /// What a unit is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -31,6 +31,16 @@ pub enum SensitivityMethod {
     Magnitude,
     /// One channel group's channels of least L1 importance removed.
     Channel,
+}
+
+impl SensitivityMethod {
+    /// What one unit of this method is, in words.
+    fn unit(self) -> &'static str {
+        match self {
+            SensitivityMethod::Magnitude => "Conv layer",
+            SensitivityMethod::Channel => "channel group",
+        }
+    }
 }
 
 /// What to measure and where.
@@ -99,11 +109,8 @@ pub fn sensitivity(spec: &SensitivitySpec, progress: &dyn Progress) -> Result<Se
     let units = units(&model.proto, spec)?;
     if units.is_empty() {
         bail!(
-            "no {} of {} matches the include/exclude filters",
-            match spec.method {
-                SensitivityMethod::Magnitude => "Conv layer",
-                SensitivityMethod::Channel => "prunable channel group",
-            },
+            "no prunable {} of {} matches the include/exclude filters",
+            spec.method.unit(),
             spec.model.display()
         );
     }
@@ -116,41 +123,32 @@ pub fn sensitivity(spec: &SensitivitySpec, progress: &dyn Progress) -> Result<Se
     let validator = Validator::load(spec.validation.clone(), progress)?;
     outputs.inputs("validation file", &validator.files()?)?;
     outputs.output("pruned unit", &scratch)?;
-    let dense = dense_accuracy(
-        &validator,
-        &model,
-        &Prefixed {
-            prefix: "dense:".into(),
-            inner: progress,
-        },
-    )?
-    .headline();
+    let dense = dense_accuracy(&validator, &model, progress)?.headline();
     std::fs::create_dir_all(&spec.out)
         .with_context(|| format!("cannot create {}", spec.out.display()))?;
-    let total = units.len() * spec.amounts.len();
+    // One phase counts the units; each amount's pruning and validation run under it.
+    progress.start(spec.method.unit(), Some(units.len() as u64));
+    let cell = progress.child();
     let mut rows = Vec::with_capacity(units.len());
-    let mut step = 0;
     for (unit, convs, pattern) in units {
         let mut cells = Vec::with_capacity(spec.amounts.len());
         for &amount in &spec.amounts {
-            step += 1;
-            let label = Prefixed {
-                prefix: format!("[{step}/{total}] {unit} {amount}:"),
-                inner: progress,
-            };
+            progress.note(&format!("{unit} at {amount}"));
             let pass = spec.pass(amount, &pattern);
             let mut plan = OutputPlan::new();
             plan.input_model(&model)?;
             let options = JobOptions::default();
             plan.output_model("pruned unit", &scratch, &options.save)?;
-            let report = prune_to_file(
-                model.clone(),
-                std::slice::from_ref(&pass),
-                &scratch,
-                &options,
-                &label,
-                &mut plan,
-            )
+            let report = phase(&*cell, "pruning", |inside| {
+                prune_to_file(
+                    model.clone(),
+                    std::slice::from_ref(&pass),
+                    &scratch,
+                    &options,
+                    inside,
+                    &mut plan,
+                )
+            })
             .with_context(|| format!("{unit} at {amount}"))?;
             let unchanged = report.after.nonzero_params == report.before.nonzero_params
                 && report.after.macs == report.before.macs;
@@ -160,7 +158,7 @@ pub fn sensitivity(spec: &SensitivitySpec, progress: &dyn Progress) -> Result<Se
                 let mut bytes = Vec::new();
                 std::io::Read::read_to_end(&mut plan.open_staged(&scratch)?, &mut bytes)?;
                 let pruned = onnx::load_bytes(bytes.into(), &scratch)?;
-                Some(accuracy(&validator, &unit, &pruned, &label)?.headline())
+                Some(accuracy(&validator, "validating", &pruned, &*cell)?.headline())
             };
             // the plan is dropped uncommitted: the staged model is removed
             cells.push(Cell {
@@ -170,7 +168,10 @@ pub fn sensitivity(spec: &SensitivitySpec, progress: &dyn Progress) -> Result<Se
             });
         }
         rows.push(Row { unit, convs, cells });
+        progress.advance(1);
     }
+    drop(cell);
+    progress.finish();
     let mut report = SensitivityReport {
         model: spec.model.clone(),
         method: spec.method,

@@ -182,3 +182,136 @@ pub fn compare_outputs(
     }
     Ok(diff)
 }
+
+/// A [`shears::progress::Progress`] that records every call in a log shared with its children,
+/// for checking what long work reports.
+#[derive(Default)]
+pub struct Recorder {
+    log: std::sync::Arc<std::sync::Mutex<Vec<Call>>>,
+    /// This place's number and nesting depth (the root is place 0, depth 0).
+    place: usize,
+    depth: usize,
+    places: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// One call to a [`Recorder`] or one of its children.
+#[derive(Debug, Clone)]
+struct Call {
+    place: usize,
+    depth: usize,
+    what: What,
+}
+
+#[derive(Debug, Clone)]
+enum What {
+    Start(String, Option<u64>),
+    Advance(u64),
+    Note(String),
+    Finish,
+}
+
+/// One phase as a [`Recorder`] saw it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Span {
+    pub label: String,
+    pub total: Option<u64>,
+    pub depth: usize,
+    /// The steps advanced and the notes given while it was open.
+    pub steps: u64,
+    pub notes: Vec<String>,
+    /// Indices in the log of its start and of its finish (`None`: never finished).
+    pub started: usize,
+    pub finished: Option<usize>,
+}
+
+impl Span {
+    /// Whether `inner` is a deeper phase that started and finished while this one was open.
+    pub fn holds(&self, inner: &Span) -> bool {
+        inner.depth > self.depth
+            && inner.started > self.started
+            && matches!((inner.finished, self.finished), (Some(i), Some(o)) if i < o)
+    }
+}
+
+impl Recorder {
+    /// Every phase in the order they started.
+    pub fn spans(&self) -> Vec<Span> {
+        let log = self.log.lock().unwrap();
+        let mut spans: Vec<Span> = Vec::new();
+        // the open span of each place
+        let mut open: std::collections::HashMap<usize, usize> = Default::default();
+        for (index, call) in log.iter().enumerate() {
+            let current = open.get(&call.place).copied();
+            match &call.what {
+                What::Start(label, total) => {
+                    open.insert(call.place, spans.len());
+                    spans.push(Span {
+                        label: label.clone(),
+                        total: *total,
+                        depth: call.depth,
+                        steps: 0,
+                        notes: Vec::new(),
+                        started: index,
+                        finished: None,
+                    });
+                }
+                What::Advance(n) => {
+                    let span = current.expect("advance outside a phase");
+                    spans[span].steps += n;
+                }
+                What::Note(note) => {
+                    let span = current.expect("note outside a phase");
+                    spans[span].notes.push(note.clone());
+                }
+                What::Finish => {
+                    let span = current.expect("finish outside a phase");
+                    spans[span].finished = Some(index);
+                    open.remove(&call.place);
+                }
+            }
+        }
+        spans
+    }
+
+    /// The one phase labelled `label`.
+    pub fn span(&self, label: &str) -> Span {
+        let spans = self.spans();
+        let found: Vec<&Span> = spans.iter().filter(|s| s.label == label).collect();
+        assert_eq!(found.len(), 1, "one phase {label:?} in {spans:#?}");
+        found[0].clone()
+    }
+
+    fn record(&self, what: What) {
+        self.log.lock().unwrap().push(Call {
+            place: self.place,
+            depth: self.depth,
+            what,
+        });
+    }
+}
+
+impl shears::progress::Progress for Recorder {
+    fn start(&self, label: &str, total: Option<u64>) {
+        self.record(What::Start(label.to_string(), total));
+    }
+    fn advance(&self, n: u64) {
+        self.record(What::Advance(n));
+    }
+    fn finish(&self) {
+        self.record(What::Finish);
+    }
+    fn note(&self, detail: &str) {
+        self.record(What::Note(detail.to_string()));
+    }
+    fn child(&self) -> Box<dyn shears::progress::Progress + '_> {
+        let place = 1 + self
+            .places
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Box::new(Recorder {
+            log: self.log.clone(),
+            place,
+            depth: self.depth + 1,
+            places: self.places.clone(),
+        })
+    }
+}

@@ -3,7 +3,9 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::common::{error_exit, fixture, fixtures, scratch, shears, small_yolov5n, succeed};
+use crate::common::{
+    Recorder, error_exit, fixture, fixtures, scratch, shears, small_yolov5n, succeed,
+};
 
 /// `shears run PATH EXTRA...` with the fixtures of this test run.
 fn run_pipeline(path: &Path, extra: &[&str]) -> Command {
@@ -301,30 +303,8 @@ fn a_validation_gate_fails_with_exit_code_1_when_the_drop_exceeds_the_budget() {
     );
 }
 
-/// The label, total and steps of the last phase a pipeline reports.
-#[derive(Default)]
-struct CountingProgress {
-    label: std::sync::Mutex<String>,
-    total: std::sync::atomic::AtomicU64,
-    steps: std::sync::atomic::AtomicU64,
-}
-
-impl shears::progress::Progress for CountingProgress {
-    fn start(&self, label: &str, total: Option<u64>) {
-        *self.label.lock().unwrap() = label.to_string();
-        self.total
-            .store(total.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
-        self.steps.store(0, std::sync::atomic::Ordering::Relaxed);
-    }
-    fn advance(&self, n: u64) {
-        self.steps
-            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-    }
-    fn finish(&self) {}
-}
-
 #[test]
-fn a_validating_run_reports_each_image_validated_and_flags_a_halved_model() {
+fn a_validating_run_nests_each_models_phases_and_flags_a_halved_model() {
     let (Some(model), Some(images)) = (
         fixture("models/yolov5n_op12.onnx"),
         fixture("coco/coco128/images/train2017"),
@@ -365,13 +345,33 @@ fn a_validating_run_reports_each_image_validated_and_flags_a_halved_model() {
         ),
     );
     let spec = shears::pipeline::load_spec(&pipeline).unwrap();
-    let progress = CountingProgress::default();
+    let progress = Recorder::default();
     let run = shears::pipeline::run_pipeline(&spec, &pipeline, 1, false, &progress).unwrap();
-    assert_eq!(*progress.label.lock().unwrap(), "images validated");
-    let relaxed = std::sync::atomic::Ordering::Relaxed;
-    // Dense and pruned, three images each.
-    assert_eq!(progress.total.load(relaxed), 6);
-    assert_eq!(progress.steps.load(relaxed), 6);
+    // One phase counts the models; the model's own phase runs inside it, and inside that its
+    // dense validation, pruning and pruned validation, the validations counting three images.
+    let models = progress.span("model");
+    assert_eq!((models.depth, models.total, models.steps), (0, Some(1), 1));
+    let spans = progress.spans();
+    let inside: Vec<(&str, usize, Option<u64>, u64)> = spans
+        .iter()
+        .filter(|s| models.holds(s))
+        .map(|s| (s.label.as_str(), s.depth, s.total, s.steps))
+        .collect();
+    let name = model.display().to_string();
+    assert_eq!(
+        inside,
+        [
+            (name.as_str(), 1, None, 0),
+            ("yolov5n_op12", 2, Some(3), 3),
+            ("pruning", 2, None, 0),
+            ("yolov5n_op12", 2, Some(3), 3),
+        ],
+        "{spans:#?}"
+    );
+    assert!(
+        spans.iter().all(|s| s.depth == 0 || models.holds(s)),
+        "{spans:#?}"
+    );
     let json = serde_json::to_value(&run).unwrap();
     let validation = &json["models"][0]["validation"];
     let (dense, pruned) = (

@@ -1,13 +1,21 @@
 //! `shears sweep` and `shears sensitivity` on the fixture yolov5n and a few coco128 images:
 //! every point equals a separate `prune` + `val`, the plots are valid SVG and PNG holding their
-//! series, an interrupted sweep resumes, and each layer's sensitivity equals its own prune + val.
+//! series, an interrupted sweep resumes, each layer's sensitivity equals its own prune + val, and
+//! both report their progress as nested phases.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::common::{error_exit, fixture, fixtures, scratch, shears, succeed};
+use shears::eval::validate::DataSource;
+use shears::eval::validator::ValSettings;
+use shears::sweep::sensitivity::{SensitivityMethod, SensitivitySpec, sensitivity};
+use shears::sweep::{SweepSpec, parse_methods, run_sweep};
+
+use crate::common::{
+    Recorder, Span, error_exit, fixture, fixtures, scratch, shears, small_dataset, succeed,
+};
 
 /// The first `n` coco128 images with their labels and the COCO annotations, as a dataset of
 /// their own under `dir/ds`; returns its data YAML.
@@ -406,4 +414,104 @@ fn sweep_recomputes_points_whose_validation_data_or_record_changed() {
     let text = sweep(&second);
     assert!(text.contains("2 model(s): 1 computed, 1 resumed"), "{text}");
     assert_ne!(read_json(&record)["accuracy"]["map50"], edited);
+}
+
+/// Validation as `val --data DATA --iou 0.65` does it, on tract.
+fn val_settings(data: &Path) -> ValSettings {
+    ValSettings {
+        data: DataSource::Yaml {
+            data: data.to_path_buf(),
+            root: None,
+        },
+        gt: None,
+        images: None,
+        nms: shears::eval::nms::NmsConfig::with(0.001, 0.65, 300),
+        backend: shears::backend::BackendSpec::default(),
+        max_pixels: shears::eval::preprocess::DEFAULT_MAX_PIXELS,
+    }
+}
+
+/// The fixture yolov5n, a scratch folder, and in it two coco128 images as a dataset (its YAML);
+/// `None` when the fixtures are absent outside CI.
+fn yolov5n_and_two_images() -> Option<(PathBuf, tempfile::TempDir, PathBuf)> {
+    let model = fixture("models/yolov5n_op12.onnx")?;
+    let dir = scratch();
+    let data = small_dataset(dir.path(), 2)?;
+    Some((model, dir, data))
+}
+
+/// Asserts that every phase deeper than `outer` ran inside it and finished, and that those one
+/// level deeper are `labels`, in order.
+fn assert_nested_in(recorder: &Recorder, outer: &Span, labels: &[&str]) {
+    let spans = recorder.spans();
+    let inner: Vec<&Span> = spans.iter().filter(|s| s.depth > outer.depth).collect();
+    for span in &inner {
+        assert!(outer.holds(span), "{span:?} not inside {outer:?}");
+    }
+    let next: Vec<&str> = inner
+        .iter()
+        .filter(|s| s.depth == outer.depth + 1)
+        .map(|s| s.label.as_str())
+        .collect();
+    assert_eq!(next, labels, "{spans:#?}");
+}
+
+/// A sweep's progress: one phase counts its points (the dense model and each method at each
+/// amount) and names the point at work; each point's pruning and validation run inside it.
+#[test]
+fn a_sweep_counts_its_points_and_nests_each_points_phases() {
+    let Some((model, dir, data)) = yolov5n_and_two_images() else {
+        return;
+    };
+    let spec = SweepSpec {
+        model,
+        methods: parse_methods("layer").unwrap(),
+        amounts: vec![0.3],
+        include: Vec::new(),
+        exclude: Vec::new(),
+        validation: val_settings(&data),
+        calibration: None,
+        timing: None,
+        out: dir.path().join("out"),
+    };
+    let recorder = Recorder::default();
+    run_sweep(&spec, &recorder).unwrap();
+    let points = recorder.span("sweep point");
+    assert_eq!((points.depth, points.total, points.steps), (0, Some(2), 2));
+    assert_eq!(points.notes, ["dense", "layer 0.3"]);
+    assert_nested_in(&recorder, &points, &["dense", "pruning", "validating"]);
+}
+
+/// Sensitivity's progress: one phase counts the layers and names the layer and amount at work;
+/// each amount's pruning and validation run inside it.
+#[test]
+fn sensitivity_counts_its_layers_and_nests_each_amounts_phases() {
+    let Some((model, dir, data)) = yolov5n_and_two_images() else {
+        return;
+    };
+    let spec = SensitivitySpec {
+        model,
+        method: SensitivityMethod::Magnitude,
+        amounts: vec![0.5],
+        include: vec![r"^/model\.(2|8)/cv1/".to_string()],
+        exclude: Vec::new(),
+        validation: val_settings(&data),
+        out: dir.path().join("sens"),
+    };
+    let recorder = Recorder::default();
+    sensitivity(&spec, &recorder).unwrap();
+    let layers = recorder.span("Conv layer");
+    assert_eq!((layers.depth, layers.total, layers.steps), (0, Some(2), 2));
+    assert_eq!(
+        layers.notes,
+        [
+            "/model.2/cv1/conv/Conv at 0.5",
+            "/model.8/cv1/conv/Conv at 0.5"
+        ]
+    );
+    assert_nested_in(
+        &recorder,
+        &layers,
+        &["pruning", "validating", "pruning", "validating"],
+    );
 }
