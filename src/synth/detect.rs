@@ -208,7 +208,13 @@ pub(super) fn trace(g: &mut GraphBuilder, spec: &SynthSpec, inputs: &[&str], fol
             vec![],
             cell_shape(2),
         );
-        let anchor_c = level_constant(g, 6, rank + 2, cell_shape(2), &anchor_grid(&arch.anchors[i], ny, nx));
+        let anchor_c = level_constant(
+            g,
+            6,
+            rank + 2,
+            cell_shape(2),
+            &anchor_grid(&arch.anchors[i], ny, nx),
+        );
         let wh = g.node1(
             "Mul",
             &mul_name(3),

@@ -17,6 +17,10 @@
 //! sizes (Shape/Slice/Floor/Cast/Concat); a model built from the yaml by current torch exports a
 //! Resize with constant scales.
 //!
+//! onnxsim also merges equal constants: at sizes where twice an upsampling layer's input height
+//! equals a Detect stride (small inputs such as 256), the simplified export keeps that layer's
+//! constant node (first) where this one keeps the stride's; the values computed are the same.
+//!
 //! Deliberate differences from an exporter-written file: `producer_name`/`producer_version` name
 //! shears instead of pytorch, and `doc_string` says the weights are synthetic.
 

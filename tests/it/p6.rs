@@ -47,20 +47,55 @@ fn metadata<'a>(model: &'a ModelProto, key: &str) -> &'a str {
 
 #[test]
 fn yolov5n6_has_the_official_exports_counts_in_every_form() {
-    // (form, nodes, initializers, value_info) of the official yolov5n6 exports at 1280.
+    // (form, nodes, initializers, value_info, numbers of onnxsim's folded initializers `_v_<n>`)
+    // of the official yolov5n6 exports at 1280.
     let forms = [
-        (Export::Opset12, Upsample::ComputedSizes, 390, 158, 0),
-        (Export::Opset12, Upsample::ConstantScales, 348, 158, 0),
-        (Export::Opset17Simplified, Upsample::ComputedSizes, 323, 170, 330),
-        (Export::Opset17Simplified, Upsample::ConstantScales, 324, 167, 331),
+        (
+            Export::Opset12,
+            Upsample::ComputedSizes,
+            390,
+            158,
+            0,
+            vec![],
+        ),
+        (
+            Export::Opset12,
+            Upsample::ConstantScales,
+            348,
+            158,
+            0,
+            vec![],
+        ),
+        (
+            Export::Opset17Simplified,
+            Upsample::ComputedSizes,
+            323,
+            170,
+            330,
+            (567..=575).chain(601..=603).collect(),
+        ),
+        (
+            Export::Opset17Simplified,
+            Upsample::ConstantScales,
+            324,
+            167,
+            331,
+            (515..=523).collect(),
+        ),
     ];
-    for (export, upsample, nodes, initializers, value_info) in forms {
+    for (export, upsample, nodes, initializers, value_info, folded) in forms {
         let label = format!("{export:?} {upsample:?}");
         let model = synth::build(&spec(Variant::N6, export, upsample)).unwrap();
         let g = model.graph.as_ref().unwrap();
         assert_eq!(g.node.len(), nodes, "{label}: nodes");
         assert_eq!(g.initializer.len(), initializers, "{label}: initializers");
         assert_eq!(g.value_info.len(), value_info, "{label}: value_info");
+        let folded_names: Vec<String> = folded.iter().map(|n| format!("_v_{n}")).collect();
+        let ours: Vec<&str> = (g.initializer.iter())
+            .map(|t| t.name())
+            .filter(|name| !name.starts_with("model."))
+            .collect();
+        assert_eq!(ours, folded_names, "{label}: folded initializers");
         assert_eq!(metadata(&model, "stride"), "64", "{label}");
         let rows = 3 * (160 * 160 + 80 * 80 + 40 * 40 + 20 * 20);
         assert_eq!(rows, 102_000);
@@ -119,8 +154,7 @@ fn the_four_detect_levels_read_p3_to_p6_with_the_p6_anchors() {
     }
     // The level-3 (stride 64, 20x20 cells) anchor_grid holds yolov5n6.yaml's P6/64 anchors.
     let anchor_grid = node("/model.33/Constant_30");
-    let values = to_f32(anchor_grid.attribute[0].t.as_ref().unwrap())
-        .unwrap();
+    let values = to_f32(anchor_grid.attribute[0].t.as_ref().unwrap()).unwrap();
     assert_eq!(values.len(), 3 * 20 * 20 * 2);
     let per_anchor = 20 * 20 * 2;
     let anchors: Vec<[f32; 2]> = (0..3)
@@ -151,7 +185,7 @@ fn cli_sizes_p6_models_by_stride_64() {
     );
     error_exit(
         shears()
-            .args(["synth", "yolov5n6", "--imgsz", "320", "-o"])
+            .args(["synth", "yolov5n6", "--imgsz", "352", "-o"])
             .arg(dir.path().join("bad.onnx")),
         "multiple of 64 (the largest stride of yolov5n6)",
     );
@@ -287,7 +321,10 @@ fn val_runs_p6_models_at_1280() {
     // The size comes from the model's fixed input, or from --imgsz.
     let default = report(&[], "default.json");
     let asked = report(&["--imgsz", "1280"], "asked.json");
-    assert_eq!(default["input_shape"], serde_json::json!([1, 3, 1280, 1280]));
+    assert_eq!(
+        default["input_shape"],
+        serde_json::json!([1, 3, 1280, 1280])
+    );
     assert_eq!(default["coco"]["stats"], asked["coco"]["stats"]);
     error_exit(
         val().args(["--imgsz", "640"]),
