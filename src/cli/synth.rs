@@ -11,18 +11,20 @@ use shears::synth::{self, Export, SynthSpec, Upsample, Variant};
 /// Arguments of `shears synth`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Model size: yolov5n, yolov5s, yolov5m, yolov5l or yolov5x.
+    /// Model: yolov5n, yolov5s, yolov5m, yolov5l, yolov5x or a P6 model (four Detect levels)
+    /// yolov5n6, yolov5s6, yolov5m6, yolov5l6, yolov5x6.
     pub model: Variant,
     /// Number of classes (names are COCO's for 80, class0.. otherwise).
     #[arg(long, default_value_t = 80)]
     pub nc: usize,
-    /// Square input size in pixels (a multiple of 32).
-    #[arg(long, default_value_t = 640)]
-    pub imgsz: usize,
+    /// Square input size in pixels, a multiple of the largest stride (32; 64 for P6 models)
+    /// [default: 640; 1280 for P6 models].
+    #[arg(long)]
+    pub imgsz: Option<usize>,
     /// Export form: 12 is the plain export, 17 the `--simplify` (onnxsim) export.
     #[arg(long, value_enum, default_value = "12")]
     pub opset: Opset,
-    /// Resize form of the two upsampling layers.
+    /// Resize form of the upsampling layers.
     #[arg(long, value_enum, default_value = "sizes")]
     pub upsample: UpsampleForm,
     /// Seed of the weight generator.
@@ -58,7 +60,7 @@ pub fn run(args: &Args, ui: &super::Ui) -> anyhow::Result<ExitCode> {
     let spec = SynthSpec {
         variant: args.model,
         nc: args.nc,
-        imgsz: args.imgsz,
+        imgsz: args.imgsz.unwrap_or(args.model.default_imgsz()),
         export: match args.opset {
             Opset::Twelve => Export::Opset12,
             Opset::Seventeen => Export::Opset17Simplified,

@@ -1,13 +1,15 @@
-//! The Detect head (layer 24) in export mode, as `Detect.forward` traces with `inplace=False`:
+//! The Detect head (layer 24 of P5 models, 33 of P6 models) in export mode, as `Detect.forward`
+//! traces with `inplace=False`:
 //! per level a 1x1 conv to `3 * (5 + nc)` channels, then
 //! `view(1, 3, 5 + nc, ny, nx).permute(0, 1, 3, 4, 2).sigmoid()`, split into xy / wh / conf,
 //! `xy = (xy * 2 + grid) * stride`, `wh = (wh * 2) ** 2 * anchor_grid`, concat, and
-//! `view(1, 3 * ny * nx, 5 + nc)`; the three levels are concatenated into the output.
+//! `view(1, 3 * ny * nx, 5 + nc)`; the levels (three, or four for P6) are concatenated into the
+//! output.
 //!
 //! `grid` holds `(x - 0.5, y - 0.5)` and `anchor_grid` the anchors in input pixels, both of
 //! shape `[1, 3, ny, nx, 2]`: they depend only on the input size, the strides and the anchors.
 
-use super::arch::{ANCHORS, NA, STRIDES};
+use super::arch::{NA, level_stride};
 use super::graph::{GraphBuilder, Init, tensor_f32, tensor_i64};
 use super::network::{conv_node, indexed};
 use super::weights;
@@ -16,8 +18,6 @@ use crate::onnx::build::{int_attr, ints_attr};
 
 /// Hoisting rank of a constant that onnxsim puts after all the others.
 pub(super) const RANK_LAST: u32 = 1000;
-
-const SCOPE: &str = "/model.24";
 
 /// The `grid` constant of one level: `(x - 0.5, y - 0.5)` for every anchor and cell.
 pub(super) fn grid(ny: usize, nx: usize) -> Vec<f32> {
@@ -34,9 +34,9 @@ pub(super) fn grid(ny: usize, nx: usize) -> Vec<f32> {
 }
 
 /// The `anchor_grid` constant of one level: each anchor's `(w, h)` in pixels at every cell.
-pub(super) fn anchor_grid(level: usize, ny: usize, nx: usize) -> Vec<f32> {
+pub(super) fn anchor_grid(anchors: &[(u16, u16); NA], ny: usize, nx: usize) -> Vec<f32> {
     let mut values = Vec::with_capacity(NA * ny * nx * 2);
-    for &(w, h) in &ANCHORS[level] {
+    for &(w, h) in anchors {
         for _ in 0..ny * nx {
             values.push(f32::from(w));
             values.push(f32::from(h));
@@ -45,15 +45,18 @@ pub(super) fn anchor_grid(level: usize, ny: usize, nx: usize) -> Vec<f32> {
     values
 }
 
-/// Appends the Detect head over the outputs of layers 17, 20 and 23; its last node is the
-/// final concat. Declares the three convs' parameters.
-pub(super) fn trace(g: &mut GraphBuilder, spec: &SynthSpec, inputs: [&str; 3], folded_base: usize) {
+/// Appends the Detect head over `inputs` (the outputs of the layers it reads, P3 first); its
+/// last node is the final concat. Declares the output convs' parameters.
+pub(super) fn trace(g: &mut GraphBuilder, spec: &SynthSpec, inputs: &[&str], folded_base: usize) {
+    let arch = spec.variant.arch();
+    let layer = arch.layers.len();
+    let scope = &format!("/model.{layer}");
     let no = spec.nc + 5;
     let simplified = spec.export == Export::Opset17Simplified;
     for (i, x) in inputs.iter().enumerate() {
         let c1 = g.shape(x)[1] as usize;
         g.param(
-            format!("model.24.m.{i}.weight"),
+            format!("model.{layer}.m.{i}.weight"),
             vec![(NA * no) as i64, c1 as i64, 1, 1],
             Init::Weight {
                 fan_in: c1,
@@ -61,7 +64,7 @@ pub(super) fn trace(g: &mut GraphBuilder, spec: &SynthSpec, inputs: [&str; 3], f
             },
         );
         g.param(
-            format!("model.24.m.{i}.bias"),
+            format!("model.{layer}.m.{i}.bias"),
             vec![(NA * no) as i64],
             Init::Bias,
         );
@@ -73,18 +76,18 @@ pub(super) fn trace(g: &mut GraphBuilder, spec: &SynthSpec, inputs: [&str; 3], f
         Upsample::ComputedSizes => RANK_LAST - 1,
         Upsample::ConstantScales => 0,
     };
-    let mut level_outputs = Vec::with_capacity(3);
+    let mut level_outputs = Vec::with_capacity(inputs.len());
     for (i, x) in inputs.iter().enumerate() {
-        let stride = STRIDES[i];
+        let stride = level_stride(i);
         let (ny, nx) = (spec.imgsz / stride, spec.imgsz / stride);
         let (ny64, nx64, no64, na64) = (ny as i64, nx as i64, no as i64, NA as i64);
         let cell_shape = |last: i64| vec![1, na64, ny64, nx64, last];
         // Names of the k-th Constant / Mul of this level.
-        let constant_name = |k: usize| format!("{SCOPE}/{}", indexed("Constant", 8 * i + k));
-        let mul_name = |k: usize| format!("{SCOPE}/{}", indexed("Mul", 4 * i + k));
+        let constant_name = |k: usize| format!("{scope}/{}", indexed("Constant", 8 * i + k));
+        let mul_name = |k: usize| format!("{scope}/{}", indexed("Mul", 4 * i + k));
         let two = |g: &mut GraphBuilder, k: usize| -> String {
             if simplified {
-                let name = format!("{SCOPE}/Constant_1");
+                let name = format!("{scope}/Constant_1");
                 if i == 0 && k == 1 {
                     g.hoisted_constant(two_rank, &name, tensor_f32(vec![], &[2.0]))
                 } else {
@@ -108,10 +111,10 @@ pub(super) fn trace(g: &mut GraphBuilder, spec: &SynthSpec, inputs: [&str; 3], f
 
         let conv = conv_node(
             g,
-            &format!("{SCOPE}/m.{i}/Conv"),
+            &format!("{scope}/m.{i}/Conv"),
             x,
-            &format!("model.24.m.{i}.weight"),
-            &format!("model.24.m.{i}.bias"),
+            &format!("model.{layer}.m.{i}.weight"),
+            &format!("model.{layer}.m.{i}.bias"),
             NA * no,
             (1, 1, 0),
         );
@@ -128,27 +131,27 @@ pub(super) fn trace(g: &mut GraphBuilder, spec: &SynthSpec, inputs: [&str; 3], f
         };
         let reshaped = g.node1(
             "Reshape",
-            &format!("{SCOPE}/{}", indexed("Reshape", 2 * i)),
+            &format!("{scope}/{}", indexed("Reshape", 2 * i)),
             &[&conv, &shape5],
             reshape_attrs.clone(),
             view5.to_vec(),
         );
         let permuted = g.node1(
             "Transpose",
-            &format!("{SCOPE}/{}", indexed("Transpose", i)),
+            &format!("{scope}/{}", indexed("Transpose", i)),
             &[&reshaped],
             vec![ints_attr("perm", &[0, 1, 3, 4, 2])],
             cell_shape(no64),
         );
         let sig = g.node1(
             "Sigmoid",
-            &format!("{SCOPE}/{}", indexed("Sigmoid", i)),
+            &format!("{scope}/{}", indexed("Sigmoid", i)),
             &[&permuted],
             vec![],
             cell_shape(no64),
         );
         let split_sizes = [2, 2, no64 - 4];
-        let split_name = format!("{SCOPE}/{}", indexed("Split", i));
+        let split_name = format!("{scope}/{}", indexed("Split", i));
         let split_shapes = split_sizes.iter().map(|&s| cell_shape(s)).collect();
         let parts = if simplified {
             let sizes = if i == 0 {
@@ -180,7 +183,7 @@ pub(super) fn trace(g: &mut GraphBuilder, spec: &SynthSpec, inputs: [&str; 3], f
         let grid_c = level_constant(g, 2, rank, cell_shape(2), &grid(ny, nx));
         let xy_grid = g.node1(
             "Add",
-            &format!("{SCOPE}/{}", indexed("Add", i)),
+            &format!("{scope}/{}", indexed("Add", i)),
             &[&xy2, &grid_c],
             vec![],
             cell_shape(2),
@@ -200,12 +203,18 @@ pub(super) fn trace(g: &mut GraphBuilder, spec: &SynthSpec, inputs: [&str; 3], f
         let c = two(g, 5);
         let pow = g.node1(
             "Pow",
-            &format!("{SCOPE}/{}", indexed("Pow", i)),
+            &format!("{scope}/{}", indexed("Pow", i)),
             &[&wh2, &c],
             vec![],
             cell_shape(2),
         );
-        let anchor_c = level_constant(g, 6, rank + 2, cell_shape(2), &anchor_grid(i, ny, nx));
+        let anchor_c = level_constant(
+            g,
+            6,
+            rank + 2,
+            cell_shape(2),
+            &anchor_grid(&arch.anchors[i], ny, nx),
+        );
         let wh = g.node1(
             "Mul",
             &mul_name(3),
@@ -216,7 +225,7 @@ pub(super) fn trace(g: &mut GraphBuilder, spec: &SynthSpec, inputs: [&str; 3], f
 
         let cat = g.node1(
             "Concat",
-            &format!("{SCOPE}/{}", indexed("Concat", i)),
+            &format!("{scope}/{}", indexed("Concat", i)),
             &[&xy, &wh, &parts[2]],
             vec![int_attr("axis", 4)],
             cell_shape(no64),
@@ -232,7 +241,7 @@ pub(super) fn trace(g: &mut GraphBuilder, spec: &SynthSpec, inputs: [&str; 3], f
         };
         level_outputs.push(g.node1(
             "Reshape",
-            &format!("{SCOPE}/{}", indexed("Reshape", 2 * i + 1)),
+            &format!("{scope}/{}", indexed("Reshape", 2 * i + 1)),
             &[&cat, &shape3],
             reshape_attrs,
             view3.to_vec(),
@@ -243,7 +252,7 @@ pub(super) fn trace(g: &mut GraphBuilder, spec: &SynthSpec, inputs: [&str; 3], f
     let refs: Vec<&str> = level_outputs.iter().map(String::as_str).collect();
     g.node1(
         "Concat",
-        &format!("{SCOPE}/Concat_3"),
+        &format!("{scope}/{}", indexed("Concat", inputs.len())),
         &refs,
         vec![int_attr("axis", 1)],
         vec![1, rows, no as i64],
@@ -261,7 +270,7 @@ mod tests {
         assert_eq!(&g[..6], &[-0.5, -0.5, 0.5, -0.5, 1.5, -0.5]);
         assert_eq!(&g[6..8], &[-0.5, 0.5]);
         assert_eq!(g.len(), 3 * 2 * 3 * 2);
-        let a = anchor_grid(2, 1, 2);
+        let a = anchor_grid(&crate::synth::arch::P5.anchors[2], 1, 2);
         assert_eq!(
             a,
             [

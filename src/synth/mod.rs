@@ -1,7 +1,7 @@
 //! Synthetic YOLOv5 v7.0 models: the official exporter's ONNX graph with seeded random weights.
 //!
 //! [`build`] lays out the graph that `export.py` of ultralytics/yolov5 v7.0 writes for
-//! `models/yolov5{n,s,m,l,x}.yaml` (Conv+BN fused, SiLU as `Sigmoid` + `Mul`, the Detect head in
+//! `models/yolov5{n,s,m,l,x}.yaml` and the P6 `models/hub/yolov5{n,s,m,l,x}6.yaml` (Conv+BN fused, SiLU as `Sigmoid` + `Mul`, the Detect head in
 //! export mode): the same nodes in the same order, the same node, tensor and initializer names,
 //! attributes, non-weight constants, graph input/output and `stride`/`names` metadata. Only the
 //! weight values differ: they are drawn from a seeded ChaCha generator with fan-in scaling.
@@ -16,6 +16,10 @@
 //! release checkpoints carry `recompute_scale_factor=True`, so their export computes the Resize
 //! sizes (Shape/Slice/Floor/Cast/Concat); a model built from the yaml by current torch exports a
 //! Resize with constant scales.
+//!
+//! onnxsim also merges equal constants: at sizes where twice an upsampling layer's input height
+//! equals a Detect stride (small inputs such as 256), the simplified export keeps that layer's
+//! constant node (first) where this one keeps the stride's; the values computed are the same.
 //!
 //! Deliberate differences from an exporter-written file: `producer_name`/`producer_version` name
 //! shears instead of pytorch, and `doc_string` says the weights are synthetic.
@@ -42,7 +46,7 @@ pub enum Export {
     Opset17Simplified,
 }
 
-/// How the exported graph feeds the two `Resize` nodes of the neck.
+/// How the exported graph feeds the `Resize` nodes of the neck.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Upsample {
     /// Output sizes computed in the graph, as the v7.0 release checkpoints export
@@ -52,19 +56,19 @@ pub enum Upsample {
     ConstantScales,
 }
 
-/// What to generate. [`SynthSpec::new`] gives the exporter's defaults (80 classes, 640 pixels,
-/// opset 12, computed sizes, seed 0).
+/// What to generate. [`SynthSpec::new`] gives the exporter's defaults (80 classes, 640 pixels for
+/// P5 models and 1280 for P6 models, opset 12, computed sizes, seed 0).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SynthSpec {
     /// Model size: depth and width multiples of the yaml.
     pub variant: Variant,
     /// Number of classes: the Detect convs have `3 * (5 + nc)` outputs.
     pub nc: usize,
-    /// Square input size in pixels; a multiple of 32.
+    /// Square input size in pixels; a multiple of the largest stride (32 for P5, 64 for P6).
     pub imgsz: usize,
     /// Exporter output form.
     pub export: Export,
-    /// Resize form of the two upsampling layers.
+    /// Resize form of the upsampling layers.
     pub upsample: Upsample,
     /// Seed of the weight generator: equal specs give byte-identical models.
     pub seed: u64,
@@ -81,7 +85,7 @@ impl SynthSpec {
         SynthSpec {
             variant,
             nc: 80,
-            imgsz: 640,
+            imgsz: variant.default_imgsz(),
             export: Export::Opset12,
             upsample: Upsample::ComputedSizes,
             seed: 0,
@@ -93,9 +97,12 @@ impl SynthSpec {
         if self.nc == 0 || self.nc > MAX_NC {
             bail!("nc must be in 1..={MAX_NC}, got {}", self.nc);
         }
-        if self.imgsz == 0 || !self.imgsz.is_multiple_of(32) || self.imgsz > MAX_IMGSZ {
+        let stride = self.variant.max_stride();
+        if self.imgsz == 0 || !self.imgsz.is_multiple_of(stride) || self.imgsz > MAX_IMGSZ {
             bail!(
-                "imgsz must be a positive multiple of 32 up to {MAX_IMGSZ}, got {}",
+                "imgsz must be a positive multiple of {stride} (the largest stride of {}) up to \
+                 {MAX_IMGSZ}, got {}",
+                self.variant,
                 self.imgsz
             );
         }
@@ -113,7 +120,7 @@ pub fn build(spec: &SynthSpec) -> anyhow::Result<ModelProto> {
     };
     let names = names::class_names(spec.nc);
     let metadata = [
-        ("stride", arch::MAX_STRIDE.to_string()),
+        ("stride", spec.variant.max_stride().to_string()),
         ("names", names::python_dict_repr(&names)),
     ];
     Ok(ModelProto {

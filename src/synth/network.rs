@@ -1,11 +1,11 @@
-//! Traces the forward pass of `models/yolov5*.yaml` (v7.0) into ONNX nodes, in the order and
+//! Traces the forward pass of `models/yolov5*.yaml` and `models/hub/yolov5*6.yaml` (v7.0) into ONNX nodes, in the order and
 //! with the names the torch exporter gives them.
 //!
 //! Parameters are declared in module registration order (the order of `state_dict`, which is
 //! the exporter's initializer order): a C3 registers `cv1, cv2, cv3, m.*` but runs
 //! `cv1, m.*, cv2, Concat, cv3`.
 
-use super::arch::{DETECT_FROM, LAYERS, Layer};
+use super::arch::Layer;
 use super::detect;
 use super::graph::{GraphBuilder, Init, tensor_f32, tensor_i64};
 use super::weights;
@@ -30,10 +30,11 @@ pub(super) fn indexed(base: &str, k: usize) -> String {
 /// [`GraphBuilder::finish`].
 pub(super) fn trace(spec: &SynthSpec) -> GraphBuilder {
     let v = spec.variant;
+    let arch = v.arch();
     let size = spec.imgsz as i64;
     // onnxsim names the initializers it folds `_v_<n>` after a value counter that starts past
     // the values of the opset-17 export, which has a fixed offset to those of the opset-12
-    // export of the same model (measured with onnxsim 0.8.1 on every size and upsample form).
+    // export of the same model.
     let folded_base = match spec.export {
         Export::Opset12 => 0,
         Export::Opset17Simplified => {
@@ -42,31 +43,31 @@ pub(super) fn trace(spec: &SynthSpec) -> GraphBuilder {
                 ..spec.clone()
             });
             let offset = match spec.upsample {
-                Upsample::ComputedSizes => 8,
-                Upsample::ConstantScales => 1,
+                Upsample::ComputedSizes => arch.folded.detect_after_sizes,
+                Upsample::ConstantScales => arch.folded.detect_after_scales,
             };
             unsimplified.value_count() + offset
         }
     };
     let mut g = GraphBuilder::new(spec.export, INPUT, vec![1, 3, size, size]);
-    let mut y: Vec<String> = Vec::with_capacity(LAYERS.len());
-    for (i, layer) in LAYERS.iter().enumerate() {
+    let upsamples: Vec<usize> = (arch.layers.iter().enumerate())
+        .filter(|(_, layer)| matches!(layer, Layer::Upsample))
+        .map(|(i, _)| i)
+        .collect();
+    let mut y: Vec<String> = Vec::with_capacity(arch.layers.len());
+    for (i, layer) in arch.layers.iter().enumerate() {
         let x = y.last().map_or(INPUT, String::as_str).to_owned();
         let out = match *layer {
             Layer::Conv { c, k, s, p } => conv_module(&mut g, i, &x, v.width(c), (k, s, p)),
             Layer::C3 { c, n, shortcut } => c3(&mut g, i, &x, v.width(c), v.depth(n), shortcut),
             Layer::Sppf { c } => sppf(&mut g, i, &x, v.width(c)),
-            Layer::Upsample => upsample(&mut g, spec, i, &x, folded_base),
+            Layer::Upsample => upsample(&mut g, spec, &upsamples, i, &x, folded_base),
             Layer::Concat { with } => concat(&mut g, i, &[&x, &y[with]]),
         };
         y.push(out);
     }
-    detect::trace(
-        &mut g,
-        spec,
-        DETECT_FROM.map(|i| y[i].as_str()),
-        folded_base,
-    );
+    let detect_inputs: Vec<&str> = arch.detect_from.iter().map(|&i| y[i].as_str()).collect();
+    detect::trace(&mut g, spec, &detect_inputs, folded_base);
     g.rename_last_output(OUTPUT);
     g
 }
@@ -302,10 +303,12 @@ fn concat(g: &mut GraphBuilder, layer: usize, inputs: &[&str]) -> String {
     )
 }
 
-/// `nn.Upsample(None, 2, 'nearest')` at `model.<layer>` in the form `spec` asks for.
+/// `nn.Upsample(None, 2, 'nearest')` at `model.<layer>` in the form `spec` asks for;
+/// `upsamples` lists the layers of the model that upsample, `layer` among them.
 fn upsample(
     g: &mut GraphBuilder,
     spec: &SynthSpec,
+    upsamples: &[usize],
     layer: usize,
     x: &str,
     folded_base: usize,
@@ -385,16 +388,19 @@ fn upsample(
             vec![x.to_owned(), roi, scales]
         }
         (Export::Opset17Simplified, Upsample::ComputedSizes) => {
-            // Folded to the full output shape; onnxsim numbered layer 15's before layer 11's.
-            let number = folded_base + if layer == 15 { 25 } else { 26 };
+            // Folded to the full output shape; onnxsim numbers the last layer's first.
+            let from_last = upsamples.iter().rev().position(|&l| l == layer);
+            let number = folded_base
+                + spec.variant.arch().folded.resize_sizes
+                + from_last.expect("layer is an upsample layer");
             let sizes = g.folded(number, tensor_i64(vec![4], &out_shape));
             vec![x.to_owned(), String::new(), String::new(), sizes]
         }
         (Export::Opset17Simplified, Upsample::ConstantScales) => {
-            // Both layers share the first layer's constant, which onnxsim moves to the front.
-            let name = "/model.11/Constant";
-            let scales = if layer == 11 {
-                g.hoisted_constant(detect::RANK_LAST, name, scales())
+            // All layers share the first layer's constant, which onnxsim moves to the front.
+            let name = format!("/model.{}/Constant", upsamples[0]);
+            let scales = if layer == upsamples[0] {
+                g.hoisted_constant(detect::RANK_LAST, &name, scales())
             } else {
                 format!("{name}_output_0")
             };

@@ -14,6 +14,7 @@ mod gates;
 mod images;
 mod onnx_io;
 mod outputs;
+mod p6;
 mod pipeline;
 mod prune;
 mod prune_channels;

@@ -128,13 +128,18 @@ fn yolov5n_opset17_matches_simplified_export() {
 fn parameter_counts_match_the_fused_official_models() {
     // n and s: fixtures/README.md (fused counts of the official yolov5n and of yolov5s);
     // m, l, x: the fused models of the official yolov5 7.0.14 code, whose README rounds them to
-    // 21.2M, 46.5M and 86.7M.
+    // 21.2M, 46.5M and 86.7M; the P6 sizes: the fused `Model` of each yolov5*6.yaml there.
     let expected = [
         (Variant::N, 1_867_405),
         (Variant::S, 7_225_885),
         (Variant::M, 21_172_173),
         (Variant::L, 46_533_693),
         (Variant::X, 86_705_005),
+        (Variant::N6, 3_239_884),
+        (Variant::S6, 12_612_508),
+        (Variant::M6, 35_704_908),
+        (Variant::L6, 76_726_332),
+        (Variant::X6, 140_730_220),
     ];
     for (variant, count) in expected {
         let s = SynthSpec::new(variant);
@@ -236,7 +241,7 @@ fn generated_models_pass_checker_and_run_in_onnxruntime() {
         return;
     };
     let dir = common::scratch();
-    let cases: [(&str, &[&str], &str); 5] = [
+    let cases: [(&str, &[&str], &str); 7] = [
         ("n12.onnx", &["yolov5n"], "1x25200x85"),
         ("n17.onnx", &["yolov5n", "--opset", "17"], "1x25200x85"),
         (
@@ -261,6 +266,21 @@ fn generated_models_pass_checker_and_run_in_onnxruntime() {
             "n3.onnx",
             &["yolov5n", "--nc", "3", "--imgsz", "320", "--opset", "17"],
             "1x6300x8",
+        ),
+        // P6: four levels, 1280 by default
+        ("n6.onnx", &["yolov5n6"], "1x102000x85"),
+        (
+            "s6.onnx",
+            &[
+                "yolov5s6",
+                "--opset",
+                "17",
+                "--upsample",
+                "scales",
+                "--imgsz",
+                "256",
+            ],
+            "1x4080x85",
         ),
     ];
     let mut paths = Vec::new();
