@@ -8,6 +8,8 @@
 
 use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
+use std::ops::Range;
+
 use rayon::prelude::*;
 
 /// The scalar of a network: f32 for training, f64 for gradient checks.
@@ -166,32 +168,41 @@ impl ConvShape {
     }
 }
 
+/// The outputs `o` in `0..outputs` whose tap `tap` reads inside an input of `len` (at
+/// `o * stride + tap - pad`): the others read the padding.
+fn inside(len: usize, pad: usize, tap: usize, stride: usize, outputs: usize) -> Range<usize> {
+    let end = (len + pad).saturating_sub(tap).div_ceil(stride).min(outputs);
+    pad.saturating_sub(tap).div_ceil(stride).min(end)..end
+}
+
 /// Fills `cols` (`[cin * kh * kw, oh * ow]`, row-major) with the patches of one image `x`
 /// (`[cin, h, w]`); taps in the padding are 0.
 fn im2col<T: Real>(x: &[T], hw: [usize; 2], s: &ConvShape, out: [usize; 2], cols: &mut [T]) {
     let [h, w] = hw;
     let [oh, ow] = out;
     let [kh, kw] = s.kernel;
+    let [sy, sx] = s.stride;
     cols.par_chunks_mut(oh * ow)
         .enumerate()
         .for_each(|(row, dst)| {
             let (c, i, j) = (row / (kh * kw), (row / kw) % kh, row % kw);
             let plane = &x[c * h * w..(c + 1) * h * w];
-            for oy in 0..oh {
-                let line = &mut dst[oy * ow..(oy + 1) * ow];
-                let iy = (oy * s.stride[0] + i) as isize - s.pads[0] as isize;
-                if iy < 0 || iy >= h as isize {
-                    line.fill(T::zero());
+            let (rows, xs) = (inside(h, s.pads[0], i, sy, oh), inside(w, s.pads[1], j, sx, ow));
+            for (oy, line) in dst.chunks_mut(ow).enumerate() {
+                line[..xs.start].fill(T::zero());
+                line[xs.end..].fill(T::zero());
+                if !rows.contains(&oy) || xs.is_empty() {
+                    line[xs.clone()].fill(T::zero());
                     continue;
                 }
-                let src = &plane[iy as usize * w..(iy as usize + 1) * w];
-                for (ox, v) in line.iter_mut().enumerate() {
-                    let ix = (ox * s.stride[1] + j) as isize - s.pads[1] as isize;
-                    *v = if ix < 0 || ix >= w as isize {
-                        T::zero()
-                    } else {
-                        src[ix as usize]
-                    };
+                let src = &plane[(oy * sy + i - s.pads[0]) * w..][..w];
+                let from = xs.start * sx + j - s.pads[1];
+                if sx == 1 {
+                    line[xs.clone()].copy_from_slice(&src[from..from + xs.len()]);
+                } else {
+                    for (v, &x) in line[xs.clone()].iter_mut().zip(src[from..].iter().step_by(sx)) {
+                        *v = x;
+                    }
                 }
             }
         });
@@ -203,22 +214,22 @@ fn col2im<T: Real>(cols: &[T], hw: [usize; 2], s: &ConvShape, out: [usize; 2], d
     let [h, w] = hw;
     let [oh, ow] = out;
     let [kh, kw] = s.kernel;
+    let [sy, sx] = s.stride;
     dx.par_chunks_mut(h * w).enumerate().for_each(|(c, plane)| {
         for i in 0..kh {
             for j in 0..kw {
                 let row = (c * kh + i) * kw + j;
                 let src = &cols[row * oh * ow..(row + 1) * oh * ow];
-                for oy in 0..oh {
-                    let iy = (oy * s.stride[0] + i) as isize - s.pads[0] as isize;
-                    if iy < 0 || iy >= h as isize {
-                        continue;
-                    }
-                    let line = &mut plane[iy as usize * w..(iy as usize + 1) * w];
-                    for ox in 0..ow {
-                        let ix = (ox * s.stride[1] + j) as isize - s.pads[1] as isize;
-                        if ix >= 0 && ix < w as isize {
-                            line[ix as usize] += src[oy * ow + ox];
-                        }
+                let xs = inside(w, s.pads[1], j, sx, ow);
+                if xs.is_empty() {
+                    continue;
+                }
+                let from = xs.start * sx + j - s.pads[1];
+                for oy in inside(h, s.pads[0], i, sy, oh) {
+                    let line = &mut plane[(oy * sy + i - s.pads[0]) * w..][..w];
+                    let taps = &src[oy * ow..][xs.clone()];
+                    for (d, &g) in line[from..].iter_mut().step_by(sx).zip(taps) {
+                        *d += g;
                     }
                 }
             }
@@ -639,9 +650,25 @@ mod tests {
         (0..n).map(|_| rng.random_range(-1.0..1.0)).collect()
     }
 
+    /// im2col convolutions equal the definition, and col2im is im2col's adjoint:
+    /// `<im2col(x), c> = <x, col2im(c)>`.
     #[test]
     fn im2col_convolution_equals_the_definition() {
         for s in [
+            ConvShape {
+                cin: 2,
+                cout: 3,
+                kernel: [3, 3],
+                stride: [1, 1],
+                pads: [1, 1, 1, 1],
+            },
+            ConvShape {
+                cin: 2,
+                cout: 2,
+                kernel: [5, 4],
+                stride: [3, 2],
+                pads: [4, 0, 3, 5],
+            },
             ConvShape {
                 cin: 3,
                 cout: 4,
@@ -676,6 +703,15 @@ mod tests {
             for (a, e) in y.data.iter().zip(&expected.data) {
                 assert!((a - e).abs() < 1e-12, "{a} {e} for {s:?}");
             }
+            let out = [y.shape[2], y.shape[3]];
+            let mut cols = vec![0.0; s.columns() * out[0] * out[1]];
+            im2col(&x.data[..s.cin * 72], [9, 8], &s, out, &mut cols);
+            let c = values(cols.len(), 4);
+            let mut dx = vec![0.0; s.cin * 72];
+            col2im(&c, [9, 8], &s, out, &mut dx);
+            let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(a, b)| a * b).sum::<f64>();
+            let (lhs, rhs) = (dot(&cols, &c), dot(&x.data[..s.cin * 72], &dx));
+            assert!((lhs - rhs).abs() < 1e-10, "{lhs} {rhs} for {s:?}");
         }
     }
 
