@@ -37,7 +37,7 @@ pub struct Args {
     /// Where to write the fine-tuned model.
     #[arg(short, long)]
     pub output: PathBuf,
-    /// Epochs over the training images.
+    /// Epochs over the training images [default: 20].
     #[arg(long)]
     pub epochs: Option<usize>,
     /// Training image size (a multiple of 32).

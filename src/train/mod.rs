@@ -61,10 +61,13 @@ pub struct FineTuneSettings {
     pub loss: LossWeights,
 }
 
+/// The defaults: 20 epochs were chosen on 40 labelled `coco_extra_train` images kept aside
+/// (COCO AP 0.222 there for an OBS 2:4 yolov5n, against 0.212 with 10), and fit the 15 minutes
+/// that yolov5n's fine-tuning may take on two cores.
 impl Default for FineTuneSettings {
     fn default() -> Self {
         FineTuneSettings {
-            epochs: 10,
+            epochs: 20,
             imgsz: 320,
             batch: 8,
             lr: 3e-4,
