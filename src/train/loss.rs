@@ -288,8 +288,8 @@ fn bernoulli_kl<T: Real>(s: T, t: T) -> (T, T) {
     (q * (ps.1 - pt.1) + (T::one() - q) * (ps.0 - pt.0), p - q)
 }
 
-/// `Σ f(a[i], b[i])` in f64, over [`CHUNK`]-long chunks in parallel, each summed in f32
-/// lanes; the chunks' sums are added in order, so the result does not depend on the threads.
+/// `Σ f(a[i], b[i])` in f64, over [`CHUNK`]-long chunks in parallel, each summed in lanes
+/// of `T`; the chunks' sums are added in order, so the result does not depend on the threads.
 fn chunked_sum<T: Real>(a: &[T], b: &[T], f: impl Fn(T, T) -> T + Sync) -> f64 {
     let sums: Vec<f64> = a
         .par_chunks(CHUNK)
