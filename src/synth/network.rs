@@ -1,5 +1,5 @@
-//! Traces the forward pass of `models/yolov5*.yaml` and `models/hub/yolov5*6.yaml` (v7.0) into ONNX nodes, in the order and
-//! with the names the torch exporter gives them.
+//! Traces the forward pass of `models/yolov5*.yaml` and `models/hub/yolov5*6.yaml` (v7.0) into
+//! ONNX nodes, in the order and with the names the torch exporter gives them.
 //!
 //! Parameters are declared in module registration order (the order of `state_dict`, which is
 //! the exporter's initializer order): a C3 registers `cv1, cv2, cv3, m.*` but runs

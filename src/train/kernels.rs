@@ -6,10 +6,10 @@
 //! measurements. Every kernel is generic over [`Real`] so that the gradient tests can run in f64
 //! against central finite differences.
 
-use faer::linalg::matmul::matmul;
-use faer::{Accum, MatMut, MatRef, Par};
 use std::ops::Range;
 
+use faer::linalg::matmul::matmul;
+use faer::{Accum, MatMut, MatRef, Par};
 use rayon::prelude::*;
 
 /// The scalar of a network: f32 for training, f64 for gradient checks.
@@ -171,7 +171,10 @@ impl ConvShape {
 /// The outputs `o` in `0..outputs` whose tap `tap` reads inside an input of `len` (at
 /// `o * stride + tap - pad`): the others read the padding.
 fn inside(len: usize, pad: usize, tap: usize, stride: usize, outputs: usize) -> Range<usize> {
-    let end = (len + pad).saturating_sub(tap).div_ceil(stride).min(outputs);
+    let end = (len + pad)
+        .saturating_sub(tap)
+        .div_ceil(stride)
+        .min(outputs);
     pad.saturating_sub(tap).div_ceil(stride).min(end)..end
 }
 
@@ -187,20 +190,26 @@ fn im2col<T: Real>(x: &[T], hw: [usize; 2], s: &ConvShape, out: [usize; 2], cols
         .for_each(|(row, dst)| {
             let (c, i, j) = (row / (kh * kw), (row / kw) % kh, row % kw);
             let plane = &x[c * h * w..(c + 1) * h * w];
-            let (rows, xs) = (inside(h, s.pads[0], i, sy, oh), inside(w, s.pads[1], j, sx, ow));
+            let (rows, xs) = (
+                inside(h, s.pads[0], i, sy, oh),
+                inside(w, s.pads[1], j, sx, ow),
+            );
             for (oy, line) in dst.chunks_mut(ow).enumerate() {
-                line[..xs.start].fill(T::zero());
-                line[xs.end..].fill(T::zero());
                 if !rows.contains(&oy) || xs.is_empty() {
-                    line[xs.clone()].fill(T::zero());
+                    line.fill(T::zero());
                     continue;
                 }
+                line[..xs.start].fill(T::zero());
+                line[xs.end..].fill(T::zero());
                 let src = &plane[(oy * sy + i - s.pads[0]) * w..][..w];
                 let from = xs.start * sx + j - s.pads[1];
                 if sx == 1 {
                     line[xs.clone()].copy_from_slice(&src[from..from + xs.len()]);
                 } else {
-                    for (v, &x) in line[xs.clone()].iter_mut().zip(src[from..].iter().step_by(sx)) {
+                    for (v, &x) in line[xs.clone()]
+                        .iter_mut()
+                        .zip(src[from..].iter().step_by(sx))
+                    {
                         *v = x;
                     }
                 }

@@ -377,7 +377,8 @@ fn mean_loss(ids: &[usize], batch: usize, mut f: impl FnMut(&[usize]) -> LossPar
 }
 
 impl FineTuneReport {
-    /// What the output records under [`crate::onnx::metadata::FINETUNE_KEY`]; `teacher` names the teacher's file.
+    /// What the output records under [`crate::onnx::metadata::FINETUNE_KEY`]; `teacher` names
+    /// the teacher's file.
     pub fn provenance(&self, teacher: &str) -> serde_json::Value {
         serde_json::json!({
             "tool": "shears",
