@@ -1,10 +1,11 @@
 //! Synthetic YOLOv5 v7.0 models: the official exporter's ONNX graph with seeded random weights.
 //!
 //! [`build`] lays out the graph that `export.py` of ultralytics/yolov5 v7.0 writes for
-//! `models/yolov5{n,s,m,l,x}.yaml` and the P6 `models/hub/yolov5{n,s,m,l,x}6.yaml` (Conv+BN
-//! fused, SiLU as `Sigmoid` + `Mul`, the Detect head in export mode): the same nodes in the same order, the same node, tensor and initializer names,
-//! attributes, non-weight constants, graph input/output and `stride`/`names` metadata. Only the
-//! weight values differ: they are drawn from a seeded ChaCha generator with fan-in scaling.
+//! `models/yolov5{n,s,m,l,x}.yaml` and the P6 `models/hub/yolov5{n,s,m,l,x}6.yaml` (Conv+BN fused,
+//! SiLU as `Sigmoid` + `Mul`, the Detect head in export mode): the same nodes in the same order,
+//! the same node, tensor and initializer names, attributes, non-weight constants, graph
+//! input/output and `stride`/`names` metadata. Only the weight values differ: they are drawn from a
+//! seeded ChaCha generator with fan-in scaling.
 //!
 //! Two export forms are reproduced ([`Export`]):
 //! - opset 12 as `torch.onnx.export` writes it, unsimplified;
